@@ -1,0 +1,55 @@
+"""Server-sent events for streamed responses: chunks, keep-alives, errors, ``[DONE]``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from falcon.asgi import SSEvent
+
+from inferflux_core.errors import InferfluxError
+
+KEEPALIVE_SECONDS = 2.0
+DONE = SSEvent(data=b"[DONE]")
+
+
+async def sse_stream(
+    chunks: AsyncIterator[dict[str, Any]], keepalive: float = KEEPALIVE_SECONDS
+) -> AsyncIterator[SSEvent]:
+    """``data: {chunk}`` per chunk, then ``data: [DONE]``.
+
+    While no chunk comes (queued behind other requests) a comment line is sent every
+    ``keepalive`` seconds, so a client that went away is noticed and its request cancelled.
+    An error after the response started is sent as ``data: {"error": ...}``.
+    """
+    iterator = aiter(chunks)
+    pending: asyncio.Future[dict[str, Any]] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=keepalive)
+            if not done:
+                yield SSEvent(comment="keep-alive")
+                continue
+            finished, pending = pending, None
+            try:
+                chunk = finished.result()
+            except StopAsyncIteration:
+                break
+            except InferfluxError as exc:
+                yield SSEvent(data=json.dumps(exc.to_body()).encode())
+                break
+            yield SSEvent(data=json.dumps(chunk, separators=(",", ":")).encode())
+        yield DONE
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``inferflux`` (server, admin) and ``inferctl`` (client)."""

@@ -1,0 +1,134 @@
+"""``inferflux``: serve models, list plugins and devices, show the configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from inferflux_core.config import Settings, load_config
+from inferflux_core.errors import InferfluxError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``inferflux`` command line."""
+    parser = argparse.ArgumentParser(prog="inferflux", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the configured models over HTTP")
+    _add_config_args(serve)
+    serve.add_argument("--host", help="address to listen on (server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (server.port)")
+
+    plugins = commands.add_parser("plugins", help="list loaded plugins and what they register")
+    _add_config_args(plugins)
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+
+    devices = commands.add_parser("devices", help="list devices and whether they are present")
+    _add_config_args(devices)
+
+    config = commands.add_parser("config", help="print the effective configuration")
+    _add_config_args(config)
+    return parser
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="YAML configuration file")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; errors are one clear message and exit status 2, not a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        logging.basicConfig(
+            level=settings.server.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return int(COMMANDS[args.command](args, settings) or 0)
+    except InferfluxError as exc:
+        print(f"inferflux: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    server = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
+    settings = load_config(args.config)
+    if server:
+        merged = settings.model_dump()
+        merged["server"].update(server)
+        overrides = merged
+        settings = load_config(args.config, **overrides)
+    return settings
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from inferflux_core.cli.serve import serve
+
+    serve(settings)
+    return 0
+
+
+def _plugins(args: argparse.Namespace, settings: Settings) -> int:
+    from inferflux_core.plugins import PluginHost
+
+    host = PluginHost(autoload=settings.plugins.autoload, disable=settings.plugins.disable)
+    records = sorted(host.records.values(), key=lambda r: r.name)
+    if args.json:
+        print(json.dumps([_record_dict(r) for r in records], indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("plugin", "distribution", "version", "registers", "hooks")
+    for record in records:
+        registers = "\n".join(
+            f"{family}: {', '.join(names)}" for family, names in record.registered.items()
+        )
+        table.add_row(
+            record.name, record.distribution, record.version, registers, ", ".join(record.hooks)
+        )
+    Console().print(table)
+    return 0
+
+
+def _record_dict(record: Any) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "distribution": record.distribution,
+        "version": record.version,
+        "hooks": record.hooks,
+        "registered": record.registered,
+    }
+
+
+def _devices(args: argparse.Namespace, settings: Settings) -> int:
+    from inferflux_core.engine.devices import detect_devices
+    from inferflux_core.plugins import PluginHost
+
+    host = PluginHost(autoload=settings.plugins.autoload, disable=settings.plugins.disable)
+    for context, info in detect_devices(host):
+        state = "present" if info.present else f"not present ({info.reason})"
+        detail = f" {info.name}" if info.name else ""
+        print(f"{info.kind:6} priority {context.priority:3}  {state}{detail}")
+    return 0
+
+
+def _config(args: argparse.Namespace, settings: Settings) -> int:
+    import yaml
+
+    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    return 0
+
+
+COMMANDS = {"serve": _serve, "plugins": _plugins, "devices": _devices, "config": _config}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

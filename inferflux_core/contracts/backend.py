@@ -1,0 +1,143 @@
+"""The contract a step-level backend implements.
+
+A step-level backend owns one loaded model on one device. inferflux's engine drives it one
+batch step at a time: it opens a KV sequence per request, feeds chunks of tokens for several
+sequences in one call to :meth:`StepBackend.decode`, receives one sampled token for every chunk
+that asked for one, and frees the sequence when the request ends. Continuous batching, chunked
+prefill, stop strings and cancellation are the engine's job, so every step-level backend gets
+them for free.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inferflux_core.contracts.device import DeviceInfo
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Per-sequence sampling settings, applied inside the backend's sampler.
+
+    ``temperature <= 0`` means greedy decoding. ``top_k == 0``, ``top_p == 1`` and
+    ``min_p == 0`` disable those filters. ``seed`` makes a sampled sequence reproducible.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    seed: int | None = None
+    repeat_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    penalty_last_n: int = 64
+    logit_bias: Mapping[int, float] | None = None
+
+    @property
+    def greedy(self) -> bool:
+        """True when the sampler picks the most likely token."""
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceChunk:
+    """Tokens to feed one KV sequence in one decode step.
+
+    A prefill is a chunk of prompt tokens; a decode step is a chunk holding the last sampled
+    token. ``sample`` asks the backend to sample the next token after the chunk's last token.
+    """
+
+    seq_id: int
+    tokens: Sequence[int]
+    sample: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    """What a backend factory receives to load one model."""
+
+    model_name: str
+    model_path: Path
+    device: DeviceInfo
+    context_length: int
+    max_sequences: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """Facts about a loaded model the engine and the API need."""
+
+    context_length: int
+    vocab_size: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    add_bos: bool
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+class StepBackend(ABC):
+    """A model the engine decodes one batch step at a time.
+
+    Implement these methods; the constructor takes a :class:`BackendSpec` and loads the model.
+    Every method is called from the engine's single step thread, never concurrently, except
+    :meth:`tokenize` / :meth:`detokenize`, which must be thread-safe (the HTTP layer calls them
+    to count and render tokens).
+    """
+
+    #: Device kinds (``cpu``, ``cuda``, ``rocm``, ``metal``) this backend runs on.
+    supported_devices: tuple[str, ...] = ("cpu",)
+
+    @property
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """Context length, vocabulary size, chat template and special tokens of the model."""
+
+    @abstractmethod
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        """Turn text into token ids; ``add_special`` adds BOS where the model wants one.
+
+        Special-token text (``<|im_start|>``) in ``text`` is parsed as the special token.
+        """
+
+    @abstractmethod
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """Turn token ids back into text (special tokens rendered as text)."""
+
+    @abstractmethod
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes one token contributes to the output (may be part of a UTF-8 char)."""
+
+    @abstractmethod
+    def is_end_of_generation(self, token: int) -> bool:
+        """True for EOS / end-of-turn tokens that end a sequence."""
+
+    @abstractmethod
+    def open_sequence(self, seq_id: int, params: SamplingParams) -> None:
+        """Prepare an empty KV sequence ``seq_id`` and its sampler.
+
+        ``seq_id`` is in ``range(max_sequences)`` and not open already.
+        """
+
+    @abstractmethod
+    def decode(self, chunks: Sequence[SequenceChunk]) -> dict[int, int]:
+        """Run one forward pass over all chunks in a single batch.
+
+        Appends each chunk's tokens to its sequence's KV, then samples one token for each chunk
+        with ``sample=True`` using that sequence's sampler. Returns ``{seq_id: token}``.
+        Raises :class:`inferflux_core.errors.BackendError` if the step fails; the engine then
+        fails the affected requests and frees their sequences.
+        """
+
+    @abstractmethod
+    def free_sequence(self, seq_id: int) -> None:
+        """Drop the sequence's KV and sampler; ``seq_id`` may be reused afterwards."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
+        """Release the model. Called once, after the last step."""

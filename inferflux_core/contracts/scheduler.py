@@ -1,0 +1,116 @@
+"""The contract a scheduler plugin implements, and the sequence state it schedules."""
+
+from __future__ import annotations
+
+import enum
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SequenceStatus(enum.Enum):
+    """Where a sequence is in its life."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False, slots=True)
+class ScheduledSequence:
+    """One request's sequence as the scheduler sees it.
+
+    ``prompt_tokens[:n_prefilled]`` are in the KV already; once the prompt is prefilled, each
+    step feeds the last generated token.
+    """
+
+    request_id: str
+    prompt_tokens: list[int]
+    priority: int = 0
+    arrival: float = field(default_factory=time.monotonic)
+    status: SequenceStatus = SequenceStatus.WAITING
+    seq_id: int | None = None
+    n_prefilled: int = 0
+    generated: list[int] = field(default_factory=list)
+    payload: Any = None
+
+    @property
+    def prefill_done(self) -> bool:
+        """True once every prompt token is in the KV cache."""
+        return self.n_prefilled >= len(self.prompt_tokens)
+
+    @property
+    def kv_tokens(self) -> int:
+        """KV cells this sequence will hold once its prompt is prefilled."""
+        return len(self.prompt_tokens) + len(self.generated)
+
+    @property
+    def remaining_prompt(self) -> int:
+        """Prompt tokens not yet prefilled."""
+        return len(self.prompt_tokens) - self.n_prefilled
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledChunk:
+    """``n_tokens`` of ``sequence`` to run this step (prompt tokens, or 1 to decode)."""
+
+    sequence: ScheduledSequence
+    n_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerLimits:
+    """Bounds the engine gives a scheduler for one model.
+
+    ``kv_capacity`` is the number of KV cells all sequences share; a scheduler admits a
+    sequence only while the prompts and generated tokens of running sequences fit in it.
+    """
+
+    max_sequences: int
+    context_length: int
+    kv_capacity: int
+    token_budget: int
+    prefill_chunk: int
+    max_queue: int
+
+
+class Scheduler(ABC):
+    """Decides which sequences run in each step and how many tokens each feeds.
+
+    The engine calls :meth:`add` when a request arrives (from the event loop thread),
+    and :meth:`plan_step`, :meth:`finish` from its step thread; implementations guard shared
+    state themselves. The engine assigns KV ``seq_id`` s to sequences the plan admits.
+    """
+
+    def __init__(self, limits: SchedulerLimits, **options: Any) -> None:
+        self.limits = limits
+
+    @abstractmethod
+    def add(self, sequence: ScheduledSequence) -> None:
+        """Queue a new sequence; raise :class:`inferflux_core.errors.QueueFullError` if full."""
+
+    @abstractmethod
+    def plan_step(self) -> Sequence[ScheduledChunk]:
+        """Pick the chunks for the next step.
+
+        Running sequences that finished prefill decode one token; waiting sequences are
+        admitted (status becomes RUNNING) while fewer than ``max_sequences`` run; prompt
+        tokens fill the rest of ``token_budget`` in chunks of at most ``prefill_chunk``.
+        Returns an empty sequence when there is nothing to do.
+        """
+
+    @abstractmethod
+    def finish(self, sequence: ScheduledSequence) -> None:
+        """Remove a sequence (finished, failed or cancelled) from waiting or running."""
+
+    @property
+    @abstractmethod
+    def waiting_count(self) -> int:
+        """Sequences queued and not yet admitted."""
+
+    @property
+    @abstractmethod
+    def running_count(self) -> int:
+        """Sequences admitted and not yet finished."""

@@ -1,0 +1,35 @@
+"""The contract a KV-transport plugin implements (hands KV state between engines)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class KVBlock:
+    """A sequence's serialized KV state on its way from a prefill engine to a decode engine."""
+
+    request_id: str
+    model: str
+    n_tokens: int
+    data: bytes
+
+
+class KVTransport(ABC):
+    """Moves :class:`KVBlock` s between a sender and a receiver, in order, with back-pressure."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    @abstractmethod
+    async def send(self, block: KVBlock) -> None:
+        """Deliver a block; waits while the receiver is ``max_pending`` blocks behind."""
+
+    @abstractmethod
+    async def receive(self) -> KVBlock:
+        """The next block, in the order sent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
+        """Release connections and buffers."""

@@ -1,0 +1,8 @@
+"""The engine: models, step loops and requests, usable without HTTP."""
+
+from inferflux_core.engine.engine import Engine
+from inferflux_core.engine.model import LoadedModel
+from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
+from inferflux_core.engine.stream import RequestStream
+
+__all__ = ["Engine", "GenerationEvent", "GenerationRequest", "LoadedModel", "RequestStream"]

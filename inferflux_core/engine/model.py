@@ -1,0 +1,122 @@
+"""A loaded model: its backend, chat template and step loop, under the name it is served as."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from inferflux_core.chat_template import ChatTemplate
+from inferflux_core.config import ModelConfig, SchedulerConfig
+from inferflux_core.contracts import BackendSpec, DeviceInfo, SchedulerLimits, StepBackend
+from inferflux_core.engine.devices import select_device
+from inferflux_core.engine.runner import ModelRunner
+from inferflux_core.errors import ChatTemplateError, ConfigError
+from inferflux_core.metrics import EngineMetrics
+from inferflux_core.plugins import PluginHost
+from inferflux_core.sources import resolve_model_source
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model ready to serve."""
+
+    name: str
+    config: ModelConfig
+    path: Path
+    backend: StepBackend
+    device: DeviceInfo
+    runner: ModelRunner
+    template: ChatTemplate | None
+    created: int
+
+    def render_chat(self, messages: list[dict[str, object]], **kwargs: object) -> str:
+        """Render messages with the model's chat template (ChatTemplateError if it has none)."""
+        if self.template is None:
+            raise ChatTemplateError(
+                f"model {self.name!r} has no chat template in its file and none is configured "
+                f"(set models[].chat_template); use /v1/completions with a raw prompt instead"
+            )
+        return self.template.render(messages, **kwargs)  # type: ignore[arg-type]
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        """Tokenize a rendered prompt, adding BOS only where the model wants it and lacks it."""
+        info = self.backend.info
+        add_bos = info.add_bos and not (info.bos_token and text.startswith(info.bos_token))
+        return self.backend.tokenize(text, add_special=add_bos)
+
+
+def load_model(
+    config: ModelConfig, scheduler_config: SchedulerConfig, host: PluginHost, metrics: EngineMetrics
+) -> LoadedModel:
+    """Resolve, validate and load ``config``, and start its step loop."""
+    started = time.monotonic()
+    backend_cls = host.get("backends", config.backend)
+    scheduler_cls = host.get("schedulers", scheduler_config.name)
+    path = resolve_model_source(config.source)
+    device = select_device(host, config.device, getattr(backend_cls, "supported_devices", ("cpu",)))
+    spec = BackendSpec(
+        model_name=config.name,
+        model_path=path,
+        device=device,
+        context_length=config.context_length,
+        max_sequences=config.max_sequences,
+        options=config.options,
+    )
+    backend: StepBackend = backend_cls(spec)
+    try:
+        info = backend.info
+        template_source = config.template_override() or info.chat_template
+        template = (
+            ChatTemplate(template_source, bos_token=info.bos_token, eos_token=info.eos_token)
+            if template_source
+            else None
+        )
+        if template is None:
+            log.warning("model %s has no chat template: chat completions will fail", config.name)
+        limits = SchedulerLimits(
+            max_sequences=config.max_sequences,
+            context_length=info.context_length,
+            kv_capacity=info.context_length,
+            token_budget=max(scheduler_config.token_budget, config.max_sequences),
+            prefill_chunk=scheduler_config.prefill_chunk,
+            max_queue=scheduler_config.max_queue,
+        )
+        try:
+            scheduler = scheduler_cls(limits, **scheduler_config.options)
+        except TypeError as exc:
+            raise ConfigError(f"scheduler.options: {exc}") from None
+        eog_tokens = [t for t in range(info.vocab_size) if backend.is_end_of_generation(t)]
+        runner = ModelRunner(
+            config.name,
+            backend,
+            scheduler,
+            metrics,
+            max_sequences=config.max_sequences,
+            context_length=info.context_length,
+            eog_tokens=eog_tokens,
+        )
+    except BaseException:
+        backend.close()
+        raise
+    runner.start()
+    log.info(
+        "model %s loaded from %s on %s in %.1f s",
+        config.name,
+        path,
+        device.kind,
+        time.monotonic() - started,
+    )
+    return LoadedModel(
+        name=config.name,
+        config=config,
+        path=path,
+        backend=backend,
+        device=device,
+        runner=runner,
+        template=template,
+        created=int(time.time()),
+    )

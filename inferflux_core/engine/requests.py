@@ -1,0 +1,44 @@
+"""What the engine takes (a tokenized generation request) and what it gives back (events)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from inferflux_core.contracts import SamplingParams
+
+
+def new_request_id(prefix: str = "req") -> str:
+    """A unique, unguessable request id."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One sequence to generate: prompt tokens, sampling, and when to stop."""
+
+    prompt_tokens: list[int]
+    max_tokens: int
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    min_tokens: int = 0
+    priority: int = 0
+    request_id: str = field(default_factory=new_request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationEvent:
+    """New output of one sequence since the last event.
+
+    The last event of a sequence has ``finish_reason`` set: ``stop`` (EOS or a stop string),
+    ``length`` (``max_tokens`` or the context), ``cancelled`` or ``error`` (then ``error`` holds
+    the exception).
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    n_prompt_tokens: int
+    n_generated_tokens: int
+    finish_reason: str | None = None
+    error: Exception | None = None

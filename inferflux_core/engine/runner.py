@@ -1,0 +1,290 @@
+"""The step loop of one loaded model: a thread that drives the scheduler and the backend."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+
+from inferflux_core.contracts import (
+    SamplingParams,
+    ScheduledChunk,
+    ScheduledSequence,
+    Scheduler,
+    SequenceChunk,
+    StepBackend,
+)
+from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
+from inferflux_core.engine.stream import RequestState, RequestStream
+from inferflux_core.engine.text import TextAssembler
+from inferflux_core.errors import (
+    ContextLengthError,
+    InferfluxError,
+    InvalidRequestError,
+    ServiceUnavailableError,
+)
+from inferflux_core.metrics import EngineMetrics
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_SECONDS = 0.5
+
+
+class ModelRunner:
+    """Runs continuous batching for one model on a dedicated thread.
+
+    Requests are submitted from the event loop; each step asks the scheduler for chunks, feeds
+    them to the backend in one ``decode`` call, turns sampled tokens into events and delivers
+    every event of the step to the event loop in one hop.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        backend: StepBackend,
+        scheduler: Scheduler,
+        metrics: EngineMetrics,
+        *,
+        max_sequences: int,
+        context_length: int,
+        eog_tokens: Sequence[int] = (),
+    ) -> None:
+        self.model_name = model_name
+        self.backend = backend
+        self.scheduler = scheduler
+        self.context_length = context_length
+        self._ignore_eos_bias = {t: -math.inf for t in eog_tokens}
+        self._free_ids = list(range(max_sequences - 1, -1, -1))
+        self._live: dict[str, ScheduledSequence] = {}
+        self._cancelled: collections.deque[RequestState] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestState, GenerationEvent]]]
+        self._outbox = {}
+        self._thread = threading.Thread(
+            target=self._run, name=f"inferflux-step-{model_name}", daemon=True
+        )
+        self._m_step = metrics.step_sequences.labels(model_name)
+        self._m_active = metrics.active_sequences.labels(model_name)
+        self._m_waiting = metrics.waiting_requests.labels(model_name)
+        self._m_prompt = metrics.prompt_tokens.labels(model_name)
+        self._m_generated = metrics.generation_tokens.labels(model_name)
+        self._m_ttft = metrics.time_to_first_token.labels(model_name)
+        self._m_requests = metrics.requests
+
+    @property
+    def active_sequences(self) -> int:
+        """Sequences that currently hold a KV ``seq_id``."""
+        return sum(1 for s in list(self._live.values()) if s.seq_id is not None)
+
+    @property
+    def live_requests(self) -> int:
+        """Requests submitted and not yet finished (waiting or running)."""
+        return len(self._live)
+
+    def start(self) -> None:
+        """Start the step thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the step thread and fail every request still in flight."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        for sequence in list(self._live.values()):
+            self._finish(sequence, "error", ServiceUnavailableError("the server is shutting down"))
+        self._flush()
+
+    def submit(self, request: GenerationRequest) -> RequestStream:
+        """Queue a request; raises ContextLengthError / QueueFullError / ServiceUnavailable."""
+        if self._stopping:
+            raise ServiceUnavailableError("the server is shutting down")
+        n_prompt = len(request.prompt_tokens)
+        if n_prompt >= self.context_length:
+            raise ContextLengthError(
+                f"the prompt has {n_prompt} tokens but the model's context length is "
+                f"{self.context_length}; shorten the prompt",
+                param="messages",
+            )
+        if n_prompt == 0:
+            raise InvalidRequestError("the prompt is empty", param="prompt")
+        state = RequestState(
+            request=request,
+            loop=asyncio.get_running_loop(),
+            assembler=TextAssembler(self.backend.token_bytes, request.stop),
+            submitted_at=time.monotonic(),
+        )
+        sequence = ScheduledSequence(
+            request_id=request.request_id,
+            prompt_tokens=list(request.prompt_tokens),
+            priority=request.priority,
+            payload=state,
+        )
+        state.sequence = sequence
+        self.scheduler.add(sequence)
+        self._live[request.request_id] = sequence
+        self._m_waiting.set(self.scheduler.waiting_count)
+        self._wake.set()
+        return RequestStream(state, self._request_cancel)
+
+    def _request_cancel(self, state: RequestState) -> None:
+        self._cancelled.append(state)
+        self._wake.set()
+
+    # --- the step thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            self._reap_cancelled()
+            plan = self.scheduler.plan_step()
+            if not plan:
+                self._m_active.set(0)
+                self._m_waiting.set(self.scheduler.waiting_count)
+                self._wake.wait(IDLE_WAIT_SECONDS)
+                continue
+            try:
+                self._step(plan)
+            except InferfluxError as exc:
+                log.error("model %s: step failed: %s", self.model_name, exc)
+                for chunk in plan:
+                    self._finish(chunk.sequence, "error", exc)
+            except Exception as exc:  # a backend bug must not kill the step thread
+                log.exception("model %s: step failed", self.model_name)
+                error = InferfluxError(f"the backend failed: {type(exc).__name__}")
+                for chunk in plan:
+                    self._finish(chunk.sequence, "error", error)
+            self._flush()
+
+    def _step(self, plan: Sequence[ScheduledChunk]) -> None:
+        chunks: list[SequenceChunk] = []
+        by_seq_id: dict[int, ScheduledSequence] = {}
+        for planned in plan:
+            sequence = planned.sequence
+            if sequence.seq_id is None:
+                self._open(sequence)
+            seq_id = sequence.seq_id
+            assert seq_id is not None
+            by_seq_id[seq_id] = sequence
+            if sequence.prefill_done:
+                chunks.append(SequenceChunk(seq_id, (sequence.generated[-1],)))
+            else:
+                start = sequence.n_prefilled
+                end = start + planned.n_tokens
+                prompt = sequence.prompt_tokens
+                chunks.append(SequenceChunk(seq_id, prompt[start:end], end == len(prompt)))
+        sampled = self.backend.decode(chunks)
+        self._m_step.observe(len(chunks))
+        for planned, chunk in zip(plan, chunks, strict=True):
+            if not planned.sequence.prefill_done:
+                planned.sequence.n_prefilled += len(chunk.tokens)
+                self._m_prompt.inc(len(chunk.tokens))
+        for seq_id, token in sampled.items():
+            self._accept(by_seq_id[seq_id], token)
+        self._m_active.set(self.scheduler.running_count)
+        self._m_waiting.set(self.scheduler.waiting_count)
+
+    def _open(self, sequence: ScheduledSequence) -> None:
+        state: RequestState = sequence.payload
+        params = state.request.sampling
+        if state.request.ignore_eos and self._ignore_eos_bias:
+            bias = dict(params.logit_bias or {})
+            bias.update(self._ignore_eos_bias)
+            params = _with_logit_bias(params, bias)
+        seq_id = self._free_ids.pop()
+        self.backend.open_sequence(seq_id, params)
+        sequence.seq_id = seq_id
+
+    def _accept(self, sequence: ScheduledSequence, token: int) -> None:
+        state: RequestState = sequence.payload
+        request = state.request
+        sequence.generated.append(token)
+        n_generated = len(sequence.generated)
+        if n_generated == 1:
+            self._m_ttft.observe(time.monotonic() - state.submitted_at)
+        finish: str | None = None
+        if self.backend.is_end_of_generation(token):
+            text = ""
+            if not request.ignore_eos and n_generated > request.min_tokens:
+                finish = "stop"
+                text = state.assembler.flush()
+        else:
+            text, stopped = state.assembler.push(token)
+            if stopped:
+                finish = "stop"
+        if finish is None and (
+            n_generated >= request.max_tokens or sequence.kv_tokens >= self.context_length
+        ):
+            finish = "length"
+            text += state.assembler.flush()
+        self._emit(state, sequence, text, (token,), finish)
+        if finish is not None:
+            self._release(sequence, finish)
+
+    def _emit(
+        self,
+        state: RequestState,
+        sequence: ScheduledSequence,
+        text: str,
+        tokens: tuple[int, ...],
+        finish: str | None,
+        error: Exception | None = None,
+    ) -> None:
+        event = GenerationEvent(
+            text=text,
+            token_ids=tokens,
+            n_prompt_tokens=len(sequence.prompt_tokens),
+            n_generated_tokens=len(sequence.generated),
+            finish_reason=finish,
+            error=error,
+        )
+        self._outbox.setdefault(state.loop, []).append((state, event))
+
+    def _finish(self, sequence: ScheduledSequence, reason: str, error: Exception | None) -> None:
+        """End a sequence early (error, cancel): tell its consumer, then release it."""
+        if sequence.request_id not in self._live:
+            return
+        self._emit(sequence.payload, sequence, "", (), reason, error)
+        self._release(sequence, reason)
+
+    def _release(self, sequence: ScheduledSequence, reason: str) -> None:
+        self.scheduler.finish(sequence)
+        if sequence.seq_id is not None:
+            try:
+                self.backend.free_sequence(sequence.seq_id)
+            finally:
+                self._free_ids.append(sequence.seq_id)
+                sequence.seq_id = None
+        self._live.pop(sequence.request_id, None)
+        self._m_generated.inc(len(sequence.generated))
+        self._m_requests.labels(self.model_name, reason).inc()
+
+    def _reap_cancelled(self) -> None:
+        while self._cancelled:
+            state = self._cancelled.popleft()
+            if state.sequence is not None:
+                self._finish(state.sequence, "cancelled", None)
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for loop, events in outbox.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, events)
+            except RuntimeError:  # the consumer's loop is closed; nobody is listening
+                pass
+
+
+def _deliver(events: list[tuple[RequestState, GenerationEvent]]) -> None:
+    for state, event in events:
+        state.queue.put_nowait(event)
+
+
+def _with_logit_bias(params: SamplingParams, bias: dict[int, float]) -> SamplingParams:
+    from dataclasses import replace
+
+    return replace(params, logit_bias=bias)

@@ -1,0 +1,65 @@
+"""The caller's side of one in-flight request: an async iterator of its events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from inferflux_core.contracts import ScheduledSequence
+from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
+from inferflux_core.engine.text import TextAssembler
+
+
+@dataclass(eq=False, slots=True)
+class RequestState:
+    """Per-request state the step thread keeps next to the scheduled sequence."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    assembler: TextAssembler
+    queue: asyncio.Queue[GenerationEvent] = field(default_factory=asyncio.Queue)
+    submitted_at: float = 0.0
+    sequence: ScheduledSequence | None = None
+
+
+class RequestStream:
+    """Iterate to receive a request's :class:`GenerationEvent` s; the last one has a finish reason.
+
+    Leaving the iteration early (a client disconnect, ``break``, ``aclose()``) cancels the
+    request, and the engine frees its KV sequence at the next step.
+    """
+
+    def __init__(self, state: RequestState, cancel: Callable[[RequestState], None]) -> None:
+        self._state = state
+        self._cancel = cancel
+        self._finished = False
+
+    @property
+    def request_id(self) -> str:
+        """The request's id."""
+        return self._state.request.request_id
+
+    @property
+    def n_prompt_tokens(self) -> int:
+        """Number of prompt tokens."""
+        return len(self._state.request.prompt_tokens)
+
+    async def __aiter__(self) -> AsyncIterator[GenerationEvent]:
+        try:
+            while True:
+                event = await self._state.queue.get()
+                if event.finish_reason is not None:
+                    self._finished = True
+                yield event
+                if self._finished:
+                    return
+        finally:
+            if not self._finished:
+                self.cancel()
+
+    def cancel(self) -> None:
+        """Stop generating; idempotent."""
+        if not self._finished:
+            self._finished = True
+            self._cancel(self._state)

@@ -1,0 +1,128 @@
+"""Every error inferflux raises on purpose, each mapped to an HTTP status and OpenAI error type.
+
+The API layer renders any :class:`InferfluxError` as ``{"error": {"message", "type", "param",
+"code"}}`` with :attr:`InferfluxError.status`; nothing else decides statuses.
+"""
+
+from __future__ import annotations
+
+
+class InferfluxError(Exception):
+    """Base of inferflux's errors; carries what the HTTP layer needs to render it."""
+
+    status: int = 500
+    error_type: str = "server_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def to_body(self) -> dict[str, dict[str, str | None]]:
+        """The OpenAI-shaped error body."""
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.error_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequestError(InferfluxError):
+    """The request is malformed or asks for something impossible (400)."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class ContextLengthError(InvalidRequestError):
+    """The prompt (plus requested tokens) does not fit the model's context (400)."""
+
+    code = "context_length_exceeded"
+
+
+class ModelNotFoundError(InferfluxError):
+    """The request names a model that is not loaded (404)."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFoundError(InferfluxError):
+    """No such route or resource (404)."""
+
+    status = 404
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowedError(InferfluxError):
+    """The route exists but not for this HTTP method (405)."""
+
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class PayloadTooLargeError(InferfluxError):
+    """The request body exceeds the configured limit (413)."""
+
+    status = 413
+    error_type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class QueueFullError(InferfluxError):
+    """The scheduler's queue is full; retry later (429)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "queue_full"
+
+
+class ServiceUnavailableError(InferfluxError):
+    """The engine cannot take the request now (shutting down, model not ready) (503)."""
+
+    status = 503
+    error_type = "server_error"
+    code = "service_unavailable"
+
+
+class BackendError(InferfluxError):
+    """The backend failed a step; the affected requests fail, the server keeps serving."""
+
+    status = 500
+    error_type = "server_error"
+    code = "backend_error"
+
+
+class ConfigError(InferfluxError):
+    """The configuration is invalid; raised at startup, names the key and the problem."""
+
+
+class ModelFileError(ConfigError):
+    """A model file is missing, truncated or malformed; names the file."""
+
+
+class ChatTemplateError(InvalidRequestError):
+    """The chat template is missing, or failed / ran over its limits while rendering."""
+
+    code = "chat_template_error"
+
+
+class PluginError(ConfigError):
+    """A plugin failed to load or registered a name another plugin already has."""

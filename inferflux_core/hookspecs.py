@@ -1,0 +1,106 @@
+"""The plugin contract: every hook an inferflux plugin can implement.
+
+A plugin is a module (or object) listed under the ``inferflux`` entry-point group whose
+functions are decorated with :data:`hookimpl` and named after the hooks below. Register hooks
+*collect*: every plugin's answer is used, and the names they register must be unique across
+plugins (two plugins registering one name is a startup error naming both). Hooks marked
+*decide* are ``firstresult``: the first plugin that returns something other than ``None`` wins.
+
+Implementations may accept only the arguments they need (pluggy passes them by name).
+The classes plugins register implement the interfaces in :mod:`inferflux_core.contracts`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from inferflux_core.contracts import (
+        DeviceContext,
+        KVTransport,
+        PolicyStore,
+        Scheduler,
+        StepBackend,
+    )
+
+PROJECT_NAME = "inferflux"
+#: Version of this hook contract; a plugin may declare ``INFERFLUX_HOOKSPEC_VERSION`` to match.
+HOOKSPEC_VERSION = 1
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec
+def register_device_contexts() -> dict[str, type[DeviceContext]]:
+    """Register device contexts by kind (*collect*).
+
+    Called once when the plugin manager loads plugins. Return ``{"cuda": CudaContext}``: a
+    mapping from a device kind to a :class:`~inferflux_core.contracts.DeviceContext` subclass.
+    ``device: auto`` instantiates each, calls ``detect()`` and picks the present device with
+    the highest ``priority``.
+    """
+
+
+@hookspec
+def register_backends() -> dict[str, type[StepBackend]]:
+    """Register model backends by name (*collect*).
+
+    Called once when the plugin manager loads plugins. Return ``{"llama_cpp": Backend}``: a
+    mapping from the name used in ``models[].backend`` to a
+    :class:`~inferflux_core.contracts.StepBackend` subclass. The engine constructs it with a
+    :class:`~inferflux_core.contracts.BackendSpec` when a model using it loads.
+    """
+
+
+@hookspec
+def register_schedulers() -> dict[str, type[Scheduler]]:
+    """Register schedulers by name (*collect*).
+
+    Called once when the plugin manager loads plugins. Return ``{"continuous": Scheduler}``:
+    a mapping from the name used in ``scheduler.name`` to a
+    :class:`~inferflux_core.contracts.Scheduler` subclass. The engine constructs one per loaded
+    model with its :class:`~inferflux_core.contracts.SchedulerLimits` and ``scheduler.options``.
+    """
+
+
+@hookspec
+def register_policy_stores() -> dict[str, type[PolicyStore]]:
+    """Register policy stores by name (*collect*).
+
+    Called once when the plugin manager loads plugins. Return ``{"memory": Store}``: a mapping
+    from the name used in ``policy.store`` to a :class:`~inferflux_core.contracts.PolicyStore`
+    subclass, constructed with ``policy.options`` as keyword arguments.
+    """
+
+
+@hookspec
+def register_kv_transports() -> dict[str, type[KVTransport]]:
+    """Register KV transports by name (*collect*).
+
+    Called once when the plugin manager loads plugins. Return ``{"inprocess": Transport}``: a
+    mapping from a transport name to a :class:`~inferflux_core.contracts.KVTransport`
+    subclass, constructed with the transport's options as keyword arguments.
+    """
+
+
+@hookspec
+def register_routes(app: Any, engine: Any) -> None:
+    """Add HTTP routes to the falcon ASGI app (*collect*; return value ignored).
+
+    Called once by :func:`inferflux_core.api.create_app` after the built-in routes are added.
+    ``app`` is the ``falcon.asgi.App``; ``engine`` is the running
+    :class:`~inferflux_core.engine.Engine`. Call ``app.add_route(path, resource)``.
+    """
+
+
+@hookspec
+def on_startup(engine: Any) -> None:
+    """Run after the engine has loaded its models and before it serves (*collect*)."""
+
+
+@hookspec
+def on_shutdown(engine: Any) -> None:
+    """Run when the engine stops, before models are unloaded (*collect*)."""

@@ -1,0 +1,164 @@
+"""Loading plugins and collecting the names they register.
+
+One :class:`PluginHost` per engine (two engines in one process share nothing). Plugins come
+from the ``inferflux`` entry-point group, bundled ones included, plus any passed in directly
+(tests, embedding). Loading is all-or-nothing: a plugin that fails to import, or registers a
+name another plugin has, stops startup with an error naming the plugin.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from inferflux_core import hookspecs
+from inferflux_core.errors import PluginError
+
+log = logging.getLogger(__name__)
+
+#: The register hooks, each a family of named factories.
+FAMILIES = {
+    "device_contexts": "register_device_contexts",
+    "backends": "register_backends",
+    "schedulers": "register_schedulers",
+    "policy_stores": "register_policy_stores",
+    "kv_transports": "register_kv_transports",
+}
+
+TRACE_ENV = "INFERFLUX_TRACE_PLUGINS"
+
+
+@dataclass(slots=True)
+class PluginRecord:
+    """A loaded plugin: where it came from and what it registered."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: list[str] = field(default_factory=list)
+    registered: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """One factory and the plugin that registered it."""
+
+    factory: Any
+    plugin: str
+
+
+class PluginHost:
+    """Loads plugins and holds the factories they register, by family and name."""
+
+    def __init__(
+        self,
+        *,
+        autoload: bool = True,
+        disable: Iterable[str] = (),
+        extra_plugins: Iterable[tuple[str, object]] = (),
+    ) -> None:
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.manager.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self._disabled = set(disable)
+        if os.environ.get(TRACE_ENV):
+            self._enable_tracing()
+        if autoload:
+            self._load_entry_points()
+        for name, plugin in extra_plugins:
+            self.register(plugin, name=name)
+        self.registry = self._collect_families()
+
+    def register(
+        self, plugin: object, *, name: str, distribution: str = "", version: str = ""
+    ) -> None:
+        """Register one plugin object or module under ``name``."""
+        if name in self._disabled:
+            log.info("plugin %s is disabled by config", name)
+            return
+        if self.manager.has_plugin(name):
+            raise PluginError(f"plugin name {name!r} is registered twice")
+        try:
+            self.manager.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
+        hooks = sorted(impl.name for impl in self.manager.get_hookcallers(plugin) or [])
+        self.records[name] = PluginRecord(name, distribution, version, hooks)
+
+    def get(self, family: str, name: str) -> Any:
+        """The factory registered as ``name`` in ``family``; PluginError if there is none."""
+        entries = self.registry[family]
+        if name not in entries:
+            known = ", ".join(sorted(entries)) or "none"
+            raise PluginError(f"no {family[:-1].replace('_', ' ')} named {name!r} (known: {known})")
+        return entries[name].factory
+
+    def names(self, family: str) -> list[str]:
+        """Every name registered in ``family``."""
+        return sorted(self.registry[family])
+
+    @property
+    def hook(self) -> Any:
+        """pluggy's hook relay, for calling the non-register hooks."""
+        return self.manager.hook
+
+    def _load_entry_points(self) -> None:
+        for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+            if entry_point.name in self._disabled:
+                log.info("plugin %s is disabled by config", entry_point.name)
+                continue
+            dist = entry_point.dist
+            dist_name = dist.metadata["Name"] if dist is not None else "?"
+            dist_version = dist.version if dist is not None else "?"
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {entry_point.name!r} (from {dist_name} {dist_version}, "
+                    f"{entry_point.value}) failed to load: {type(exc).__name__}: {exc}"
+                ) from exc
+            self.register(
+                plugin, name=entry_point.name, distribution=dist_name, version=dist_version
+            )
+
+    def _collect_families(self) -> dict[str, dict[str, Registration]]:
+        registry: dict[str, dict[str, Registration]] = {}
+        for family, hook_name in FAMILIES.items():
+            entries: dict[str, Registration] = {}
+            caller = getattr(self.manager.hook, hook_name)
+            for impl in caller.get_hookimpls():
+                plugin_name = self.manager.get_name(impl.plugin) or "?"
+                try:
+                    answer = impl.function()
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {plugin_name!r} failed in hook {hook_name}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                for name, factory in (answer or {}).items():
+                    if name in entries:
+                        raise PluginError(
+                            f"{family[:-1].replace('_', ' ')} name {name!r} is registered by "
+                            f"both plugin {entries[name].plugin!r} and plugin {plugin_name!r}"
+                        )
+                    entries[name] = Registration(factory, plugin_name)
+                    record = self.records.get(plugin_name)
+                    if record is not None:
+                        record.registered.setdefault(family, []).append(name)
+            registry[family] = entries
+        return registry
+
+    def _enable_tracing(self) -> None:
+        def before(hook_name: str, impls: Any, kwargs: Any) -> None:
+            log.warning("hook %s(%s) -> %s", hook_name, kwargs, [i.plugin_name for i in impls])
+
+        def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
+            log.warning("hook %s returned %r", hook_name, outcome.get_result())
+
+        self.manager.add_hookcall_monitoring(before, after)

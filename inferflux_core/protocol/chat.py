@@ -1,0 +1,71 @@
+"""``POST /v1/chat/completions`` request body."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from inferflux_core.errors import InvalidRequestError
+from inferflux_core.protocol.common import OpenAIModel, SamplingFields
+
+
+class TextPart(OpenAIModel):
+    """A content part; only text is supported."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(OpenAIModel):
+    """One message of the conversation."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    def text(self, index: int) -> str:
+        """The message's text; 400 for non-text parts."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        pieces = []
+        for j, part in enumerate(self.content):
+            if part.type != "text" or part.text is None:
+                raise InvalidRequestError(
+                    f"messages.{index}.content.{j}: only text content parts are supported",
+                    param=f"messages.{index}.content.{j}.type",
+                )
+            pieces.append(part.text)
+        return "".join(pieces)
+
+
+class ChatCompletionRequest(SamplingFields):
+    """A chat completion request."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    logit_bias: dict[str, float] | None = None
+
+    def template_messages(self) -> list[dict[str, Any]]:
+        """Messages as plain dicts for the chat template."""
+        out = []
+        for i, message in enumerate(self.messages):
+            entry: dict[str, Any] = {"role": message.role, "content": message.text(i)}
+            if message.name:
+                entry["name"] = message.name
+            out.append(entry)
+        return out
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        """``max_completion_tokens`` or, failing that, ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens

@@ -1,0 +1,1 @@
+"""inferflux's bundled plugins, each registered through the ``inferflux`` entry points."""

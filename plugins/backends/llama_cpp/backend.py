@@ -1,0 +1,284 @@
+"""The llama.cpp step-level backend: one GGUF model, many KV sequences, one batch per step.
+
+KV layout: ``context_length`` is the total number of KV cells, shared by all sequences
+(llama.cpp's unified KV cache). Any one sequence may use the whole context, but all open
+sequences together cannot hold more than ``context_length`` tokens; when they would, the step
+fails with "KV cache is full".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
+from inferflux_plugins.backends.llama_cpp.options import (
+    LlamaCppOptions,
+    decide_repack,
+    parse_options,
+)
+from inferflux_plugins.backends.llama_cpp.runtime import load_llama
+from inferflux_plugins.backends.llama_cpp.sampling import build_sampler_chain
+from inferflux_plugins.backends.llama_cpp.vocab import Vocab
+from inferflux_plugins.devices.cpu import cpu_has_amx, usable_cores
+
+from inferflux_core.contracts import (
+    BackendSpec,
+    ModelInfo,
+    SamplingParams,
+    SequenceChunk,
+    StepBackend,
+)
+from inferflux_core.errors import BackendError, ConfigError, ModelFileError
+from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
+
+log = logging.getLogger("inferflux.llama_cpp")
+
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
+METADATA_KEYS = ("general.name", "general.architecture")
+DECODE_ERRORS = {
+    1: "the KV cache is full (no free slot for the batch)",
+    2: "the step was aborted",
+    -1: "the batch was rejected as invalid",
+}
+
+
+class LlamaCppBackend(StepBackend):
+    """A GGUF model run by llama.cpp through its C API (``llama_cpp`` low-level bindings)."""
+
+    supported_devices = ("cpu", "metal", "cuda", "rocm")
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self._model: Any = None
+        self._ctx: Any = None
+        self._chains: dict[int, Any] = {}
+        options = parse_options(spec.options)
+        if spec.max_sequences < 1:
+            raise ConfigError("max_sequences must be at least 1", param="max_sequences")
+        header = read_gguf_header(spec.model_path)
+        self._llama = llama = load_llama()
+        self._spec = spec
+        self._model = self._load_model(spec, options)
+        try:
+            self._ctx = self._create_context(spec, options, header)
+        except BaseException:
+            self.close()
+            raise
+        vocab = Vocab(llama, llama.llama_model_get_vocab(self._model))
+        self._vocab = vocab
+        self._mem = llama.llama_get_memory(self._ctx)
+        self._n_ctx = llama.llama_n_ctx_seq(self._ctx)
+        self._n_batch = min(llama.llama_n_batch(self._ctx), llama.llama_n_ubatch(self._ctx))
+        self._batch = TokenBatch(llama, self._n_batch, spec.max_sequences)
+        self._positions = [0] * spec.max_sequences
+        self._decode_fn = llama.llama_decode
+        self._sample_fn = llama.llama_sampler_sample
+        self._info = self._read_info(header)
+        log.info(
+            "llama_cpp loaded %s (%s): n_ctx=%d shared by up to %d sequences, n_batch=%d",
+            spec.model_path,
+            self._info.metadata.get("general.name", "?"),
+            self._n_ctx,
+            spec.max_sequences,
+            self._n_batch,
+        )
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _load_model(self, spec: BackendSpec, options: LlamaCppOptions) -> Any:
+        llama = self._llama
+        params = llama.llama_model_default_params()
+        params.n_gpu_layers = 0 if spec.device.kind == "cpu" else 999
+        decision = decide_repack(options.repack, cpu_has_amx())
+        params.use_extra_bufts = decision.use_extra_bufts
+        log.info(
+            "llama_cpp repacked weights %s (%s)",
+            "on" if decision.use_extra_bufts else "off",
+            decision.reason,
+        )
+        model = llama.llama_model_load_from_file(str(spec.model_path).encode(), params)
+        if not model:
+            raise ModelFileError(
+                f"llama.cpp could not load the model file {spec.model_path} "
+                "(unsupported architecture or corrupt data; see the DEBUG log for details)"
+            )
+        return model
+
+    def _create_context(
+        self, spec: BackendSpec, options: LlamaCppOptions, header: GGUFHeader
+    ) -> Any:
+        llama = self._llama
+        params = llama.llama_context_default_params()
+        n_ctx = spec.context_length if spec.context_length > 0 else context_length(header) or 0
+        threads = options.threads or spec.device.cores or usable_cores()
+        batch_size = max(options.batch_size, spec.max_sequences)
+        params.n_ctx = n_ctx
+        params.n_seq_max = spec.max_sequences
+        params.n_batch = params.n_ubatch = batch_size
+        params.n_threads = params.n_threads_batch = threads
+        params.flash_attn_type = FLASH_ATTN[options.flash_attn]
+        if hasattr(params, "kv_unified"):
+            params.kv_unified = True
+        else:  # an older llama.cpp splits the context evenly between sequences
+            log.warning("llama_cpp: this llama.cpp has no unified KV cache; n_ctx is per sequence")
+        ctx = llama.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise ConfigError(
+                f"llama.cpp could not create a context of {n_ctx} tokens for "
+                f"{spec.max_sequences} sequences (out of memory?)",
+                param="context_length",
+            )
+        log.info("llama_cpp context: n_ctx=%d, threads=%d, batch=%d", n_ctx, threads, batch_size)
+        return ctx
+
+    def _read_info(self, header: GGUFHeader) -> ModelInfo:
+        llama, vocab = self._llama, self._vocab
+        template = llama.llama_model_chat_template(self._model, None)
+        metadata = {key: value for key in METADATA_KEYS if (value := metadata_str(header, key))}
+        return ModelInfo(
+            context_length=self._n_ctx,
+            vocab_size=vocab.size,
+            chat_template=template.decode("utf-8", errors="replace") if template else None,
+            bos_token=vocab.special_text(llama.llama_vocab_bos(vocab.handle)),
+            eos_token=vocab.special_text(llama.llama_vocab_eos(vocab.handle)),
+            add_bos=bool(llama.llama_vocab_get_add_bos(vocab.handle)),
+            metadata=metadata,
+        )
+
+    # -- the contract ----------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        """Context length, vocabulary size, chat template and special tokens of the model."""
+        return self._info
+
+    def tokenize(self, text: str, *, add_special: bool = True) -> list[int]:
+        """Token ids of ``text``; special-token text is parsed (thread-safe)."""
+        return self._vocab.tokenize(text, add_special=add_special)
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens`` with special tokens rendered (thread-safe)."""
+        return self._vocab.detokenize(tokens)
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes ``token`` contributes to the output."""
+        return self._vocab.token_bytes(token)
+
+    def is_end_of_generation(self, token: int) -> bool:
+        """True for EOS / end-of-turn tokens."""
+        return self._vocab.is_end_of_generation(token)
+
+    def open_sequence(self, seq_id: int, params: SamplingParams) -> None:
+        """Empty the KV of ``seq_id`` and give it a sampler chain built from ``params``."""
+        if not 0 <= seq_id < self._spec.max_sequences:
+            raise BackendError(f"seq_id {seq_id} is outside 0..{self._spec.max_sequences - 1}")
+        if seq_id in self._chains:
+            raise BackendError(f"sequence {seq_id} is already open")
+        chain = build_sampler_chain(self._llama, self._vocab.size, self._n_ctx, params)
+        self._llama.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+        self._positions[seq_id] = 0
+        self._chains[seq_id] = chain
+
+    def decode(self, chunks: Sequence[SequenceChunk]) -> dict[int, int]:
+        """Feed every chunk in as few ``llama_decode`` calls as the batch size allows.
+
+        Chunks longer than the room left in the batch are split across calls; each sequence
+        is sampled after the call holding its chunk's last token.
+        """
+        batch = self._batch
+        chains = self._chains
+        positions = self._positions
+        sampled: dict[int, int] = {}
+        pending: list[tuple[int, Any, int]] = []
+        starts: list[tuple[int, int]] = []
+        try:
+            for chunk in chunks:
+                seq_id = chunk.seq_id
+                chain = chains.get(seq_id)
+                tokens = chunk.tokens
+                remaining = len(tokens)
+                if chain is None or not remaining:
+                    raise BackendError(
+                        f"sequence {seq_id} is not open"
+                        if chain is None
+                        else f"empty chunk for sequence {seq_id}"
+                    )
+                starts.append((seq_id, positions[seq_id]))
+                offset = 0
+                while remaining:
+                    if not batch.room:
+                        self._run(pending, sampled)
+                        pending = []
+                    take = min(remaining, batch.room)
+                    remaining -= take
+                    want = chunk.sample and not remaining
+                    index = batch.add(seq_id, tokens, offset, take, positions[seq_id], want)
+                    positions[seq_id] += take
+                    offset += take
+                    if want:
+                        pending.append((seq_id, chain, index))
+            if batch.n_tokens:
+                self._run(pending, sampled)
+        except BaseException:
+            batch.clear()
+            self._roll_back(starts)
+            raise
+        return sampled
+
+    def _run(self, pending: list[tuple[int, Any, int]], sampled: dict[int, int]) -> None:
+        """One ``llama_decode`` of the filled batch, then the samples it makes possible."""
+        batch = self._batch
+        batch.seal()
+        ctx = self._ctx
+        if ctx is None:
+            raise BackendError("the llama_cpp backend is closed")
+        code = self._decode_fn(ctx, batch.struct)
+        n_tokens = batch.n_tokens
+        batch.clear()
+        if code != 0:
+            problem = DECODE_ERRORS.get(code, "llama.cpp failed")
+            raise BackendError(
+                f"llama_decode returned {code} for a batch of {n_tokens} tokens: {problem}"
+            )
+        sample = self._sample_fn
+        for seq_id, chain, index in pending:
+            sampled[seq_id] = sample(chain, ctx, index)
+
+    def _roll_back(self, starts: list[tuple[int, int]]) -> None:
+        """Return sequences to where they stood before a failed step (KV and positions)."""
+        if self._ctx is None:
+            return
+        for seq_id, position in starts:
+            self._llama.llama_memory_seq_rm(self._mem, seq_id, position, -1)
+            self._positions[seq_id] = position
+
+    def free_sequence(self, seq_id: int) -> None:
+        """Drop the sequence's KV and sampler chain; ``seq_id`` may be reopened."""
+        chain = self._chains.pop(seq_id, None)
+        if chain is not None:
+            self._llama.llama_sampler_free(chain)
+        if self._ctx is not None and 0 <= seq_id < len(self._positions):
+            self._llama.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
+            self._positions[seq_id] = 0
+
+    def close(self) -> None:
+        """Free samplers, context and model; calling it again does nothing."""
+        llama = getattr(self, "_llama", None)
+        if llama is None:
+            return
+        for chain in self._chains.values():
+            llama.llama_sampler_free(chain)
+        self._chains.clear()
+        if self._ctx is not None:
+            llama.llama_free(self._ctx)
+            self._ctx = None
+        if self._model is not None:
+            llama.llama_model_free(self._model)
+            self._model = None
+
+    def __del__(self) -> None:
+        # at interpreter shutdown the library may already be gone
+        with contextlib.suppress(Exception):
+            self.close()

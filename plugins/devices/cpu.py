@@ -1,0 +1,78 @@
+"""The CPU device: always present; reports cores, memory and the ISA extensions that matter."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+
+from inferflux_plugins.devices._probe import parse_key_values, read_text
+
+from inferflux_core.contracts import DeviceContext, DeviceInfo
+
+AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
+ISA_FLAGS = ("avx2", "avx512f")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The feature flags of the first CPU in ``/proc/cpuinfo`` (empty where there is none)."""
+    text = read_text("/proc/cpuinfo") or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_has_amx(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU has Intel AMX (any of ``amx_tile``, ``amx_int8``, ``amx_bf16``)."""
+    return bool((cpu_flags() if flags is None else flags) & AMX_FLAGS)
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def total_memory_bytes() -> int:
+    """Physical memory in bytes, 0 when unknown."""
+    meminfo = parse_key_values(read_text("/proc/meminfo") or "")
+    total = meminfo.get("MemTotal", "")
+    if total.endswith("kB") and total[:-2].strip().isdigit():
+        return int(total[:-2]) * 1024
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def cpu_name() -> str:
+    """The CPU's model name."""
+    cpuinfo = parse_key_values(read_text("/proc/cpuinfo") or "")
+    return cpuinfo.get("model name") or platform.processor() or platform.machine() or "cpu"
+
+
+class CpuContext(DeviceContext):
+    """The host CPU; the fallback every machine has."""
+
+    kind = "cpu"
+    priority = 0
+
+    def detect(self) -> DeviceInfo:
+        """Describe the CPU: name, usable cores, memory, and ISA details (``amx``, ``avx2``…)."""
+        flags = cpu_flags()
+        details: dict[str, object] = {"amx": cpu_has_amx(flags), "logical_cpus": os.cpu_count()}
+        details.update({flag: flag in flags for flag in ISA_FLAGS})
+        return DeviceInfo(
+            kind=self.kind,
+            present=True,
+            name=cpu_name(),
+            count=1,
+            memory_bytes=total_memory_bytes(),
+            cores=usable_cores(),
+            details=details,
+        )

@@ -1,0 +1,36 @@
+"""Apple-silicon GPUs through Metal (macOS on arm64)."""
+
+from __future__ import annotations
+
+import platform
+
+from inferflux_plugins.devices._probe import run_command
+
+from inferflux_core.contracts import DeviceContext, DeviceInfo
+
+
+class MetalContext(DeviceContext):
+    """The GPU of an Apple-silicon Mac; it shares the machine's (unified) memory."""
+
+    kind = "metal"
+    priority = 80
+
+    def detect(self) -> DeviceInfo:
+        """Present on macOS arm64; name and memory from ``sysctl``."""
+        system, machine = platform.system(), platform.machine()
+        if system != "Darwin" or machine != "arm64":
+            return DeviceInfo(
+                kind=self.kind,
+                present=False,
+                reason=f"Metal needs macOS on Apple silicon (this is {system} {machine})",
+            )
+        name = (run_command(["sysctl", "-n", "machdep.cpu.brand_string"]) or "").strip()
+        memory = (run_command(["sysctl", "-n", "hw.memsize"]) or "").strip()
+        return DeviceInfo(
+            kind=self.kind,
+            present=True,
+            name=name or "Apple silicon",
+            count=1,
+            memory_bytes=int(memory) if memory.isdigit() else 0,
+            details={"unified_memory": True},
+        )

@@ -1,0 +1,12 @@
+"""Bundled schedulers."""
+
+from __future__ import annotations
+
+from inferflux_core.hookspecs import hookimpl
+from inferflux_plugins.schedulers.continuous import ContinuousBatchingScheduler
+
+
+@hookimpl
+def register_schedulers() -> dict[str, type[ContinuousBatchingScheduler]]:
+    """The continuous-batching scheduler, as ``continuous``."""
+    return {"continuous": ContinuousBatchingScheduler}

@@ -1,0 +1,121 @@
+"""Every bad request gets OpenAI's error body with the right status, and nothing leaks."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import MODEL_NAME, TEST_BODY_LIMIT, TEST_CONTEXT, RunningServer
+
+CHAT = "/v1/chat/completions"
+
+
+def _error(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    assert "Traceback" not in response.text
+    return error
+
+
+@pytest.fixture
+def http(server: RunningServer):  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        yield client
+    assert server.wait_idle(), "a request was left holding a sequence"
+
+
+def test_malformed_json_is_400(http: httpx.Client) -> None:
+    error = _error(http.post(CHAT, content=b'{"model": "x", "messages": [', headers={
+        "content-type": "application/json"}), 400)
+    assert "not valid JSON" in str(error["message"])
+    assert error["type"] == "invalid_request_error"
+
+
+def test_body_that_is_not_an_object_is_400(http: httpx.Client) -> None:
+    _error(http.post(CHAT, json=[1, 2, 3]), 400)
+
+
+def test_missing_field_is_400_naming_it(http: httpx.Client) -> None:
+    error = _error(http.post(CHAT, json={"model": MODEL_NAME}), 400)
+    assert error["param"] == "messages"
+    assert "messages" in str(error["message"])
+
+
+def test_ill_typed_field_is_400_naming_it(http: httpx.Client) -> None:
+    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}],
+            "temperature": "hot"}
+    error = _error(http.post(CHAT, json=body), 400)
+    assert error["param"] == "temperature"
+
+
+def test_bad_message_role_is_400_naming_the_message(http: httpx.Client) -> None:
+    body = {"model": MODEL_NAME, "messages": [{"role": "wizard", "content": "hi"}]}
+    error = _error(http.post(CHAT, json=body), 400)
+    assert error["param"] == "messages.0.role"
+
+
+def test_unknown_fields_are_ignored(http: httpx.Client) -> None:
+    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2, "some_future_field": {"x": 1}}
+    assert http.post(CHAT, json=body).status_code == 200
+
+
+def test_unknown_model_is_404(openai_client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        openai_client.chat.completions.create(
+            model="gpt-17", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+def test_prompt_longer_than_context_is_400_with_both_lengths(http: httpx.Client) -> None:
+    body = {"model": MODEL_NAME, "prompt": "hello " * (TEST_CONTEXT + 100), "max_tokens": 4}
+    error = _error(http.post("/v1/completions", json=body), 400)
+    assert error["code"] == "context_length_exceeded"
+    assert str(TEST_CONTEXT) in str(error["message"])
+    n_prompt = int(str(error["message"]).split(" tokens")[0].split()[-1])
+    assert n_prompt > TEST_CONTEXT
+
+
+def test_body_over_the_limit_is_413(http: httpx.Client) -> None:
+    body = {"model": MODEL_NAME, "prompt": "x" * (TEST_BODY_LIMIT + 10)}
+    _error(http.post("/v1/completions", json=body), 413)
+
+
+def test_wrong_method_is_405(http: httpx.Client) -> None:
+    error = _error(http.get(CHAT), 405)
+    assert error["code"] == "method_not_allowed"
+
+
+def test_unknown_route_is_404_json(http: httpx.Client) -> None:
+    _error(http.get("/v1/nothing-here"), 404)
+
+
+def test_unsupported_feature_is_400_not_ignored(http: httpx.Client) -> None:
+    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}
+    error = _error(http.post(CHAT, json=body), 400)
+    assert error["param"] == "tools"
+
+
+def test_token_id_outside_vocabulary_is_400(http: httpx.Client) -> None:
+    body = {"model": MODEL_NAME, "prompt": [1, 2, 10_000_000], "max_tokens": 2}
+    error = _error(http.post("/v1/completions", json=body), 400)
+    assert error["param"] == "prompt"
+
+
+def test_the_server_still_serves_after_errors(openai_client: openai.OpenAI) -> None:
+    reply = openai_client.completions.create(model=MODEL_NAME, prompt="Hi", max_tokens=3)
+    assert reply.usage is not None and reply.usage.completion_tokens >= 1
+
+
+def test_health_and_readiness(http: httpx.Client) -> None:
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"

@@ -1,0 +1,70 @@
+"""Configuration: defaults, YAML, environment overrides, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from inferflux_core.config import DEFAULT_MODEL_SOURCE, load_config
+from inferflux_core.errors import ConfigError
+
+
+def test_defaults_serve_the_embedded_model() -> None:
+    settings = load_config()
+    assert [m.source for m in settings.models] == [DEFAULT_MODEL_SOURCE]
+    assert settings.server.host == "127.0.0.1"
+
+
+def test_yaml_file_then_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "server.yaml"
+    config.write_text("server:\n  port: 9001\n  log_level: debug\nscheduler:\n  token_budget: 99\n")
+    settings = load_config(config)
+    assert settings.server.port == 9001 and settings.scheduler.token_budget == 99
+    monkeypatch.setenv("INFERFLUX_SERVER__PORT", "9002")
+    settings = load_config(config)
+    assert settings.server.port == 9002
+    assert settings.server.log_level == "debug"
+
+
+def test_models_from_environment_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERFLUX_MODELS", '[{"name": "m1", "source": "/x.gguf"}]')
+    assert [m.name for m in load_config().models] == ["m1"]
+
+
+def test_invalid_value_names_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("models:\n  - name: m\n    context_length: -5\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert "models.0.context_length" in caught.value.message
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("server:\n  prot: 80\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert "server.prot" in caught.value.message
+
+
+def test_environment_value_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERFLUX_SERVER__PORT", "not-a-port")
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert "server.port" in caught.value.message
+
+
+def test_broken_yaml_and_missing_file_are_clear(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("server: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_duplicate_model_names_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERFLUX_MODELS", '[{"name": "a"}, {"name": "a"}]')
+    with pytest.raises(ConfigError, match="unique"):
+        load_config()
