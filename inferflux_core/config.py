@@ -37,7 +37,9 @@ class ModelConfig(_Strict):
     source: str = Field(DEFAULT_MODEL_SOURCE, min_length=1)
     backend: str = "llama_cpp"
     device: str = "auto"
-    context_length: int = Field(4096, ge=16, le=1_048_576)
+    context_length: int = Field(
+        2048, ge=16, le=1_048_576, description="most tokens (prompt + output) per sequence"
+    )
     max_sequences: int = Field(8, ge=1, le=256)
     max_tokens_limit: int = Field(4096, ge=1)
     chat_template: str | None = None
@@ -63,7 +65,9 @@ class SchedulerConfig(_Strict):
     """Which scheduler runs each model's step loop, and its bounds."""
 
     name: str = "continuous"
-    token_budget: int = Field(512, ge=1, description="tokens fed per step, all sequences")
+    token_budget: int = Field(
+        512, ge=1, description="tokens fed per step, all sequences (raised to fit one chunk)"
+    )
     prefill_chunk: int = Field(512, ge=1, description="prompt tokens per sequence per step")
     max_queue: int = Field(256, ge=0, description="waiting requests before 429")
     options: dict[str, Any] = Field(default_factory=dict)

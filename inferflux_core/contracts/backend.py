@@ -71,9 +71,14 @@ class BackendSpec:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """Facts about a loaded model the engine and the API need."""
+    """Facts about a loaded model the engine and the API need.
+
+    ``context_length`` is the most tokens (prompt + output) one sequence may hold;
+    ``kv_capacity`` the KV cells all sequences together may hold.
+    """
 
     context_length: int
+    kv_capacity: int
     vocab_size: int
     chat_template: str | None
     bos_token: str

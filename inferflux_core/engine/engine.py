@@ -97,7 +97,9 @@ class Engine:
         """Queue a tokenized request; iterate the returned stream for its events."""
         return self.model(model).runner.submit(request)
 
-    async def generate(self, model: str, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+    async def generate(
+        self, model: str, request: GenerationRequest
+    ) -> AsyncIterator[GenerationEvent]:
         """Submit and yield the request's events; closing the iterator cancels it."""
         async for event in self.submit(model, request):
             yield event

@@ -80,8 +80,11 @@ def load_model(
         limits = SchedulerLimits(
             max_sequences=config.max_sequences,
             context_length=info.context_length,
-            kv_capacity=info.context_length,
-            token_budget=max(scheduler_config.token_budget, config.max_sequences),
+            kv_capacity=info.kv_capacity,
+            token_budget=max(
+                scheduler_config.token_budget,
+                scheduler_config.prefill_chunk + config.max_sequences,
+            ),
             prefill_chunk=scheduler_config.prefill_chunk,
             max_queue=scheduler_config.max_queue,
         )

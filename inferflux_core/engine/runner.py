@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import dataclasses
 import logging
 import math
 import threading
@@ -273,10 +275,9 @@ class ModelRunner:
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, {}
         for loop, events in outbox.items():
-            try:
+            # A closed loop means nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_deliver, events)
-            except RuntimeError:  # the consumer's loop is closed; nobody is listening
-                pass
 
 
 def _deliver(events: list[tuple[RequestState, GenerationEvent]]) -> None:
@@ -285,6 +286,4 @@ def _deliver(events: list[tuple[RequestState, GenerationEvent]]) -> None:
 
 
 def _with_logit_bias(params: SamplingParams, bias: dict[int, float]) -> SamplingParams:
-    from dataclasses import replace
-
-    return replace(params, logit_bias=bias)
+    return dataclasses.replace(params, logit_bias=bias)

@@ -54,6 +54,16 @@ class ChatCompletionRequest(SamplingFields):
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
     logit_bias: dict[str, float] | None = None
+    chat_template: Any = None
+
+    def refuse_request_template(self) -> None:
+        """Templates run code; they come from the model file or the operator, never a client."""
+        if self.chat_template is not None:
+            raise InvalidRequestError(
+                "chat_template: a chat template is not accepted in a request; the operator can "
+                "set models[].chat_template in the server's configuration",
+                param="chat_template",
+            )
 
     def template_messages(self) -> list[dict[str, Any]]:
         """Messages as plain dicts for the chat template."""

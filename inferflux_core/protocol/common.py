@@ -82,4 +82,6 @@ def reject_unsupported(fields: dict[str, Any]) -> None:
     """400 for features a request asks for that are not implemented, never silently ignored."""
     for name, value in fields.items():
         if value:
-            raise InvalidRequestError(f"{name} is not supported yet", param=name, code="unsupported")
+            raise InvalidRequestError(
+                f"{name} is not supported yet", param=name, code="unsupported"
+            )

@@ -18,6 +18,7 @@ class ChatService(Service):
 
     def _submit(self, body: Any) -> tuple[ChatCompletionRequest, RequestStream]:
         request = parse_body(ChatCompletionRequest, body)
+        request.refuse_request_template()
         reject_unsupported(
             {
                 "tools": request.tools,

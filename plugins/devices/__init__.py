@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from inferflux_core.contracts import DeviceContext
+from inferflux_core.hookspecs import hookimpl
 from inferflux_plugins.devices.cpu import CpuContext
 from inferflux_plugins.devices.cuda import CudaContext
 from inferflux_plugins.devices.metal import MetalContext
 from inferflux_plugins.devices.rocm import RocmContext
-
-from inferflux_core.contracts import DeviceContext
-from inferflux_core.hookspecs import hookimpl
 
 
 @hookimpl

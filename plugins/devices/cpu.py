@@ -6,9 +6,8 @@ import functools
 import os
 import platform
 
-from inferflux_plugins.devices._probe import parse_key_values, read_text
-
 from inferflux_core.contracts import DeviceContext, DeviceInfo
+from inferflux_plugins.devices._probe import parse_key_values, read_text
 
 AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
 ISA_FLAGS = ("avx2", "avx512f")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
-from inferflux_plugins.devices._probe import Gpu, parse_key_values, read_text, run_command
-
 from inferflux_core.contracts import DeviceContext, DeviceInfo
+from inferflux_plugins.devices._probe import Gpu, parse_key_values, read_text, run_command
 
 PROC_GPUS = Path("/proc/driver/nvidia/gpus")
 MIB = 1024 * 1024

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import platform
 
-from inferflux_plugins.devices._probe import run_command
-
 from inferflux_core.contracts import DeviceContext, DeviceInfo
+from inferflux_plugins.devices._probe import run_command
 
 
 class MetalContext(DeviceContext):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from inferflux_plugins.devices._probe import Gpu, parse_key_values, read_text, run_command
-
 from inferflux_core.contracts import DeviceContext, DeviceInfo
+from inferflux_plugins.devices._probe import Gpu, parse_key_values, read_text, run_command
 
 KFD = Path("/dev/kfd")
 TOPOLOGY = Path("/sys/class/kfd/kfd/topology/nodes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import threading
@@ -23,12 +24,20 @@ class ContinuousBatchingScheduler(Scheduler):
 
     Each step first gives one token to every running sequence that has finished its prompt,
     so streams never stall behind a long prompt; the rest of the token budget prefills prompts
-    in chunks of at most ``prefill_chunk``, oldest admission first. A waiting sequence is
-    admitted while fewer than ``max_sequences`` run and its prompt fits in the free KV cells.
+    in chunks of ``prefill_chunk`` tokens (the last one shorter), oldest admission first. Chunk
+    boundaries never depend on what else runs, so a sequence is computed the same way alone or
+    in a batch. A waiting sequence is admitted while fewer than ``max_sequences`` run and its
+    prompt fits in the free KV cells.
     """
 
     def __init__(self, limits: SchedulerLimits, **options: Any) -> None:
-        super().__init__(limits, **options)
+        if options:
+            raise TypeError(f"unknown options: {', '.join(sorted(options))}")
+        # A whole chunk must always fit beside a full decode step, or prefill could starve.
+        floor = limits.prefill_chunk + limits.max_sequences
+        if limits.token_budget < floor:
+            limits = dataclasses.replace(limits, token_budget=floor)
+        super().__init__(limits)
         self._lock = threading.Lock()
         self._waiting: list[tuple[int, float, int, ScheduledSequence]] = []
         self._order = itertools.count()
@@ -53,10 +62,10 @@ class ContinuousBatchingScheduler(Scheduler):
             budget = self.limits.token_budget - len(chunks)
             self._admit()
             for sequence in self._running:
-                if budget <= 0:
-                    break
                 if not sequence.prefill_done:
-                    n_tokens = min(sequence.remaining_prompt, self.limits.prefill_chunk, budget)
+                    n_tokens = min(sequence.remaining_prompt, self.limits.prefill_chunk)
+                    if n_tokens > budget:
+                        break
                     chunks.append(ScheduledChunk(sequence, n_tokens))
                     budget -= n_tokens
             return chunks

@@ -13,6 +13,16 @@ from inferflux_core.engine.devices import select_device
 from tests.conftest import MODEL_NAME, TEST_CONTEXT, RunningServer
 
 WORDS = ["apple", "river", "castle", "guitar", "yellow", "doctor", "planet", "silver"]
+QUESTIONS = [
+    "Name a fruit.",
+    "What is 2 plus 2?",
+    "Say hello in French.",
+    "What colour is the sky?",
+    "Name a planet.",
+    "What is the opposite of hot?",
+    "Name a large animal.",
+    "What do bees make?",
+]
 
 
 def _histogram_counts(metrics_text: str) -> dict[str, float]:
@@ -23,10 +33,21 @@ def _histogram_counts(metrics_text: str) -> dict[str, float]:
     return counts
 
 
-async def _stream_all(base_url: str, prompts: list[str], max_tokens: int) -> list[str]:
+async def _stream_all(
+    base_url: str, prompts: list[str], max_tokens: int, *, chat: bool = False
+) -> list[str]:
     client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
 
     async def one(prompt: str) -> str:
+        if chat:
+            stream = await client.chat.completions.create(
+                model=MODEL_NAME,
+                messages=[{"role": "user", "content": prompt}],
+                temperature=0,
+                max_tokens=max_tokens,
+                stream=True,
+            )
+            return "".join([c.choices[0].delta.content or "" async for c in stream])
         stream = await client.completions.create(
             model=MODEL_NAME, prompt=prompt, temperature=0, max_tokens=max_tokens, stream=True
         )
@@ -56,6 +77,25 @@ def test_eight_concurrent_streams_share_batches_without_cross_talk(
     steps_of_four_or_fewer = after["4.0"] - before["4.0"]
     assert steps > 0
     assert steps - steps_of_four_or_fewer > 0, "no step decoded more than four sequences together"
+    assert server.wait_idle()
+
+
+def test_greedy_output_is_the_same_alone_and_in_a_batch_of_eight(
+    server: RunningServer, openai_client: openai.OpenAI
+) -> None:
+    alone = [
+        openai_client.chat.completions.create(
+            model=MODEL_NAME,
+            messages=[{"role": "user", "content": q}],
+            temperature=0,
+            max_tokens=48,
+        )
+        .choices[0]
+        .message.content
+        for q in QUESTIONS
+    ]
+    together = asyncio.run(_stream_all(server.api_url, QUESTIONS, 48, chat=True))
+    assert together == alone
     assert server.wait_idle()
 
 

@@ -19,13 +19,15 @@ def test_disconnect_mid_stream_frees_the_sequence(
         "stream": True,
     }
     runner = server.engine.model(MODEL_NAME).runner
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
-        with client.stream("POST", "/v1/chat/completions", json=body) as response:
-            assert response.status_code == 200
-            lines = response.iter_lines()
-            data_lines = [line for line in (next(lines) for _ in range(12)) if line]
-            assert len(data_lines) >= 5
-            assert runner.active_sequences == 1
+    with (
+        httpx.Client(base_url=server.base_url, timeout=60) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        data_lines = [line for line in (next(lines) for _ in range(12)) if line]
+        assert len(data_lines) >= 5
+        assert runner.active_sequences == 1
     assert server.wait_idle(timeout=10), "the disconnected stream still holds its sequence"
 
     after = openai_client.chat.completions.create(

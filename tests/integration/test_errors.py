@@ -31,8 +31,14 @@ def http(server: RunningServer):  # type: ignore[no-untyped-def]
 
 
 def test_malformed_json_is_400(http: httpx.Client) -> None:
-    error = _error(http.post(CHAT, content=b'{"model": "x", "messages": [', headers={
-        "content-type": "application/json"}), 400)
+    error = _error(
+        http.post(
+            CHAT,
+            content=b'{"model": "x", "messages": [',
+            headers={"content-type": "application/json"},
+        ),
+        400,
+    )
     assert "not valid JSON" in str(error["message"])
     assert error["type"] == "invalid_request_error"
 
@@ -48,8 +54,11 @@ def test_missing_field_is_400_naming_it(http: httpx.Client) -> None:
 
 
 def test_ill_typed_field_is_400_naming_it(http: httpx.Client) -> None:
-    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}],
-            "temperature": "hot"}
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": "hot",
+    }
     error = _error(http.post(CHAT, json=body), 400)
     assert error["param"] == "temperature"
 
@@ -61,8 +70,12 @@ def test_bad_message_role_is_400_naming_the_message(http: httpx.Client) -> None:
 
 
 def test_unknown_fields_are_ignored(http: httpx.Client) -> None:
-    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}],
-            "max_tokens": 2, "some_future_field": {"x": 1}}
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 2,
+        "some_future_field": {"x": 1},
+    }
     assert http.post(CHAT, json=body).status_code == 200
 
 
@@ -98,8 +111,11 @@ def test_unknown_route_is_404_json(http: httpx.Client) -> None:
 
 
 def test_unsupported_feature_is_400_not_ignored(http: httpx.Client) -> None:
-    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "hi"}],
-            "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    }
     error = _error(http.post(CHAT, json=body), 400)
     assert error["param"] == "tools"
 
@@ -119,3 +135,24 @@ def test_health_and_readiness(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_chat_template_in_the_request_is_refused(http: httpx.Client) -> None:
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "hi"}],
+        "chat_template": "{{ cycler.__init__.__globals__.os.system('id') }}",
+    }
+    error = _error(http.post(CHAT, json=body), 400)
+    assert error["param"] == "chat_template"
+
+
+def test_model_without_a_chat_template_gives_a_clear_error(server: RunningServer) -> None:
+    from dataclasses import replace
+
+    from inferflux_core.errors import ChatTemplateError
+
+    served = server.engine.model(MODEL_NAME)
+    bare = replace(served, template=None)
+    with pytest.raises(ChatTemplateError, match="no chat template"):
+        bare.render_chat([{"role": "user", "content": "hi"}])

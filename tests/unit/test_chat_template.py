@@ -47,8 +47,9 @@ def test_endless_template_stops_at_the_deadline() -> None:
 
 
 def test_huge_output_is_cut_off() -> None:
-    template = ChatTemplate("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}",
-                            max_output_chars=10_000)
+    template = ChatTemplate(
+        "{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}", max_output_chars=10_000
+    )
     with pytest.raises(ChatTemplateError, match="exceeds"):
         template.render(MESSAGES)
 

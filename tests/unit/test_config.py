@@ -16,7 +16,9 @@ def test_defaults_serve_the_embedded_model() -> None:
     assert settings.server.host == "127.0.0.1"
 
 
-def test_yaml_file_then_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_yaml_file_then_environment_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = tmp_path / "server.yaml"
     config.write_text("server:\n  port: 9001\n  log_level: debug\nscheduler:\n  token_budget: 99\n")
     settings = load_config(config)

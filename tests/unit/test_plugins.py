@@ -103,7 +103,10 @@ def test_cli_reports_a_broken_plugin_and_exits_cleanly(tmp_path: Path) -> None:
 def test_cli_lists_plugins_with_their_distribution() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "inferflux_core.cli.main", "plugins", "--json"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     import json
 

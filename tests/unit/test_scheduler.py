@@ -10,15 +10,22 @@ from inferflux_plugins.schedulers.continuous import ContinuousBatchingScheduler
 
 
 def _limits(**kw: int) -> SchedulerLimits:
-    base = dict(max_sequences=2, context_length=1000, kv_capacity=1000, token_budget=64,
-                prefill_chunk=16, max_queue=3)
+    base = dict(
+        max_sequences=2,
+        context_length=1000,
+        kv_capacity=1000,
+        token_budget=64,
+        prefill_chunk=16,
+        max_queue=3,
+    )
     base.update(kw)
     return SchedulerLimits(**base)
 
 
 def _seq(name: str, n_prompt: int = 10, priority: int = 0) -> ScheduledSequence:
-    return ScheduledSequence(request_id=name, prompt_tokens=list(range(n_prompt)),
-                             priority=priority)
+    return ScheduledSequence(
+        request_id=name, prompt_tokens=list(range(n_prompt)), priority=priority
+    )
 
 
 def test_admits_at_most_max_sequences_and_queues_the_rest() -> None:
@@ -54,7 +61,7 @@ def test_running_streams_decode_before_new_prompts_prefill() -> None:
     scheduler.add(_seq("newcomer", n_prompt=100))
     plan = scheduler.plan_step()
     assert (plan[0].sequence.request_id, plan[0].n_tokens) == ("running", 1)
-    assert (plan[1].sequence.request_id, plan[1].n_tokens) == ("newcomer", 7)
+    assert (plan[1].sequence.request_id, plan[1].n_tokens) == ("newcomer", 8)
 
 
 def test_higher_priority_is_admitted_first() -> None:
@@ -93,3 +100,37 @@ def test_admission_waits_for_free_kv_cells() -> None:
     scheduler.add(_seq("next", n_prompt=30))
     plan = scheduler.plan_step()
     assert [c.sequence.request_id for c in plan] == ["big"]
+
+
+def test_chunk_boundaries_do_not_depend_on_other_sequences() -> None:
+    def boundaries(companions: int) -> list[int]:
+        scheduler = ContinuousBatchingScheduler(
+            _limits(max_sequences=8, token_budget=40, prefill_chunk=16, max_queue=10)
+        )
+        target = _seq("target", n_prompt=50)
+        scheduler.add(target)
+        for i in range(companions):
+            scheduler.add(_seq(f"c{i}", n_prompt=30))
+        sizes = []
+        while not target.prefill_done:
+            for chunk in scheduler.plan_step():
+                if not chunk.sequence.prefill_done:
+                    chunk.sequence.n_prefilled += chunk.n_tokens
+                    if chunk.sequence is target:
+                        sizes.append(chunk.n_tokens)
+        return sizes
+
+    assert boundaries(0) == boundaries(5) == [16, 16, 16, 2]
+
+
+def test_a_budget_smaller_than_a_chunk_is_raised_so_prefill_never_starves() -> None:
+    scheduler = ContinuousBatchingScheduler(_limits(token_budget=4, prefill_chunk=16))
+    assert scheduler.limits.token_budget == 16 + 2
+    scheduler.add(_seq("long", n_prompt=40))
+    (chunk,) = scheduler.plan_step()
+    assert chunk.n_tokens == 16
+
+
+def test_unknown_options_are_refused() -> None:
+    with pytest.raises(TypeError, match="fairness"):
+        ContinuousBatchingScheduler(_limits(), fairness=3)

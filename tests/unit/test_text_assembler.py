@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -11,7 +13,7 @@ from inferflux_core.engine.text import TextAssembler
 def _pieces(text: str, cuts: list[int]) -> list[bytes]:
     data = text.encode()
     points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 def _run(pieces: list[bytes], stop: tuple[str, ...]) -> tuple[str, bool]:

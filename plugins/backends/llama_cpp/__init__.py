@@ -6,10 +6,9 @@ raises a ConfigError saying how to install it when it is missing.
 
 from __future__ import annotations
 
-from inferflux_plugins.backends.llama_cpp.backend import LlamaCppBackend
-
 from inferflux_core.contracts import StepBackend
 from inferflux_core.hookspecs import hookimpl
+from inferflux_plugins.backends.llama_cpp.backend import LlamaCppBackend
 
 __all__ = ["LlamaCppBackend"]
 

@@ -1,9 +1,10 @@
 """The llama.cpp step-level backend: one GGUF model, many KV sequences, one batch per step.
 
-KV layout: ``context_length`` is the total number of KV cells, shared by all sequences
-(llama.cpp's unified KV cache). Any one sequence may use the whole context, but all open
-sequences together cannot hold more than ``context_length`` tokens; when they would, the step
-fails with "KV cache is full".
+KV layout: ``context_length`` is the context of each sequence, and the KV cache holds
+``context_length * max_sequences`` cells. By default every sequence has its own stream of
+``context_length`` cells (llama.cpp's split KV cache): a sequence's numerics then do not depend
+on what it is batched with, and attention only scans its own cells. ``options.kv_unified: true``
+puts all cells in one stream that every sequence draws from.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from inferflux_core.contracts import (
+    BackendSpec,
+    ModelInfo,
+    SamplingParams,
+    SequenceChunk,
+    StepBackend,
+)
+from inferflux_core.errors import BackendError, ConfigError, ModelFileError
+from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
 from inferflux_plugins.backends.llama_cpp.options import (
     LlamaCppOptions,
@@ -24,22 +34,11 @@ from inferflux_plugins.backends.llama_cpp.sampling import build_sampler_chain
 from inferflux_plugins.backends.llama_cpp.vocab import Vocab
 from inferflux_plugins.devices.cpu import cpu_has_amx, usable_cores
 
-from inferflux_core.contracts import (
-    BackendSpec,
-    ModelInfo,
-    SamplingParams,
-    SequenceChunk,
-    StepBackend,
-)
-from inferflux_core.errors import BackendError, ConfigError, ModelFileError
-from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
-
 log = logging.getLogger("inferflux.llama_cpp")
 
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 METADATA_KEYS = ("general.name", "general.architecture")
 DECODE_ERRORS = {
-    1: "the KV cache is full (no free slot for the batch)",
     2: "the step was aborted",
     -1: "the batch was rejected as invalid",
 }
@@ -63,26 +62,27 @@ class LlamaCppBackend(StepBackend):
         self._model = self._load_model(spec, options)
         try:
             self._ctx = self._create_context(spec, options, header)
+            self._vocab = Vocab(llama, llama.llama_model_get_vocab(self._model))
+            self._mem = llama.llama_get_memory(self._ctx)
+            self._n_ctx = min(llama.llama_n_ctx_seq(self._ctx), spec.context_length)
+            self._kv_capacity = llama.llama_n_ctx(self._ctx)
+            self._kv_unified = options.kv_unified
+            self._n_batch = min(llama.llama_n_batch(self._ctx), llama.llama_n_ubatch(self._ctx))
+            self._batch = TokenBatch(llama, self._n_batch, spec.max_sequences)
+            self._positions = [0] * spec.max_sequences
+            self._decode_fn = llama.llama_decode
+            self._sample_fn = llama.llama_sampler_sample
+            self._info = self._read_info(header)
         except BaseException:
             self.close()
             raise
-        vocab = Vocab(llama, llama.llama_model_get_vocab(self._model))
-        self._vocab = vocab
-        self._mem = llama.llama_get_memory(self._ctx)
-        self._n_ctx = llama.llama_n_ctx_seq(self._ctx)
-        self._n_batch = min(llama.llama_n_batch(self._ctx), llama.llama_n_ubatch(self._ctx))
-        self._batch = TokenBatch(llama, self._n_batch, spec.max_sequences)
-        self._positions = [0] * spec.max_sequences
-        self._decode_fn = llama.llama_decode
-        self._sample_fn = llama.llama_sampler_sample
-        self._info = self._read_info(header)
         log.info(
-            "llama_cpp loaded %s (%s): n_ctx=%d shared by up to %d sequences, n_batch=%d",
+            "llama_cpp loaded %s (%s): up to %d sequences, %d tokens of context %s",
             spec.model_path,
             self._info.metadata.get("general.name", "?"),
-            self._n_ctx,
             spec.max_sequences,
-            self._n_batch,
+            self._n_ctx,
+            "each, drawn from one shared cache" if self._kv_unified else "each",
         )
 
     # -- loading ---------------------------------------------------------------------------
@@ -91,6 +91,13 @@ class LlamaCppBackend(StepBackend):
         llama = self._llama
         params = llama.llama_model_default_params()
         params.n_gpu_layers = 0 if spec.device.kind == "cpu" else 999
+        if spec.device.kind != "cpu" and not llama.llama_supports_gpu_offload():
+            log.warning(
+                "llama_cpp: device %s was chosen, but this llama-cpp-python build cannot offload "
+                "to a GPU; the model runs on the CPU (install a %s build of llama-cpp-python)",
+                spec.device.kind,
+                spec.device.kind.upper(),
+            )
         decision = decide_repack(options.repack, cpu_has_amx())
         params.use_extra_bufts = decision.use_extra_bufts
         log.info(
@@ -111,7 +118,8 @@ class LlamaCppBackend(StepBackend):
     ) -> Any:
         llama = self._llama
         params = llama.llama_context_default_params()
-        n_ctx = spec.context_length if spec.context_length > 0 else context_length(header) or 0
+        per_sequence = spec.context_length if spec.context_length > 0 else context_length(header)
+        n_ctx = (per_sequence or 0) * spec.max_sequences
         threads = options.threads or spec.device.cores or usable_cores()
         batch_size = max(options.batch_size, spec.max_sequences)
         params.n_ctx = n_ctx
@@ -120,8 +128,8 @@ class LlamaCppBackend(StepBackend):
         params.n_threads = params.n_threads_batch = threads
         params.flash_attn_type = FLASH_ATTN[options.flash_attn]
         if hasattr(params, "kv_unified"):
-            params.kv_unified = True
-        else:  # an older llama.cpp splits the context evenly between sequences
+            params.kv_unified = options.kv_unified
+        elif options.kv_unified:  # an older llama.cpp splits the context between sequences
             log.warning("llama_cpp: this llama.cpp has no unified KV cache; n_ctx is per sequence")
         ctx = llama.llama_init_from_model(self._model, params)
         if not ctx:
@@ -130,7 +138,13 @@ class LlamaCppBackend(StepBackend):
                 f"{spec.max_sequences} sequences (out of memory?)",
                 param="context_length",
             )
-        log.info("llama_cpp context: n_ctx=%d, threads=%d, batch=%d", n_ctx, threads, batch_size)
+        log.info(
+            "llama_cpp context: n_ctx=%d (%s KV), threads=%d, batch=%d",
+            n_ctx,
+            "unified" if options.kv_unified else "per-sequence",
+            threads,
+            batch_size,
+        )
         return ctx
 
     def _read_info(self, header: GGUFHeader) -> ModelInfo:
@@ -139,6 +153,7 @@ class LlamaCppBackend(StepBackend):
         metadata = {key: value for key in METADATA_KEYS if (value := metadata_str(header, key))}
         return ModelInfo(
             context_length=self._n_ctx,
+            kv_capacity=self._kv_capacity,
             vocab_size=vocab.size,
             chat_template=template.decode("utf-8", errors="replace") if template else None,
             bos_token=vocab.special_text(llama.llama_vocab_bos(vocab.handle)),
@@ -187,6 +202,8 @@ class LlamaCppBackend(StepBackend):
         Chunks longer than the room left in the batch are split across calls; each sequence
         is sampled after the call holding its chunk's last token.
         """
+        if self._ctx is None:
+            raise BackendError("the llama_cpp backend is closed")
         batch = self._batch
         chains = self._chains
         positions = self._positions
@@ -232,19 +249,24 @@ class LlamaCppBackend(StepBackend):
         batch = self._batch
         batch.seal()
         ctx = self._ctx
-        if ctx is None:
-            raise BackendError("the llama_cpp backend is closed")
         code = self._decode_fn(ctx, batch.struct)
         n_tokens = batch.n_tokens
         batch.clear()
         if code != 0:
-            problem = DECODE_ERRORS.get(code, "llama.cpp failed")
-            raise BackendError(
-                f"llama_decode returned {code} for a batch of {n_tokens} tokens: {problem}"
-            )
+            raise BackendError(self._decode_error(code, n_tokens))
         sample = self._sample_fn
         for seq_id, chain, index in pending:
             sampled[seq_id] = sample(chain, ctx, index)
+
+    def _decode_error(self, code: int, n_tokens: int) -> str:
+        if code == 1:
+            scope = "shared by all sequences" if self._kv_unified else "per sequence"
+            return (
+                f"llama_decode returned 1: the KV cache is full (no room for {n_tokens} more "
+                f"tokens; the context holds {self._n_ctx} tokens {scope})"
+            )
+        problem = DECODE_ERRORS.get(code, "llama.cpp failed")
+        return f"llama_decode returned {code} for a batch of {n_tokens} tokens: {problem}"
 
     def _roll_back(self, starts: list[tuple[int, int]]) -> None:
         """Return sequences to where they stood before a failed step (KV and positions)."""

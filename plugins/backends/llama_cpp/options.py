@@ -24,6 +24,11 @@ class LlamaCppOptions(BaseModel):
     batch_size: int = Field(512, ge=1, le=65536)
     #: Flash attention: auto lets llama.cpp decide.
     flash_attn: Literal["auto", "on", "off"] = "auto"
+    #: One KV stream shared by all sequences. The default (false) gives each sequence its own
+    #: stream of ``context_length`` cells, which keeps a sequence's numerics independent of what
+    #: it is batched with (llama.cpp switches attention kernels once one stream receives 64
+    #: query tokens in a call) and is faster at 8 sequences.
+    kv_unified: bool = False
 
 
 def parse_options(options: Mapping[str, Any]) -> LlamaCppOptions:
@@ -48,7 +53,12 @@ class RepackDecision:
 
 
 def decide_repack(setting: str, has_amx: bool) -> RepackDecision:
-    """``repack: auto`` turns repacking off on AMX CPUs and on elsewhere; on/off are honoured."""
+    """``repack: auto`` turns repacking off on AMX CPUs and on elsewhere; on/off are honoured.
+
+    On AMX CPUs llama.cpp's extra buffer types (its AMX kernels and repacked layouts) have
+    been seen to crash or misbehave, so ``auto`` leaves them off there; elsewhere the repacked
+    layouts are llama.cpp's faster default.
+    """
     if setting == "on":
         return RepackDecision(True, "repack: on")
     if setting == "off":

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
+from inferflux_core.errors import InvalidRequestError
+
 PIECE_BUFFER = 64
 
 
@@ -43,6 +45,7 @@ class Vocab:
         """The text of ``tokens``, special tokens rendered as text."""
         if not tokens:
             return ""
+        self.check_tokens(tokens)
         ids = (self._llama.llama_token * len(tokens))(*tokens)
         capacity = max(32, len(tokens) * 8)
         for _ in range(2):
@@ -63,10 +66,22 @@ class Vocab:
             self._bytes[token] = cached
         return cached
 
+    def check_tokens(self, tokens: Sequence[int]) -> None:
+        """Raise InvalidRequestError for an id outside the vocabulary.
+
+        llama.cpp's detokenizer indexes its tables unchecked (an out-of-range id aborts the
+        process), so ids from requests are checked here first.
+        """
+        size = self.size
+        for token in tokens:
+            if not 0 <= token < size:
+                raise InvalidRequestError(
+                    f"token id {token} is outside the vocabulary (0..{size - 1})"
+                )
+
     def piece(self, token: int) -> bytes:
         """``llama_token_to_piece`` with special tokens rendered, uncached."""
-        if not 0 <= token < self.size:
-            raise ValueError(f"token {token} is outside the vocabulary of {self.size}")
+        self.check_tokens((token,))
         capacity = PIECE_BUFFER
         for _ in range(2):
             buffer = ctypes.create_string_buffer(capacity)

@@ -1,0 +1,116 @@
+"""Device detection: the CPU is always found; absent GPUs say why; probes never raise."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from inferflux_core.contracts import DeviceContext
+from inferflux_core.plugins import PluginHost
+from inferflux_plugins import devices
+from inferflux_plugins.devices import cpu, rocm
+from inferflux_plugins.devices.cpu import CpuContext, cpu_has_amx
+from inferflux_plugins.devices.cuda import CudaContext
+from inferflux_plugins.devices.metal import MetalContext
+from inferflux_plugins.devices.rocm import RocmContext
+
+
+def fake_tool(directory: Path, name: str, output: str) -> None:
+    """An executable ``name`` in ``directory`` that prints ``output``."""
+    script = directory / name
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{output}\nEOF\n")
+    script.chmod(0o755)
+
+
+def test_the_plugin_registers_four_device_kinds() -> None:
+    host = PluginHost(autoload=False, extra_plugins=[("devices", devices)])
+    assert host.names("device_contexts") == ["cpu", "cuda", "metal", "rocm"]
+    for kind in host.names("device_contexts"):
+        context = host.get("device_contexts", kind)
+        assert issubclass(context, DeviceContext)
+        assert context.kind == kind
+
+
+def test_priorities_prefer_gpus_over_the_cpu() -> None:
+    assert CudaContext.priority > RocmContext.priority > MetalContext.priority
+    assert MetalContext.priority > CpuContext.priority == 0
+
+
+def test_the_cpu_is_always_present_with_cores_memory_and_isa_details() -> None:
+    info = CpuContext().detect()
+    assert info.present and info.kind == "cpu"
+    assert info.cores >= 1
+    assert info.memory_bytes > 0
+    assert info.name
+    assert isinstance(info.details["amx"], bool)
+    assert isinstance(info.details["avx2"], bool)
+    assert isinstance(info.details["avx512f"], bool)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"avx2", "avx512f"}, False),
+        ({"avx2", "amx_tile"}, True),
+        ({"amx_bf16"}, True),
+        ({"amx_int8", "avx512f"}, True),
+        (set(), False),
+    ],
+)
+def test_amx_is_detected_from_any_amx_flag(flags: set[str], expected: bool) -> None:
+    assert cpu_has_amx(frozenset(flags)) is expected
+
+
+def test_amx_check_of_this_machine_matches_its_cpu_flags() -> None:
+    assert cpu_has_amx() is bool(cpu.cpu_flags() & cpu.AMX_FLAGS)
+
+
+@pytest.mark.parametrize("context", [CudaContext, RocmContext, MetalContext])
+def test_every_gpu_context_reports_presence_or_a_reason(context: type[DeviceContext]) -> None:
+    info = context().detect()
+    assert info.kind == context.kind
+    assert info.present or info.reason
+    assert "torch" not in sys.modules
+
+
+def test_cuda_is_found_through_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_tool(tmp_path, "nvidia-smi", "NVIDIA H100 80GB HBM3, 81559\nNVIDIA H100 80GB HBM3, 81559")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    info = CudaContext().detect()
+    assert info.present
+    assert info.count == 2
+    assert info.name == "NVIDIA H100 80GB HBM3"
+    assert info.memory_bytes == 81559 * 1024 * 1024
+
+
+def test_rocm_gpus_come_from_the_kfd_topology(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kfd = tmp_path / "kfd"
+    kfd.touch()
+    nodes = tmp_path / "nodes"
+    (nodes / "0").mkdir(parents=True)
+    (nodes / "0" / "properties").write_text("cpu_cores_count 16\nsimd_count 0\n")
+    gpu = nodes / "1"
+    (gpu / "mem_banks" / "0").mkdir(parents=True)
+    (gpu / "properties").write_text("simd_count 304\n")
+    (gpu / "name").write_text("gfx942\n")
+    (gpu / "mem_banks" / "0" / "properties").write_text("size_in_bytes 206141652992\n")
+    monkeypatch.setattr(rocm, "KFD", kfd)
+    monkeypatch.setattr(rocm, "TOPOLOGY", nodes)
+    info = RocmContext().detect()
+    assert info.present
+    assert (info.name, info.count, info.memory_bytes) == ("gfx942", 1, 206141652992)
+
+
+def test_metal_is_present_on_apple_silicon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("platform.system", lambda: "Darwin")
+    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    fake_tool(tmp_path, "sysctl", "17179869184")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    info = MetalContext().detect()
+    assert info.present
+    assert info.memory_bytes == 17179869184
