@@ -70,6 +70,19 @@ class SchedulerConfig(_Strict):
     )
     prefill_chunk: int = Field(512, ge=1, description="prompt tokens per sequence per step")
     max_queue: int = Field(256, ge=0, description="waiting requests before 429")
+    queue_timeout: float = Field(
+        300.0, ge=0, description="seconds a request may wait for admission before 503 (0: none)"
+    )
+    prefix_reuse: bool = Field(True, description="reuse KV of cached prompt prefixes")
+    preemption: bool = Field(
+        False, description="let higher-priority requests preempt running ones (KV saved)"
+    )
+    aging_per_second: float = Field(
+        0.1, ge=0, description="priority a waiting request gains per second"
+    )
+    timeslice_tokens: int = Field(
+        0, ge=0, description="tokens before a sequence yields to a waiting one (0: off)"
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
 

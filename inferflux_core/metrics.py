@@ -42,6 +42,31 @@ class EngineMetrics:
             registry=r,
         )
 
+        self.prefix_lookups = Counter(
+            "inferflux_prefix_lookups",
+            "Admissions that looked for a cached prefix",
+            ["model"],
+            registry=r,
+        )
+        self.prefix_hits = Counter(
+            "inferflux_prefix_hits",
+            "Admissions that reused a cached prefix",
+            ["model"],
+            registry=r,
+        )
+        self.prefix_reused_tokens = Counter(
+            "inferflux_prefix_reused_tokens",
+            "Prompt tokens taken from cached KV",
+            ["model"],
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "inferflux_preemptions",
+            "Running sequences preempted and saved",
+            ["model"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         """The Prometheus exposition text."""
         return generate_latest(self.registry)

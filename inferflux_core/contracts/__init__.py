@@ -15,6 +15,7 @@ from inferflux_core.contracts.scheduler import (
     Scheduler,
     SchedulerLimits,
     SequenceStatus,
+    StepPlan,
 )
 from inferflux_core.contracts.transport import KVBlock, KVTransport
 
@@ -35,4 +36,5 @@ __all__ = [
     "SequenceChunk",
     "SequenceStatus",
     "StepBackend",
+    "StepPlan",
 ]

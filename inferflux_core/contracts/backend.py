@@ -98,6 +98,12 @@ class StepBackend(ABC):
 
     #: Device kinds (``cpu``, ``cuda``, ``rocm``, ``metal``) this backend runs on.
     supported_devices: tuple[str, ...] = ("cpu",)
+    #: True if ``open_sequence(keep_tokens=...)``, :meth:`copy_prefix` and
+    #: ``free_sequence(keep_kv=True)`` work: the engine then reuses cached prompt prefixes.
+    supports_prefix_reuse: bool = False
+    #: True if :meth:`save_sequence` / :meth:`restore_sequence` work: the engine can then
+    #: preempt a running sequence and resume it later with the same output.
+    supports_preemption: bool = False
 
     @property
     @abstractmethod
@@ -124,10 +130,13 @@ class StepBackend(ABC):
         """True for EOS / end-of-turn tokens that end a sequence."""
 
     @abstractmethod
-    def open_sequence(self, seq_id: int, params: SamplingParams) -> None:
-        """Prepare an empty KV sequence ``seq_id`` and its sampler.
+    def open_sequence(self, seq_id: int, params: SamplingParams, *, keep_tokens: int = 0) -> None:
+        """Prepare KV sequence ``seq_id`` and its sampler.
 
-        ``seq_id`` is in ``range(max_sequences)`` and not open already.
+        ``seq_id`` is in ``range(max_sequences)`` and not open already. The KV is emptied,
+        except that with ``keep_tokens > 0`` (only asked of backends that support prefix reuse)
+        the first ``keep_tokens`` tokens left there by ``free_sequence(keep_kv=True)`` stay and
+        the next chunk continues after them.
         """
 
     @abstractmethod
@@ -141,8 +150,31 @@ class StepBackend(ABC):
         """
 
     @abstractmethod
-    def free_sequence(self, seq_id: int) -> None:
-        """Drop the sequence's KV and sampler; ``seq_id`` may be reused afterwards."""
+    def free_sequence(self, seq_id: int, *, keep_kv: bool = False) -> None:
+        """Drop the sequence's sampler, and its KV unless ``keep_kv``; ``seq_id`` may be reopened.
+
+        ``keep_kv`` is only asked of backends that support prefix reuse: the KV stays for a
+        later ``open_sequence(..., keep_tokens=n)`` or :meth:`copy_prefix` from this seq_id.
+        """
+
+    def copy_prefix(self, src_seq_id: int, dst_seq_id: int, n_tokens: int) -> None:
+        """Give the open, empty ``dst_seq_id`` the first ``n_tokens`` of ``src_seq_id``'s KV.
+
+        The source may be open or freed with ``keep_kv=True``; it is left unchanged. The next
+        chunk of ``dst_seq_id`` continues at position ``n_tokens``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support prefix reuse")
+
+    def save_sequence(self, seq_id: int) -> object:
+        """Take an open sequence out of the KV cache: its KV, sampler state and position.
+
+        Returns an opaque value for :meth:`restore_sequence`; ``seq_id`` is free afterwards.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support preemption")
+
+    def restore_sequence(self, seq_id: int, saved: object) -> None:
+        """Put a saved sequence back under the free ``seq_id``; it continues where it stopped."""
+        raise NotImplementedError(f"{type(self).__name__} does not support preemption")
 
     def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release the model. Called once, after the last step."""

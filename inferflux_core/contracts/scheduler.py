@@ -35,6 +35,12 @@ class ScheduledSequence:
     n_prefilled: int = 0
     generated: list[int] = field(default_factory=list)
     payload: Any = None
+    #: Tokens decoded since the sequence was last admitted (for timeslices).
+    slice_tokens: int = 0
+    #: How often the sequence was preempted.
+    preemptions: int = 0
+    #: The backend's saved state while the sequence is preempted (the engine's business).
+    saved: Any = None
 
     @property
     def prefill_done(self) -> bool:
@@ -61,6 +67,17 @@ class ScheduledChunk:
 
 
 @dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What the next step does: take ``preempt`` out (their KV saved), then run ``chunks``."""
+
+    chunks: Sequence[ScheduledChunk] = ()
+    preempt: Sequence[ScheduledSequence] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.chunks or self.preempt)
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulerLimits:
     """Bounds the engine gives a scheduler for one model.
 
@@ -74,6 +91,13 @@ class SchedulerLimits:
     token_budget: int
     prefill_chunk: int
     max_queue: int
+    #: Whether running sequences may be preempted (the backend can save and restore them).
+    preemption: bool = False
+    #: Priority a waiting request gains per second, so low priority never starves.
+    aging_per_second: float = 0.0
+    #: Tokens a sequence may decode before yielding its slot to an equal or higher waiting
+    #: request (0: no timeslice). Only with ``preemption``.
+    timeslice_tokens: int = 0
 
 
 class Scheduler(ABC):
@@ -92,13 +116,15 @@ class Scheduler(ABC):
         """Queue a new sequence; raise :class:`inferflux_core.errors.QueueFullError` if full."""
 
     @abstractmethod
-    def plan_step(self) -> Sequence[ScheduledChunk]:
-        """Pick the chunks for the next step.
+    def plan_step(self) -> StepPlan:
+        """Plan the next step.
 
         Running sequences that finished prefill decode one token; waiting sequences are
         admitted (status becomes RUNNING) while fewer than ``max_sequences`` run; prompt
         tokens fill the rest of ``token_budget`` in chunks of at most ``prefill_chunk``.
-        Returns an empty sequence when there is nothing to do.
+        With ``limits.preemption``, running sequences listed in ``preempt`` go back to
+        WAITING; the engine saves their KV before the step and restores it on readmission.
+        Returns an empty plan when there is nothing to do.
         """
 
     @abstractmethod

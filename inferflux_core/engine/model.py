@@ -87,7 +87,12 @@ def load_model(
             ),
             prefill_chunk=scheduler_config.prefill_chunk,
             max_queue=scheduler_config.max_queue,
+            preemption=scheduler_config.preemption and backend.supports_preemption,
+            aging_per_second=scheduler_config.aging_per_second,
+            timeslice_tokens=scheduler_config.timeslice_tokens,
         )
+        if scheduler_config.preemption and not backend.supports_preemption:
+            log.warning("model %s: its backend cannot preempt; preemption is off", config.name)
         try:
             scheduler = scheduler_cls(limits, **scheduler_config.options)
         except TypeError as exc:
@@ -101,6 +106,8 @@ def load_model(
             max_sequences=config.max_sequences,
             context_length=info.context_length,
             eog_tokens=eog_tokens,
+            prefix_reuse=scheduler_config.prefix_reuse,
+            queue_timeout=scheduler_config.queue_timeout,
         )
     except BaseException:
         backend.close()

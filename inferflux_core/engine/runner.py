@@ -14,16 +14,19 @@ from collections.abc import Sequence
 
 from inferflux_core.contracts import (
     SamplingParams,
-    ScheduledChunk,
     ScheduledSequence,
     Scheduler,
     SequenceChunk,
+    SequenceStatus,
     StepBackend,
+    StepPlan,
 )
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
+from inferflux_core.engine.slots import KVSlots
 from inferflux_core.engine.stream import RequestState, RequestStream
 from inferflux_core.engine.text import TextAssembler
 from inferflux_core.errors import (
+    BackendError,
     ContextLengthError,
     InferfluxError,
     InvalidRequestError,
@@ -34,6 +37,7 @@ from inferflux_core.metrics import EngineMetrics
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_SECONDS = 0.5
+DEADLINE_CHECK_SECONDS = 0.25
 
 
 class ModelRunner:
@@ -54,13 +58,21 @@ class ModelRunner:
         max_sequences: int,
         context_length: int,
         eog_tokens: Sequence[int] = (),
+        prefix_reuse: bool = True,
+        queue_timeout: float = 0.0,
     ) -> None:
         self.model_name = model_name
         self.backend = backend
         self.scheduler = scheduler
         self.context_length = context_length
+        self.queue_timeout = queue_timeout
         self._ignore_eos_bias = {t: -math.inf for t in eog_tokens}
-        self._free_ids = list(range(max_sequences - 1, -1, -1))
+        self.slots = KVSlots(
+            max_sequences,
+            reuse=prefix_reuse and backend.supports_prefix_reuse,
+            align=scheduler.limits.prefill_chunk,
+        )
+        self._next_deadline_check = 0.0
         self._live: dict[str, ScheduledSequence] = {}
         self._cancelled: collections.deque[RequestState] = collections.deque()
         self._wake = threading.Event()
@@ -77,6 +89,10 @@ class ModelRunner:
         self._m_generated = metrics.generation_tokens.labels(model_name)
         self._m_ttft = metrics.time_to_first_token.labels(model_name)
         self._m_requests = metrics.requests
+        self._m_lookups = metrics.prefix_lookups.labels(model_name)
+        self._m_hits = metrics.prefix_hits.labels(model_name)
+        self._m_reused = metrics.prefix_reused_tokens.labels(model_name)
+        self._m_preemptions = metrics.preemptions.labels(model_name)
 
     @property
     def active_sequences(self) -> int:
@@ -144,6 +160,7 @@ class ModelRunner:
         while not self._stopping:
             self._wake.clear()
             self._reap_cancelled()
+            self._expire_waiting()
             plan = self.scheduler.plan_step()
             if not plan:
                 self._m_active.set(0)
@@ -154,19 +171,22 @@ class ModelRunner:
                 self._step(plan)
             except InferfluxError as exc:
                 log.error("model %s: step failed: %s", self.model_name, exc)
-                for chunk in plan:
-                    self._finish(chunk.sequence, "error", exc)
+                self._fail(plan, exc)
             except Exception as exc:  # a backend bug must not kill the step thread
                 log.exception("model %s: step failed", self.model_name)
-                error = InferfluxError(f"the backend failed: {type(exc).__name__}")
-                for chunk in plan:
-                    self._finish(chunk.sequence, "error", error)
+                self._fail(plan, InferfluxError(f"the backend failed: {type(exc).__name__}"))
             self._flush()
 
-    def _step(self, plan: Sequence[ScheduledChunk]) -> None:
+    def _fail(self, plan: StepPlan, error: InferfluxError) -> None:
+        for sequence in [*plan.preempt, *(chunk.sequence for chunk in plan.chunks)]:
+            self._finish(sequence, "error", error, keep_kv=False)
+
+    def _step(self, plan: StepPlan) -> None:
+        for sequence in plan.preempt:
+            self._preempt(sequence)
         chunks: list[SequenceChunk] = []
         by_seq_id: dict[int, ScheduledSequence] = {}
-        for planned in plan:
+        for planned in plan.chunks:
             sequence = planned.sequence
             if sequence.seq_id is None:
                 self._open(sequence)
@@ -177,30 +197,69 @@ class ModelRunner:
                 chunks.append(SequenceChunk(seq_id, (sequence.generated[-1],)))
             else:
                 start = sequence.n_prefilled
-                end = start + planned.n_tokens
+                # A reused prefix may have covered part of what the plan meant to prefill.
+                end = min(start + planned.n_tokens, len(sequence.prompt_tokens))
                 prompt = sequence.prompt_tokens
                 chunks.append(SequenceChunk(seq_id, prompt[start:end], end == len(prompt)))
         sampled = self.backend.decode(chunks)
         self._m_step.observe(len(chunks))
-        for planned, chunk in zip(plan, chunks, strict=True):
-            if not planned.sequence.prefill_done:
-                planned.sequence.n_prefilled += len(chunk.tokens)
+        for planned, chunk in zip(plan.chunks, chunks, strict=True):
+            sequence = planned.sequence
+            if not sequence.prefill_done:
+                sequence.n_prefilled += len(chunk.tokens)
                 self._m_prompt.inc(len(chunk.tokens))
+                if sequence.prefill_done:
+                    self.slots.prompt_prefilled(chunk.seq_id, sequence.prompt_tokens)
         for seq_id, token in sampled.items():
             self._accept(by_seq_id[seq_id], token)
         self._m_active.set(self.scheduler.running_count)
         self._m_waiting.set(self.scheduler.waiting_count)
 
     def _open(self, sequence: ScheduledSequence) -> None:
+        """Give an admitted sequence a KV id: restore it, reuse a cached prefix, or start empty."""
+        if sequence.saved is not None:
+            seq_id = self._allocate()
+            self.backend.restore_sequence(seq_id, sequence.saved)
+            sequence.saved = None
+            sequence.seq_id = seq_id
+            return
         state: RequestState = sequence.payload
         params = state.request.sampling
         if state.request.ignore_eos and self._ignore_eos_bias:
             bias = dict(params.logit_bias or {})
             bias.update(self._ignore_eos_bias)
             params = _with_logit_bias(params, bias)
-        seq_id = self._free_ids.pop()
-        self.backend.open_sequence(seq_id, params)
+        hit = self.slots.find_prefix(sequence.prompt_tokens) if self.slots.reuse else None
+        if self.slots.reuse:
+            self._m_lookups.inc()
+        if hit is not None and hit.idle:
+            seq_id = self.slots.take_idle(hit.source)
+            self.backend.open_sequence(seq_id, params, keep_tokens=hit.n_tokens)
+        else:
+            seq_id = self._allocate()
+            self.backend.open_sequence(seq_id, params)
+            if hit is not None:
+                self.backend.copy_prefix(hit.source, seq_id, hit.n_tokens)
         sequence.seq_id = seq_id
+        if hit is not None:
+            sequence.n_prefilled = hit.n_tokens
+            self._m_hits.inc()
+            self._m_reused.inc(hit.n_tokens)
+
+    def _allocate(self) -> int:
+        seq_id = self.slots.allocate()
+        if seq_id is None:
+            raise BackendError("no free KV sequence id (the scheduler admitted too many)")
+        return seq_id
+
+    def _preempt(self, sequence: ScheduledSequence) -> None:
+        """Save a running sequence's state and give its KV id back; it waits to resume."""
+        if sequence.seq_id is None:
+            return
+        sequence.saved = self.backend.save_sequence(sequence.seq_id)
+        self.slots.forget(sequence.seq_id)
+        sequence.seq_id = None
+        self._m_preemptions.inc()
 
     def _accept(self, sequence: ScheduledSequence, token: int) -> None:
         state: RequestState = sequence.payload
@@ -247,24 +306,59 @@ class ModelRunner:
         )
         self._outbox.setdefault(state.loop, []).append((state, event))
 
-    def _finish(self, sequence: ScheduledSequence, reason: str, error: Exception | None) -> None:
+    def _finish(
+        self,
+        sequence: ScheduledSequence,
+        reason: str,
+        error: Exception | None,
+        *,
+        keep_kv: bool = True,
+    ) -> None:
         """End a sequence early (error, cancel): tell its consumer, then release it."""
         if sequence.request_id not in self._live:
             return
         self._emit(sequence.payload, sequence, "", (), reason, error)
-        self._release(sequence, reason)
+        self._release(sequence, reason, keep_kv=keep_kv)
 
-    def _release(self, sequence: ScheduledSequence, reason: str) -> None:
+    def _release(self, sequence: ScheduledSequence, reason: str, *, keep_kv: bool = True) -> None:
         self.scheduler.finish(sequence)
-        if sequence.seq_id is not None:
+        sequence.saved = None
+        seq_id = sequence.seq_id
+        if seq_id is not None:
+            sequence.seq_id = None
+            prompt_in_kv = sequence.prompt_tokens[: sequence.n_prefilled] if keep_kv else []
+            kept = self.slots.release(seq_id, prompt_in_kv)
             try:
-                self.backend.free_sequence(sequence.seq_id)
-            finally:
-                self._free_ids.append(sequence.seq_id)
-                sequence.seq_id = None
+                self.backend.free_sequence(seq_id, keep_kv=kept)
+            except Exception:
+                self.slots.forget(seq_id)
+                raise
         self._live.pop(sequence.request_id, None)
         self._m_generated.inc(len(sequence.generated))
         self._m_requests.labels(self.model_name, reason).inc()
+
+    def _expire_waiting(self) -> None:
+        """Fail requests that waited for admission longer than ``queue_timeout``."""
+        if self.queue_timeout <= 0:
+            return
+        now = time.monotonic()
+        if now < self._next_deadline_check:
+            return
+        self._next_deadline_check = now + DEADLINE_CHECK_SECONDS
+        for sequence in list(self._live.values()):
+            state: RequestState = sequence.payload
+            never_started = sequence.seq_id is None and sequence.saved is None
+            if (
+                never_started
+                and sequence.status is SequenceStatus.WAITING
+                and now - state.submitted_at > self.queue_timeout
+            ):
+                error = ServiceUnavailableError(
+                    f"the request waited {self.queue_timeout:g} s for a free slot; retry later",
+                    code="queue_timeout",
+                    headers={"Retry-After": "1"},
+                )
+                self._finish(sequence, "error", error)
 
     def _reap_cancelled(self) -> None:
         while self._cancelled:

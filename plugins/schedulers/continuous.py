@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import heapq
-import itertools
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable
 from typing import Any
 
 from inferflux_core.contracts import (
@@ -15,22 +14,34 @@ from inferflux_core.contracts import (
     Scheduler,
     SchedulerLimits,
     SequenceStatus,
+    StepPlan,
 )
 from inferflux_core.errors import QueueFullError
 
 
 class ContinuousBatchingScheduler(Scheduler):
-    """Admits by priority then arrival; decodes every running sequence each step.
+    """Admits by priority with aging; decodes every running sequence each step.
 
     Each step first gives one token to every running sequence that has finished its prompt,
     so streams never stall behind a long prompt; the rest of the token budget prefills prompts
     in chunks of ``prefill_chunk`` tokens (the last one shorter), oldest admission first. Chunk
     boundaries never depend on what else runs, so a sequence is computed the same way alone or
     in a batch. A waiting sequence is admitted while fewer than ``max_sequences`` run and its
-    prompt fits in the free KV cells.
+    prompt fits in the free KV cells; the one with the highest priority plus
+    ``aging_per_second`` times its wait goes first, so low priority never starves.
+
+    With preemption, a waiting sequence of strictly higher priority than a running one takes
+    its place, and with a timeslice a sequence that decoded ``timeslice_tokens`` yields to an
+    equal or higher waiting one. A preempted sequence queues again as a new arrival.
     """
 
-    def __init__(self, limits: SchedulerLimits, **options: Any) -> None:
+    def __init__(
+        self,
+        limits: SchedulerLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        **options: Any,
+    ) -> None:
         if options:
             raise TypeError(f"unknown options: {', '.join(sorted(options))}")
         # A whole chunk must always fit beside a full decode step, or prefill could starve.
@@ -38,9 +49,9 @@ class ContinuousBatchingScheduler(Scheduler):
         if limits.token_budget < floor:
             limits = dataclasses.replace(limits, token_budget=floor)
         super().__init__(limits)
+        self._clock = clock
         self._lock = threading.Lock()
-        self._waiting: list[tuple[int, float, int, ScheduledSequence]] = []
-        self._order = itertools.count()
+        self._waiting: list[ScheduledSequence] = []
         self._running: list[ScheduledSequence] = []
 
     def add(self, sequence: ScheduledSequence) -> None:
@@ -52,15 +63,18 @@ class ContinuousBatchingScheduler(Scheduler):
                     headers={"Retry-After": "1"},
                 )
             sequence.status = SequenceStatus.WAITING
-            entry = (-sequence.priority, sequence.arrival, next(self._order), sequence)
-            heapq.heappush(self._waiting, entry)
+            self._waiting.append(sequence)
 
-    def plan_step(self) -> Sequence[ScheduledChunk]:
-        """Decode chunks for prefilled sequences, then prompt chunks within the budget."""
+    def plan_step(self) -> StepPlan:
+        """Preemptions, then decode chunks, admissions and prompt chunks within the budget."""
         with self._lock:
+            now = self._clock()
+            preempt = self._preemptions(now) if self.limits.preemption else []
             chunks = [ScheduledChunk(s, 1) for s in self._running if s.prefill_done]
+            for chunk in chunks:
+                chunk.sequence.slice_tokens += 1
             budget = self.limits.token_budget - len(chunks)
-            self._admit()
+            self._admit(now)
             for sequence in self._running:
                 if not sequence.prefill_done:
                     n_tokens = min(sequence.remaining_prompt, self.limits.prefill_chunk)
@@ -68,7 +82,7 @@ class ContinuousBatchingScheduler(Scheduler):
                         break
                     chunks.append(ScheduledChunk(sequence, n_tokens))
                     budget -= n_tokens
-            return chunks
+            return StepPlan(chunks, preempt)
 
     def finish(self, sequence: ScheduledSequence) -> None:
         """Drop ``sequence`` from the running batch or the queue."""
@@ -76,8 +90,7 @@ class ContinuousBatchingScheduler(Scheduler):
             if sequence.status is SequenceStatus.RUNNING:
                 self._running.remove(sequence)
             elif sequence.status is SequenceStatus.WAITING:
-                self._waiting = [e for e in self._waiting if e[3] is not sequence]
-                heapq.heapify(self._waiting)
+                self._waiting.remove(sequence)
             sequence.status = SequenceStatus.FINISHED
 
     @property
@@ -90,15 +103,61 @@ class ContinuousBatchingScheduler(Scheduler):
         """Sequences admitted and not yet finished."""
         return len(self._running)
 
-    def _admit(self) -> None:
+    def _urgency(self, sequence: ScheduledSequence, now: float) -> float:
+        return sequence.priority + self.limits.aging_per_second * (now - sequence.arrival)
+
+    def _next_waiting(self, now: float) -> ScheduledSequence | None:
+        if not self._waiting:
+            return None
+        return max(self._waiting, key=lambda s: (self._urgency(s, now), -s.arrival))
+
+    def _admit(self, now: float) -> None:
         kv_used = sum(s.kv_tokens for s in self._running)
         # Keep a cell per running sequence free so the next decode step always fits.
         headroom = self.limits.max_sequences
-        while self._waiting and len(self._running) < self.limits.max_sequences:
-            candidate = self._waiting[0][3]
+        while len(self._running) < self.limits.max_sequences:
+            candidate = self._next_waiting(now)
+            if candidate is None:
+                return
             if self._running and kv_used + candidate.kv_tokens + headroom > self.limits.kv_capacity:
-                break
-            heapq.heappop(self._waiting)
+                return
+            self._waiting.remove(candidate)
             candidate.status = SequenceStatus.RUNNING
+            candidate.slice_tokens = 0
             self._running.append(candidate)
             kv_used += candidate.kv_tokens
+
+    def _preemptions(self, now: float) -> list[ScheduledSequence]:
+        """Running sequences to yield their slots to more urgent waiting ones."""
+        if len(self._running) < self.limits.max_sequences:
+            return []
+        preempted: list[ScheduledSequence] = []
+        pending = sorted(self._waiting, key=lambda s: (-self._urgency(s, now), s.arrival))
+        for waiting in pending:
+            victim = self._victim(waiting, now)
+            if victim is None:
+                break
+            self._running.remove(victim)
+            victim.status = SequenceStatus.WAITING
+            victim.preemptions += 1
+            # Re-queued as if it had just arrived: behind its peers, its aging starting over,
+            # so it cannot bounce straight back in ahead of the request it yielded to.
+            victim.arrival = now
+            self._waiting.append(victim)
+            preempted.append(victim)
+        return preempted
+
+    def _victim(self, waiting: ScheduledSequence, now: float) -> ScheduledSequence | None:
+        """The running sequence ``waiting`` may displace, if any."""
+        by_priority = min(self._running, key=lambda s: (s.priority, -s.arrival))
+        if waiting.priority > by_priority.priority:
+            return by_priority
+        slice_tokens = self.limits.timeslice_tokens
+        if slice_tokens <= 0:
+            return None
+        expired = [
+            s
+            for s in self._running
+            if s.slice_tokens >= slice_tokens and s.priority <= self._urgency(waiting, now)
+        ]
+        return max(expired, key=lambda s: s.slice_tokens) if expired else None

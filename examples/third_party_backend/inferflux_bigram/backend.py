@@ -94,8 +94,12 @@ class BigramBackend(StepBackend):
         """Only EOS ends a sequence."""
         return token == EOS
 
-    def open_sequence(self, seq_id: int, params: SamplingParams) -> None:
-        """Start ``seq_id`` with its own random generator, seeded when ``params.seed`` is set."""
+    def open_sequence(self, seq_id: int, params: SamplingParams, *, keep_tokens: int = 0) -> None:
+        """Start ``seq_id`` with its own random generator, seeded when ``params.seed`` is set.
+
+        ``keep_tokens`` is never asked of this backend: it leaves ``supports_prefix_reuse``
+        False, so the engine does not cache prefixes for it.
+        """
         if not 0 <= seq_id < self._max_sequences:
             raise BackendError(f"seq_id {seq_id} is outside 0..{self._max_sequences - 1}")
         if seq_id in self._sequences:
@@ -119,7 +123,7 @@ class BigramBackend(StepBackend):
                     raise BackendError(f"sequence {chunk.seq_id}: {exc}") from exc
         return sampled
 
-    def free_sequence(self, seq_id: int) -> None:
+    def free_sequence(self, seq_id: int, *, keep_kv: bool = False) -> None:
         """Forget the sequence; freeing one that is not open does nothing."""
         self._sequences.pop(seq_id, None)
 

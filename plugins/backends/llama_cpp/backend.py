@@ -10,8 +10,10 @@ puts all cells in one stream that every sequence draws from.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from inferflux_core.contracts import (
@@ -44,10 +46,22 @@ DECODE_ERRORS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class SavedSequence:
+    """A preempted sequence: llama.cpp's serialized KV state, its sampler chain and position."""
+
+    data: Any
+    size: int
+    chain: Any
+    position: int
+
+
 class LlamaCppBackend(StepBackend):
     """A GGUF model run by llama.cpp through its C API (``llama_cpp`` low-level bindings)."""
 
     supported_devices = ("cpu", "metal", "cuda", "rocm")
+    supports_prefix_reuse = True
+    supports_preemption = True
 
     def __init__(self, spec: BackendSpec) -> None:
         self._model: Any = None
@@ -185,16 +199,74 @@ class LlamaCppBackend(StepBackend):
         """True for EOS / end-of-turn tokens."""
         return self._vocab.is_end_of_generation(token)
 
-    def open_sequence(self, seq_id: int, params: SamplingParams) -> None:
-        """Empty the KV of ``seq_id`` and give it a sampler chain built from ``params``."""
+    def open_sequence(self, seq_id: int, params: SamplingParams, *, keep_tokens: int = 0) -> None:
+        """Give ``seq_id`` a sampler chain built from ``params``; keep its first ``keep_tokens``."""
+        self._check_free(seq_id)
+        chain = build_sampler_chain(self._llama, self._vocab.size, self._n_ctx, params)
+        self._truncate(seq_id, keep_tokens)
+        self._chains[seq_id] = chain
+
+    def copy_prefix(self, src_seq_id: int, dst_seq_id: int, n_tokens: int) -> None:
+        """``dst_seq_id`` gets the first ``n_tokens`` of ``src_seq_id``'s KV.
+
+        Across KV streams llama.cpp copies whole streams only (anything else aborts the
+        process), so the whole source stream is copied and the copy cut back to ``n_tokens``.
+        """
+        if dst_seq_id not in self._chains or src_seq_id == dst_seq_id:
+            raise BackendError(f"cannot copy sequence {src_seq_id} into {dst_seq_id}")
+        if not 0 < n_tokens <= self._positions[src_seq_id]:
+            raise BackendError(
+                f"sequence {src_seq_id} holds {self._positions[src_seq_id]} tokens, not {n_tokens}"
+            )
+        llama = self._llama
+        llama.llama_memory_seq_rm(self._mem, dst_seq_id, -1, -1)
+        llama.llama_memory_seq_cp(self._mem, src_seq_id, dst_seq_id, -1, -1)
+        self._positions[dst_seq_id] = self._positions[src_seq_id]
+        self._truncate(dst_seq_id, n_tokens)
+
+    def save_sequence(self, seq_id: int) -> SavedSequence:
+        """The sequence's KV bytes, sampler chain and position; ``seq_id`` becomes free."""
+        chain = self._chains.get(seq_id)
+        if chain is None:
+            raise BackendError(f"sequence {seq_id} is not open")
+        llama = self._llama
+        size = llama.llama_state_seq_get_size(self._ctx, seq_id)
+        buffer = (ctypes.c_uint8 * max(size, 1))()
+        written = llama.llama_state_seq_get_data(self._ctx, buffer, size, seq_id)
+        if written != size:
+            raise BackendError(f"could not save sequence {seq_id} ({written} of {size} bytes)")
+        saved = SavedSequence(buffer, size, chain, self._positions[seq_id])
+        del self._chains[seq_id]
+        self._truncate(seq_id, 0)
+        return saved
+
+    def restore_sequence(self, seq_id: int, saved: object) -> None:
+        """Put a :meth:`save_sequence` result back under the free ``seq_id``."""
+        if not isinstance(saved, SavedSequence):
+            raise BackendError("restore_sequence needs what save_sequence returned")
+        self._check_free(seq_id)
+        self._truncate(seq_id, 0)
+        read = self._llama.llama_state_seq_set_data(self._ctx, saved.data, saved.size, seq_id)
+        if read != saved.size:
+            self._truncate(seq_id, 0)
+            raise BackendError(f"could not restore a saved sequence into {seq_id} (KV full?)")
+        self._positions[seq_id] = saved.position
+        self._chains[seq_id] = saved.chain
+
+    def _check_free(self, seq_id: int) -> None:
         if not 0 <= seq_id < self._spec.max_sequences:
             raise BackendError(f"seq_id {seq_id} is outside 0..{self._spec.max_sequences - 1}")
         if seq_id in self._chains:
             raise BackendError(f"sequence {seq_id} is already open")
-        chain = build_sampler_chain(self._llama, self._vocab.size, self._n_ctx, params)
-        self._llama.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
-        self._positions[seq_id] = 0
-        self._chains[seq_id] = chain
+
+    def _truncate(self, seq_id: int, n_tokens: int) -> None:
+        """Keep the first ``n_tokens`` of the sequence's KV."""
+        if not 0 <= n_tokens <= self._positions[seq_id]:
+            raise BackendError(
+                f"sequence {seq_id} holds {self._positions[seq_id]} tokens, not {n_tokens}"
+            )
+        self._llama.llama_memory_seq_rm(self._mem, seq_id, n_tokens if n_tokens else -1, -1)
+        self._positions[seq_id] = n_tokens
 
     def decode(self, chunks: Sequence[SequenceChunk]) -> dict[int, int]:
         """Feed every chunk in as few ``llama_decode`` calls as the batch size allows.
@@ -276,12 +348,12 @@ class LlamaCppBackend(StepBackend):
             self._llama.llama_memory_seq_rm(self._mem, seq_id, position, -1)
             self._positions[seq_id] = position
 
-    def free_sequence(self, seq_id: int) -> None:
-        """Drop the sequence's KV and sampler chain; ``seq_id`` may be reopened."""
+    def free_sequence(self, seq_id: int, *, keep_kv: bool = False) -> None:
+        """Drop the sampler chain, and the KV unless ``keep_kv``; ``seq_id`` may be reopened."""
         chain = self._chains.pop(seq_id, None)
         if chain is not None:
             self._llama.llama_sampler_free(chain)
-        if self._ctx is not None and 0 <= seq_id < len(self._positions):
+        if not keep_kv and self._ctx is not None and 0 <= seq_id < len(self._positions):
             self._llama.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
             self._positions[seq_id] = 0
 
