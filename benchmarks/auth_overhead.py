@@ -152,8 +152,7 @@ def main() -> None:
     times = time_scrypt()
     print(
         f"scrypt N=2^{DEFAULT_KDF.log2_n}, r={DEFAULT_KDF.r}, p={DEFAULT_KDF.p} "
-        f"({DEFAULT_KDF.memory >> 20} MiB): "
-        + ", ".join(f"{t:.3f} s" for t in times)
+        f"({DEFAULT_KDF.memory >> 20} MiB): " + ", ".join(f"{t:.3f} s" for t in times)
     )
     asyncio.run(main_async(args.requests))
 
