@@ -103,6 +103,72 @@ class PluginsConfig(_Strict):
     disable: list[str] = Field(default_factory=list)
 
 
+class OidcConfig(_Strict):
+    """Bearer JWTs from an OpenID Connect issuer, verified against its JWKS."""
+
+    issuer: str = Field(min_length=1, description="the exact `iss` every token must carry")
+    audience: str = Field(min_length=1, description="a value the token's `aud` must hold")
+    jwks_url: str | None = Field(
+        None, description="the issuer's JWKS; by default from its openid-configuration"
+    )
+    algorithms: list[Literal["RS256", "ES256"]] = Field(
+        default_factory=lambda: ["RS256", "ES256"], min_length=1
+    )
+    roles_claim: str = Field("roles", min_length=1, description="dotted path to the roles")
+    role_map: dict[str, list[str]] = Field(
+        default_factory=dict, description="claim value -> inferflux roles (default: same name)"
+    )
+    leeway_seconds: int = Field(30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(300, ge=1)
+    jwks_min_refresh_seconds: int = Field(30, ge=0)
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+
+class AuthConfig(_Strict):
+    """Who may call the server."""
+
+    mode: Literal["keys", "disabled"] = Field(
+        "keys", description="keys: every non-public route needs an API key or OIDC token"
+    )
+    dev_key: bool = Field(
+        True,
+        description="on a loopback host with no keys, make an admin key for this run and print it",
+    )
+    public_metrics: bool = Field(False, description="serve /metrics without a credential")
+    oidc: OidcConfig | None = None
+
+
+class PolicyConfig(_Strict):
+    """Where API keys, roles and limits are kept."""
+
+    store: str = Field("memory", description="a registered policy store: memory, encrypted_file")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RateLimitsConfig(_Strict):
+    """Default per-key limits (a key's own, or the policy's defaults, win)."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+
+
+class GuardrailConfig(_Strict):
+    """One guardrail in the chain every generation request passes."""
+
+    name: str = Field(min_length=1, description="a registered guardrail: blocklist, opa")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditConfig(_Strict):
+    """One JSON line per request, through the ``inferflux.audit`` logger."""
+
+    enabled: bool = False
+    path: Path | None = Field(None, description="a rotated file; without one, the logger")
+    record_text: bool = Field(False, description="record prompt and response, not only hashes")
+    max_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    backups: int = Field(5, ge=0)
+
+
 class Settings(BaseSettings):
     """The whole configuration of one inferflux server."""
 
@@ -114,6 +180,11 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    guardrails: list[GuardrailConfig] = Field(default_factory=list)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @field_validator("models")
     @classmethod

@@ -86,6 +86,42 @@ class PayloadTooLargeError(InferfluxError):
     code = "request_too_large"
 
 
+class AuthenticationError(InferfluxError):
+    """No credential, or one that is not valid (401, with ``WWW-Authenticate: Bearer``).
+
+    The message never repeats the credential it was given.
+    """
+
+    status = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PermissionDeniedError(InferfluxError):
+    """A valid credential without the scope or the model the request needs (403)."""
+
+    status = 403
+    error_type = "permission_error"
+    code = "insufficient_scope"
+
+
+class RateLimitError(InferfluxError):
+    """The key's requests or tokens per minute are spent; ``Retry-After`` says when (429)."""
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class GuardrailError(InvalidRequestError):
+    """A guardrail refused the request's prompt or the model's output (400)."""
+
+    code = "content_blocked"
+
+
 class QueueFullError(InferfluxError):
     """The scheduler's queue is full; retry later (429)."""
 
@@ -100,6 +136,24 @@ class ServiceUnavailableError(InferfluxError):
     status = 503
     error_type = "server_error"
     code = "service_unavailable"
+
+
+class GuardrailUnavailableError(ServiceUnavailableError):
+    """A guardrail could not decide (its policy server is down): the request is refused (503)."""
+
+    code = "guardrail_unavailable"
+
+
+class PolicyStoreError(InferfluxError):
+    """The policy store cannot be opened or written: wrong passphrase, tampered, rolled back.
+
+    At startup it stops the server with its message; while serving, requests that need the
+    policy are refused (503) rather than served without it.
+    """
+
+    status = 503
+    error_type = "server_error"
+    code = "policy_store_unavailable"
 
 
 class BackendError(InferfluxError):

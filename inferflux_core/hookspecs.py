@@ -19,6 +19,7 @@ import pluggy
 if TYPE_CHECKING:
     from inferflux_core.contracts import (
         DeviceContext,
+        Guardrail,
         KVTransport,
         PolicyStore,
         Scheduler,
@@ -72,7 +73,21 @@ def register_policy_stores() -> dict[str, type[PolicyStore]]:
 
     Called once when the plugin manager loads plugins. Return ``{"memory": Store}``: a mapping
     from the name used in ``policy.store`` to a :class:`~inferflux_core.contracts.PolicyStore`
-    subclass, constructed with ``policy.options`` as keyword arguments.
+    subclass, constructed with ``policy.options`` as keyword arguments when the HTTP app is
+    built (and by ``inferflux admin``).
+    """
+
+
+@hookspec
+def register_guardrails() -> dict[str, type[Guardrail]]:
+    """Register guardrails by name (*collect*).
+
+    Called once when the plugin manager loads plugins. Return ``{"blocklist": Guardrail}``: a
+    mapping from the name used in ``guardrails[].name`` to a
+    :class:`~inferflux_core.contracts.Guardrail` subclass, constructed with that entry's
+    ``options`` as keyword arguments when the HTTP app is built. Every generation request's
+    prompt passes each configured guardrail in order (``check_input``); a guardrail may also
+    filter the output (``output_filter``). A guardrail that raises refuses the request.
     """
 
 

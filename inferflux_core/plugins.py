@@ -29,6 +29,7 @@ FAMILIES = {
     "schedulers": "register_schedulers",
     "policy_stores": "register_policy_stores",
     "kv_transports": "register_kv_transports",
+    "guardrails": "register_guardrails",
 }
 
 TRACE_ENV = "INFERFLUX_TRACE_PLUGINS"

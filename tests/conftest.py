@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 import time
@@ -13,9 +15,13 @@ import pytest
 import uvicorn
 
 from inferflux_core.api import create_app
+from inferflux_core.auth.access import AccessControl
+from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
 from inferflux_core.config import ModelConfig, ServerConfig, Settings
 from inferflux_core.engine import Engine
 from inferflux_core.sources import resolve_model_source
+from inferflux_plugins.policy.encrypted import PASSPHRASE_ENV
+from tests.fakes import FakeOpa, Issuer
 
 MODEL_NAME = "smollm2-135m-instruct"
 TEST_CONTEXT = 2048
@@ -37,6 +43,8 @@ class RunningServer:
     engine: Engine
     uvicorn_server: uvicorn.Server
     thread: threading.Thread
+    access: AccessControl
+    api_key: str
 
     def stop(self) -> None:
         """Shut the HTTP server down, then unload the engine's models."""
@@ -48,6 +56,11 @@ class RunningServer:
     def api_url(self) -> str:
         """The OpenAI base URL."""
         return f"{self.base_url}/v1"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization`` with the server's admin key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """True once no request of any model holds a sequence or waits."""
@@ -67,11 +80,17 @@ def model_path() -> Path:
 
 
 def start_server(settings: Settings) -> RunningServer:
-    """Load ``settings``' models and serve them from a background thread."""
+    """Load ``settings``' models and serve them from a background thread.
+
+    The server's policy gets an admin key (``RunningServer.api_key``) for the tests to call
+    it with.
+    """
     engine = Engine(settings)
+    access = AccessControl.from_settings(settings, engine.plugins)
+    api_key = PolicyAdmin(access.store).create_key(KeyCreate(name="tests", roles=["admin"]))["key"]
     engine.load()
     config = uvicorn.Config(
-        create_app(engine),
+        create_app(engine, access=access),
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
@@ -86,7 +105,7 @@ def start_server(settings: Settings) -> RunningServer:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
     base_url = f"http://{settings.server.host}:{settings.server.port}"
-    return RunningServer(base_url, engine, server, thread)
+    return RunningServer(base_url, engine, server, thread, access, api_key)
 
 
 @pytest.fixture(scope="session")
@@ -107,4 +126,92 @@ def openai_client(server: RunningServer):  # type: ignore[no-untyped-def]
     """The official OpenAI SDK pointed at the test server."""
     import openai
 
-    return openai.OpenAI(base_url=server.api_url, api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(
+        base_url=server.api_url, api_key=server.api_key, max_retries=0, timeout=120
+    )
+
+
+# -- a server with every security feature on ----------------------------------------------
+
+POLICY_PASSPHRASE = "correct horse battery staple"
+BLOCKED_PHRASE = "purple elephant"
+#: The default model answers greedily "The capital of France is Paris." and starts a cat
+#: story with "One day, a cat named Luna": both outputs hold a blocked term.
+BLOCKED_TERMS = [BLOCKED_PHRASE, "Paris", "named Luna"]
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Iterator[Issuer]:
+    """An OIDC issuer on loopback, with keys made for this session."""
+    local = Issuer()
+    yield local
+    local.close()
+
+
+@pytest.fixture(scope="session")
+def opa() -> Iterator[FakeOpa]:
+    """A stand-in for OPA's data API on loopback."""
+    local = FakeOpa()
+    yield local
+    local.close()
+
+
+@dataclass
+class SecuredServer:
+    """The secured server, and where its files are."""
+
+    running: RunningServer
+    directory: Path
+    policy_path: Path
+    audit_path: Path
+
+
+def secured_settings(directory: Path, issuer: Issuer, opa: FakeOpa, port: int) -> Settings:
+    """Encrypted policy file, OIDC, blocklist and OPA guardrails, audit to a file."""
+    return Settings.model_validate(
+        {
+            "server": {"port": port, "log_level": "warning"},
+            "models": [{"name": MODEL_NAME, "context_length": 1024, "max_sequences": 4}],
+            "auth": {
+                "oidc": {
+                    "issuer": issuer.issuer,
+                    "audience": issuer.audience,
+                    "jwks_url": issuer.jwks_url,
+                    "role_map": {"user": ["user"], "ops": ["operator"], "boss": ["admin"]},
+                }
+            },
+            "policy": {"store": "encrypted_file", "options": {"path": str(directory / "p.bin")}},
+            "guardrails": [
+                {"name": "blocklist", "options": {"terms": BLOCKED_TERMS}},
+                {"name": "opa", "options": {"url": opa.url, "policy": FakeOpa.POLICY}},
+            ],
+            "audit": {"enabled": True, "path": str(directory / "audit.log")},
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def secured(
+    tmp_path_factory: pytest.TempPathFactory, issuer: Issuer, opa: FakeOpa
+) -> Iterator[SecuredServer]:
+    """A real server with the encrypted store, OIDC, guardrails and audit all on."""
+    directory = tmp_path_factory.mktemp("secured")
+    settings = secured_settings(directory, issuer, opa, free_port())
+    with passphrase(POLICY_PASSPHRASE):
+        running = start_server(settings)
+    yield SecuredServer(running, directory, directory / "p.bin", directory / "audit.log")
+    running.stop()
+
+
+@contextlib.contextmanager
+def passphrase(value: str | None) -> Iterator[None]:
+    """``INFERFLUX_POLICY_PASSPHRASE`` set to ``value`` (unset for None) inside the block."""
+    saved = os.environ.pop(PASSPHRASE_ENV, None)
+    if value is not None:
+        os.environ[PASSPHRASE_ENV] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(PASSPHRASE_ENV, None)
+        if saved is not None:
+            os.environ[PASSPHRASE_ENV] = saved

@@ -20,8 +20,14 @@ from inferflux_core.errors import (
 log = logging.getLogger(__name__)
 
 
-def render_error(resp: falcon.asgi.Response, error: InferfluxError) -> None:
-    """Write ``error`` to ``resp`` as status + OpenAI error body + its headers."""
+def render_error(
+    req: falcon.asgi.Request, resp: falcon.asgi.Response, error: InferfluxError
+) -> None:
+    """Write ``error`` to ``resp`` as status + OpenAI error body + its headers.
+
+    The error's code is kept on the request for the audit line.
+    """
+    req.context.error_code = error.code or error.error_type
     resp.status = error.status
     resp.content_type = falcon.MEDIA_JSON
     resp.text = json.dumps(error.to_body())
@@ -35,7 +41,7 @@ async def handle_inferflux_error(
     """Our own errors carry their status and body."""
     if ex.status >= 500:
         log.error("%s %s failed: %s", req.method, req.path, ex.message)
-    render_error(resp, ex)
+    render_error(req, resp, ex)
 
 
 async def handle_http_error(
@@ -58,7 +64,7 @@ async def handle_http_error(
         error = InferfluxError(message)
         error.status = status
     error.headers.update(ex.headers or {})
-    render_error(resp, error)
+    render_error(req, resp, error)
 
 
 async def handle_unexpected(
@@ -66,7 +72,7 @@ async def handle_unexpected(
 ) -> None:
     """A bug: log the traceback, answer 500 without it."""
     log.exception("%s %s failed", req.method, req.path)
-    render_error(resp, InferfluxError("internal server error"))
+    render_error(req, resp, InferfluxError("internal server error"))
 
 
 def install_error_handlers(app: falcon.asgi.App) -> None:

@@ -2,35 +2,69 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import falcon.asgi
 
 from inferflux_core.api.body import read_json
+from inferflux_core.api.exchange import Exchange
 from inferflux_core.api.sse import sse_stream
+from inferflux_core.auth.scopes import INFERENCE
+from inferflux_core.guardrails import filter_stream
+
+if TYPE_CHECKING:
+    from inferflux_core.auth.access import AccessControl
+    from inferflux_core.serving import ChatService, CompletionService
 
 
 class GenerationResource:
-    """One OpenAI generation endpoint: JSON in; a JSON object or an SSE stream out."""
+    """One OpenAI generation endpoint: JSON in; a JSON object or an SSE stream out.
+
+    Before the engine sees the request: the caller's model allow-list (403), then the
+    guardrails on the prompt (400). After: the guardrails on the output, whole or streamed.
+    """
+
+    scopes = {"POST": INFERENCE}
 
     def __init__(
         self,
-        create: Callable[[Any], Awaitable[dict[str, Any]]],
-        open_stream: Callable[[Any], AsyncIterator[dict[str, Any]]],
+        service: ChatService | CompletionService,
+        endpoint: str,
         max_body_bytes: int,
+        access: AccessControl,
     ) -> None:
-        self._create = create
-        self._open_stream = open_stream
+        self._service = service
+        self._endpoint = endpoint
         self._max_body_bytes = max_body_bytes
+        self._guardrails = access.guardrails
+        self._needs_text = bool(access.guardrails) or access.audit is not None
+        self._audit = access.audit is not None
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Generate; stream if the body says ``"stream": true``."""
         body = await read_json(req, self._max_body_bytes)
+        exchange: Exchange = req.context.exchange
+        exchange.endpoint = self._endpoint
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and exchange.principal is not None:
+            exchange.principal.require_model(model)
+            exchange.model = model
+        if self._needs_text:
+            exchange.prompt = self._service.input_text(body)
+        if self._guardrails:
+            await self._guardrails.check_input(exchange.guardrail_input())
         if isinstance(body, dict) and body.get("stream") is True:
-            chunks = self._open_stream(body)
+            chunks = self._service.open_stream(body, exchange.usage)
+            if self._guardrails:
+                chunks = filter_stream(chunks, self._guardrails, exchange.guardrail_input())
+            if self._audit:
+                chunks = exchange.tap(chunks)
             resp.set_header("Cache-Control", "no-cache")
             resp.set_header("X-Accel-Buffering", "no")
             resp.sse = sse_stream(chunks)
         else:
-            resp.media = await self._create(body)
+            result: dict[str, Any] = await self._service.create(body, exchange.usage)
+            texts = exchange.record_response(result)
+            if self._guardrails:
+                self._guardrails.check_output(texts, exchange.guardrail_input())
+            resp.media = result

@@ -8,12 +8,16 @@ import falcon
 import falcon.asgi
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from inferflux_core.auth.scopes import METRICS_READ
+
 if TYPE_CHECKING:
     from inferflux_core.engine import Engine
 
 
 class HealthResource:
     """``/healthz`` and ``/livez``: the process answers."""
+
+    public = True
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """200 while the server runs."""
@@ -22,6 +26,8 @@ class HealthResource:
 
 class ReadyResource:
     """``/readyz``: every configured model is loaded."""
+
+    public = True
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -38,10 +44,13 @@ class ReadyResource:
 
 
 class MetricsResource:
-    """``/metrics`` in Prometheus' text format."""
+    """``/metrics`` in Prometheus' text format: public, or for the ``metrics:read`` scope."""
 
-    def __init__(self, engine: Engine) -> None:
+    scopes = {"GET": METRICS_READ}
+
+    def __init__(self, engine: Engine, *, public: bool = False) -> None:
         self._engine = engine
+        self.public = public
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """The engine's metrics."""

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import falcon.asgi
 
+from inferflux_core.auth.scopes import MODELS_READ
+
 if TYPE_CHECKING:
     from inferflux_core.engine import Engine, LoadedModel
 
@@ -22,20 +24,30 @@ def model_object(model: LoadedModel) -> dict[str, Any]:
 
 
 class ModelsResource:
-    """The loaded models."""
+    """The loaded models a caller may use."""
+
+    scopes = {"GET": MODELS_READ}
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        """Every loaded model."""
+        """Every loaded model the caller's allow-list admits."""
+        principal = req.context.exchange.principal
         resp.media = {
             "object": "list",
-            "data": [model_object(m) for m in self._engine.models.values()],
+            "data": [
+                model_object(m)
+                for m in self._engine.models.values()
+                if principal is None or principal.may_use(m.name)
+            ],
         }
 
     async def on_get_one(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, model_id: str
     ) -> None:
-        """One model, or 404."""
+        """One model; 403 if the caller may not use it, 404 if it is not loaded."""
+        principal = req.context.exchange.principal
+        if principal is not None:
+            principal.require_model(model_id)
         resp.media = model_object(self._engine.model(model_id))

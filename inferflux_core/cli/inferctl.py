@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 import httpx
 
+from inferflux_core.cli.admin import HttpBackend, add_admin_parser, print_error, run_admin
+from inferflux_core.errors import InferfluxError
+
 DEFAULT_URL = os.environ.get("INFERFLUX_URL", "http://127.0.0.1:8000")
 
 
@@ -17,7 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``inferctl`` command line."""
     parser = argparse.ArgumentParser(prog="inferctl", description=__doc__)
     parser.add_argument("--url", default=DEFAULT_URL, help="server base URL (INFERFLUX_URL)")
-    parser.add_argument("--api-key", default=os.environ.get("INFERFLUX_API_KEY"))
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("INFERFLUX_API_KEY"),
+        help="API key (INFERFLUX_API_KEY); `inferflux serve` prints a development key",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("models", help="list the server's models")
     chat = commands.add_parser("chat", help="send one chat message and stream the reply")
@@ -25,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--model", help="model id (default: the server's first model)")
     chat.add_argument("--max-tokens", type=int, default=256)
     chat.add_argument("--temperature", type=float, default=0.7)
+    add_admin_parser(commands)
     return parser
 
 
@@ -36,7 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with httpx.Client(base_url=args.url, headers=headers, timeout=600) as client:
             if args.command == "models":
                 return _models(client)
+            if args.command == "admin":
+                return run_admin(args, HttpBackend(client))
             return _chat(client, args)
+    except InferfluxError as exc:
+        return print_error("inferctl", exc)
     except httpx.HTTPError as exc:
         print(f"inferctl: error: {exc}", file=sys.stderr)
         return 1
@@ -52,7 +64,16 @@ def _models(client: httpx.Client) -> int:
 
 
 def _chat(client: httpx.Client, args: argparse.Namespace) -> int:
-    model = args.model or client.get("/v1/models").json()["data"][0]["id"]
+    model = args.model
+    if model is None:
+        models = client.get("/v1/models")
+        if models.is_error:
+            return _fail(models)
+        listed = models.json().get("data") or []
+        if not listed:
+            print("inferctl: error: the server lists no model this key may use", file=sys.stderr)
+            return 1
+        model = listed[0]["id"]
     body = {
         "model": model,
         "messages": [{"role": "user", "content": args.message}],
@@ -79,7 +100,8 @@ def _fail(response: httpx.Response) -> int:
         message = response.json()["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = response.text
-    print(f"inferctl: error: {response.status_code}: {message}", file=sys.stderr)
+    hint = " (pass --api-key or set INFERFLUX_API_KEY)" if response.status_code == 401 else ""
+    print(f"inferctl: error: {response.status_code}: {message}{hint}", file=sys.stderr)
     return 1
 
 

@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="print the effective configuration")
     _add_config_args(config)
+
+    from inferflux_core.cli.admin import add_admin_parser
+
+    add_admin_parser(commands, _add_config_args)
     return parser
 
 
@@ -127,7 +131,33 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-COMMANDS = {"serve": _serve, "plugins": _plugins, "devices": _devices, "config": _config}
+def _admin(args: argparse.Namespace, settings: Settings) -> int:
+    from inferflux_core.auth.access import open_policy_store
+    from inferflux_core.auth.policy_admin import PolicyAdmin
+    from inferflux_core.cli.admin import StoreBackend, run_admin
+    from inferflux_core.plugins import PluginHost
+
+    host = PluginHost(autoload=settings.plugins.autoload, disable=settings.plugins.disable)
+    store = open_policy_store(settings, host)
+    try:
+        if not store.persistent:
+            raise InferfluxError(
+                f"policy.store is {settings.policy.store!r}: its keys live inside the server "
+                "process; use `inferctl admin ...` against the running server, or configure "
+                "a persistent store (policy.store: encrypted_file)"
+            )
+        return run_admin(args, StoreBackend(PolicyAdmin(store)))
+    finally:
+        store.close()
+
+
+COMMANDS = {
+    "serve": _serve,
+    "plugins": _plugins,
+    "devices": _devices,
+    "config": _config,
+    "admin": _admin,
+}
 
 
 if __name__ == "__main__":

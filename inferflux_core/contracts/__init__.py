@@ -8,7 +8,14 @@ from inferflux_core.contracts.backend import (
     StepBackend,
 )
 from inferflux_core.contracts.device import DeviceContext, DeviceInfo
-from inferflux_core.contracts.policy import ApiKeyRecord, PolicyStore
+from inferflux_core.contracts.guardrail import (
+    ALLOW,
+    Guardrail,
+    GuardrailInput,
+    GuardrailVerdict,
+    OutputFilter,
+)
+from inferflux_core.contracts.policy import ApiKeyRecord, Policy, PolicyStore, RateLimits
 from inferflux_core.contracts.scheduler import (
     ScheduledChunk,
     ScheduledSequence,
@@ -20,14 +27,21 @@ from inferflux_core.contracts.scheduler import (
 from inferflux_core.contracts.transport import KVBlock, KVTransport
 
 __all__ = [
+    "ALLOW",
     "ApiKeyRecord",
     "BackendSpec",
     "DeviceContext",
     "DeviceInfo",
+    "Guardrail",
+    "GuardrailInput",
+    "GuardrailVerdict",
     "KVBlock",
     "KVTransport",
     "ModelInfo",
+    "OutputFilter",
+    "Policy",
     "PolicyStore",
+    "RateLimits",
     "SamplingParams",
     "ScheduledChunk",
     "ScheduledSequence",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inferflux_core.contracts.device import DeviceInfo
+from inferflux_core.errors import InvalidRequestError
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class SamplingParams:
 
     ``temperature <= 0`` means greedy decoding. ``top_k == 0``, ``top_p == 1`` and
     ``min_p == 0`` disable those filters. ``seed`` makes a sampled sequence reproducible.
+    ``grammar`` (GBNF text, start rule ``root``) limits sampling to tokens the grammar allows;
+    the sequence may only end once the grammar is complete.
     """
 
     temperature: float = 1.0
@@ -37,6 +40,7 @@ class SamplingParams:
     frequency_penalty: float = 0.0
     penalty_last_n: int = 64
     logit_bias: Mapping[int, float] | None = None
+    grammar: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -156,6 +160,18 @@ class StepBackend(ABC):
         ``keep_kv`` is only asked of backends that support prefix reuse: the KV stays for a
         later ``open_sequence(..., keep_tokens=n)`` or :meth:`copy_prefix` from this seq_id.
         """
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raise :class:`~inferflux_core.errors.InvalidRequestError` unless ``grammar`` (GBNF)
+        can constrain a sequence. Thread-safe: the HTTP layer calls it before submitting.
+
+        The default refuses every grammar: a backend that supports them overrides it.
+        """
+        raise InvalidRequestError(
+            f"{type(self).__name__} cannot constrain output with a grammar",
+            param="response_format",
+            code="unsupported",
+        )
 
     def copy_prefix(self, src_seq_id: int, dst_seq_id: int, n_tokens: int) -> None:
         """Give the open, empty ``dst_seq_id`` the first ``n_tokens`` of ``src_seq_id``'s KV.

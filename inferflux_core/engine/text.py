@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 from collections.abc import Callable, Sequence
 
+from inferflux_core.matching import partial_match_length
+
 
 class TextAssembler:
     """Decodes a sequence's tokens incrementally and finds stop strings across tokens.
@@ -29,7 +31,7 @@ class TextAssembler:
         if cut >= 0:
             self._held = ""
             return text[:cut], True
-        hold = self._stop_prefix_length(text)
+        hold = partial_match_length(text, self._stop)
         self._held = text[len(text) - hold :] if hold else ""
         return text[: len(text) - hold], False
 
@@ -38,13 +40,3 @@ class TextAssembler:
         text = self._held + self._decoder.decode(b"", final=True)
         self._held = ""
         return text
-
-    def _stop_prefix_length(self, text: str) -> int:
-        """Length of the longest suffix of ``text`` that begins some stop string."""
-        longest = 0
-        for stop in self._stop:
-            for k in range(min(len(stop) - 1, len(text)), longest, -1):
-                if stop.startswith(text[-k:]):
-                    longest = k
-                    break
-        return longest

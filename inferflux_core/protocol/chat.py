@@ -53,7 +53,6 @@ class ChatCompletionRequest(SamplingFields):
     response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
-    logit_bias: dict[str, float] | None = None
     chat_template: Any = None
 
     def refuse_request_template(self) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
 from inferflux_core.protocol.common import SamplingFields
@@ -18,7 +16,6 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     logprobs: int | None = None
     best_of: int | None = None
-    logit_bias: dict[str, Any] | None = None
 
     def prompts(self) -> list[str | list[int]]:
         """Each prompt: a string or a list of token ids."""

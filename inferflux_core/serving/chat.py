@@ -8,7 +8,8 @@ from typing import Any
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.common import parse_body, reject_unsupported
-from inferflux_core.serving.common import Service, collect, raise_if_failed, usage
+from inferflux_core.serving.common import Service, Usage, collect, raise_if_failed, usage
+from inferflux_core.structured import response_format_grammar
 
 
 class ChatService(Service):
@@ -16,28 +17,43 @@ class ChatService(Service):
 
     object_prefix = "chatcmpl"
 
-    def _submit(self, body: Any) -> tuple[ChatCompletionRequest, RequestStream]:
+    def _submit(self, body: Any, usage_meter: Usage) -> tuple[ChatCompletionRequest, RequestStream]:
         request = parse_body(ChatCompletionRequest, body)
         request.refuse_request_template()
         reject_unsupported(
             {
                 "tools": request.tools,
-                "response_format": request.response_format
-                and request.response_format.get("type") != "text",
                 "logprobs": request.logprobs,
-                "logit_bias": request.logit_bias,
             }
         )
         model = self.engine.model(request.model)
+        grammar = response_format_grammar(
+            request.response_format,
+            model.backend,
+            ignore_eos=request.ignore_eos,
+            min_tokens=request.min_tokens,
+        )
         prompt = model.render_chat(request.template_messages(), add_generation_prompt=True)
         tokens = model.tokenize_prompt(prompt)
-        generation = self.generation_request(model, request, tokens, request.requested_max_tokens)
-        return request, self.engine.submit(model.name, generation)
+        generation = self.generation_request(
+            model, request, tokens, request.requested_max_tokens, grammar
+        )
+        stream = self.engine.submit(model.name, generation)
+        usage_meter.update(0, stream.n_prompt_tokens, 0)
+        return request, stream
 
-    async def create(self, body: Any) -> dict[str, Any]:
-        """A complete ``chat.completion``."""
-        request, stream = self._submit(body)
+    def input_text(self, body: Any) -> str:
+        """The conversation's text as guardrails and the audit log see it: each message's
+        content, joined by newlines (400 if the body is invalid)."""
+        request = parse_body(ChatCompletionRequest, body)
+        return "\n".join(m["content"] for m in request.template_messages())
+
+    async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
+        """A complete ``chat.completion``; ``usage_meter`` is kept up to date."""
+        usage_meter = usage_meter or Usage()
+        request, stream = self._submit(body, usage_meter)
         result = await collect(stream)
+        usage_meter.update(0, result.n_prompt_tokens, result.n_generated_tokens)
         return {
             "id": stream.request_id,
             "object": "chat.completion",
@@ -54,13 +70,19 @@ class ChatService(Service):
             "usage": usage(result.n_prompt_tokens, result.n_generated_tokens),
         }
 
-    def open_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
-        """Submit now (errors raise here, before any byte is sent); iterate for chunks."""
-        request, stream = self._submit(body)
-        return self._chunks(request, stream)
+    def open_stream(
+        self, body: Any, usage_meter: Usage | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Submit now (errors raise here, before any byte is sent); iterate for chunks.
+
+        ``usage_meter`` is kept up to date as events arrive.
+        """
+        usage_meter = usage_meter or Usage()
+        request, stream = self._submit(body, usage_meter)
+        return self._chunks(request, stream, usage_meter)
 
     async def _chunks(
-        self, request: ChatCompletionRequest, stream: RequestStream
+        self, request: ChatCompletionRequest, stream: RequestStream, usage_meter: Usage
     ) -> AsyncIterator[dict[str, Any]]:
         created = self.created()
         include_usage = request.include_usage
@@ -81,6 +103,7 @@ class ChatService(Service):
 
         yield chunk({"role": "assistant", "content": ""})
         async for event in stream:
+            usage_meter.update(0, event.n_prompt_tokens, event.n_generated_tokens)
             if event.text:
                 yield chunk({"content": event.text})
             if event.finish_reason is not None:

@@ -10,7 +10,14 @@ from inferflux_core.engine.stream import RequestStream
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.common import parse_body, reject_unsupported
 from inferflux_core.protocol.completions import CompletionRequest
-from inferflux_core.serving.common import Service, collect, merge, raise_if_failed, usage
+from inferflux_core.serving.common import (
+    Service,
+    Usage,
+    collect,
+    merge,
+    raise_if_failed,
+    usage,
+)
 
 MAX_PROMPTS = 64
 
@@ -20,15 +27,16 @@ class CompletionService(Service):
 
     object_prefix = "cmpl"
 
-    def _submit(self, body: Any) -> tuple[CompletionRequest, list[RequestStream]]:
+    def _submit(
+        self, body: Any, usage_meter: Usage
+    ) -> tuple[CompletionRequest, list[RequestStream], list[str]]:
+        """Submit one sequence per prompt; also returns each choice's echo (``echo``)."""
         request = parse_body(CompletionRequest, body)
         reject_unsupported(
             {
-                "echo": request.echo,
                 "suffix": request.suffix,
                 "logprobs": request.logprobs is not None,
                 "best_of": request.best_of not in (None, 1),
-                "logit_bias": request.logit_bias,
             }
         )
         model = self.engine.model(request.model)
@@ -55,62 +63,107 @@ class CompletionService(Service):
             for stream in streams:
                 stream.cancel()
             raise
-        return request, streams
+        for index, stream in enumerate(streams):
+            usage_meter.update(index, stream.n_prompt_tokens, 0)
+        echoes = [
+            (p if isinstance(p, str) else model.backend.detokenize(p)) if request.echo else ""
+            for p in prompts
+        ]
+        return request, streams, echoes
 
-    async def create(self, body: Any) -> dict[str, Any]:
-        """A complete ``text_completion``."""
-        request, streams = self._submit(body)
+    def input_text(self, body: Any) -> str:
+        """The prompts' text as guardrails and the audit log see it, joined by newlines;
+        token-id prompts are detokenized (400 if the body is invalid)."""
+        request = parse_body(CompletionRequest, body)
+        texts = []
+        for prompt in request.prompts():
+            if isinstance(prompt, str):
+                texts.append(prompt)
+            else:
+                model = self.engine.model(request.model)
+                self.check_token_ids(model, list(prompt), "prompt")
+                texts.append(model.backend.detokenize(list(prompt)))
+        return "\n".join(texts)
+
+    async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
+        """A complete ``text_completion``; ``usage_meter`` is kept up to date."""
+        usage_meter = usage_meter or Usage()
+        request, streams, echoes = self._submit(body, usage_meter)
         try:
             results = await asyncio.gather(*(collect(s) for s in streams))
         finally:
             for stream in streams:
                 stream.cancel()
+        for index, result in enumerate(results):
+            usage_meter.update(index, result.n_prompt_tokens, result.n_generated_tokens)
         return {
             "id": streams[0].request_id,
             "object": "text_completion",
             "created": self.created(),
             "model": request.model,
             "choices": [
-                {"index": i, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
+                {
+                    "index": i,
+                    "text": echoes[i] + r.text,
+                    "logprobs": None,
+                    "finish_reason": r.finish_reason,
+                }
                 for i, r in enumerate(results)
             ],
-            "usage": usage(
-                sum(r.n_prompt_tokens for r in results),
-                sum(r.n_generated_tokens for r in results),
-            ),
+            "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
         }
 
-    def open_stream(self, body: Any) -> AsyncIterator[dict[str, Any]]:
-        """Submit now (errors raise here, before any byte is sent); iterate for chunks."""
-        request, streams = self._submit(body)
-        return self._chunks(request, streams)
+    def open_stream(
+        self, body: Any, usage_meter: Usage | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Submit now (errors raise here, before any byte is sent); iterate for chunks.
+
+        ``usage_meter`` is kept up to date as events arrive.
+        """
+        usage_meter = usage_meter or Usage()
+        request, streams, echoes = self._submit(body, usage_meter)
+        return self._chunks(request, streams, echoes, usage_meter)
 
     async def _chunks(
-        self, request: CompletionRequest, streams: list[RequestStream]
+        self,
+        request: CompletionRequest,
+        streams: list[RequestStream],
+        echoes: list[str],
+        usage_meter: Usage,
     ) -> AsyncIterator[dict[str, Any]]:
         created = self.created()
         request_id = streams[0].request_id
-        n_prompt = n_generated = 0
-        async for index, event in merge(streams):
-            finish = event.finish_reason
-            if finish is not None:
-                raise_if_failed(event)
-                n_prompt += event.n_prompt_tokens
-                n_generated += event.n_generated_tokens
-            if not event.text and finish is None:
-                continue
+
+        def chunk(index: int, text: str, finish: str | None) -> dict[str, Any]:
             out: dict[str, Any] = {
                 "id": request_id,
                 "object": "text_completion",
                 "created": created,
                 "model": request.model,
                 "choices": [
-                    {"index": index, "text": event.text, "logprobs": None, "finish_reason": finish}
+                    {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
                 ],
             }
             if request.include_usage:
                 out["usage"] = None
-            yield out
+            return out
+
+        try:  # a client gone during the echo must free its sequences too
+            for index, echo in enumerate(echoes):
+                if echo:
+                    yield chunk(index, echo, None)
+        except BaseException:
+            for stream in streams:
+                stream.cancel()
+            raise
+        async for index, event in merge(streams):
+            usage_meter.update(index, event.n_prompt_tokens, event.n_generated_tokens)
+            finish = event.finish_reason
+            if finish is not None:
+                raise_if_failed(event)
+            if not event.text and finish is None:
+                continue
+            yield chunk(index, event.text, finish)
         if request.include_usage:
             yield {
                 "id": request_id,
@@ -118,5 +171,5 @@ class CompletionService(Service):
                 "created": created,
                 "model": request.model,
                 "choices": [],
-                "usage": usage(n_prompt, n_generated),
+                "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
             }

@@ -453,3 +453,37 @@ def test_the_plugin_loads_without_llama_cpp_python_and_explains_at_construction(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert "pip install 'inferflux[cpu]'" in done.stdout
+
+
+def test_a_grammar_limits_the_output_to_what_it_allows(backend: LlamaCppBackend) -> None:
+    params = SamplingParams(temperature=1.0, seed=7, grammar='root ::= [0-9]{3} "!"')
+    backend.check_grammar(params.grammar or "")
+    tokens = generate(backend, {0: chat(backend, QUESTIONS[0])}, 8, params=params)[0]
+    text = "".join(backend.token_bytes(t).decode() for t in tokens)
+    assert text[:4].isdigit() is False and text[:3].isdigit() and text[3] == "!"
+    assert backend.is_end_of_generation(tokens[-1])
+
+
+@pytest.mark.parametrize("grammar", ["root ::= undefined-rule", "root ::= root [a]", "((", " "])
+def test_a_grammar_llama_cpp_cannot_parse_is_a_400(backend: LlamaCppBackend, grammar: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        backend.check_grammar(grammar)
+    with pytest.raises(InvalidRequestError):
+        backend.open_sequence(5, SamplingParams(grammar=grammar))
+    backend.open_sequence(5, GREEDY)  # the sequence id was not taken by the failure
+    backend.free_sequence(5)
+
+
+def test_a_preempted_sequence_keeps_its_grammar_state(backend: LlamaCppBackend) -> None:
+    params = SamplingParams(temperature=0.0, grammar='root ::= "[" [0-9]{4} "]"')
+    backend.open_sequence(6, params)
+    tokens = [backend.decode([SequenceChunk(6, chat(backend, QUESTIONS[2]))])[6]]
+    saved = backend.save_sequence(6)
+    backend.restore_sequence(7, saved)
+    try:
+        while not backend.is_end_of_generation(tokens[-1]) and len(tokens) < 12:
+            tokens.append(backend.decode([SequenceChunk(7, (tokens[-1],))])[7])
+    finally:
+        backend.free_sequence(7)
+    text = "".join(backend.token_bytes(t).decode() for t in tokens[:-1])
+    assert len(text) == 6 and text[0] == "[" and text[1:5].isdigit() and text[5] == "]"

@@ -34,9 +34,9 @@ def _histogram_counts(metrics_text: str) -> dict[str, float]:
 
 
 async def _stream_all(
-    base_url: str, prompts: list[str], max_tokens: int, *, chat: bool = False
+    server: RunningServer, prompts: list[str], max_tokens: int, *, chat: bool = False
 ) -> list[str]:
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    client = openai.AsyncOpenAI(base_url=server.api_url, api_key=server.api_key, max_retries=0)
 
     async def one(prompt: str) -> str:
         if chat:
@@ -65,9 +65,10 @@ def test_eight_concurrent_streams_share_batches_without_cross_talk(
     # Each prompt makes the model repeat its own word; a sequence that received another
     # sequence's logits or KV would show a foreign word.
     prompts = [", ".join([word] * 6) + "," for word in WORDS]
-    before = _histogram_counts(httpx.get(f"{server.base_url}/metrics").text)
-    outputs = asyncio.run(_stream_all(server.api_url, prompts, 24))
-    after = _histogram_counts(httpx.get(f"{server.base_url}/metrics").text)
+    metrics = f"{server.base_url}/metrics"
+    before = _histogram_counts(httpx.get(metrics, headers=server.auth_headers).text)
+    outputs = asyncio.run(_stream_all(server, prompts, 24))
+    after = _histogram_counts(httpx.get(metrics, headers=server.auth_headers).text)
 
     for word, output in zip(WORDS, outputs, strict=True):
         words = re.findall(r"[a-z]+", output)
@@ -94,7 +95,7 @@ def test_greedy_output_is_the_same_alone_and_in_a_batch_of_eight(
         .message.content
         for q in QUESTIONS
     ]
-    together = asyncio.run(_stream_all(server.api_url, QUESTIONS, 48, chat=True))
+    together = asyncio.run(_stream_all(server, QUESTIONS, 48, chat=True))
     assert together == alone
     assert server.wait_idle()
 

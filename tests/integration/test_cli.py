@@ -6,11 +6,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from tests.conftest import MODEL_NAME, free_port
 
@@ -23,6 +25,17 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _read_lines(process: subprocess.Popen[str], lines: list[str]) -> threading.Thread:
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_serve_with_no_config_serves_the_default_model() -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -32,10 +45,12 @@ def test_serve_with_no_config_serves_the_default_model() -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    reader = _read_lines(process, lines)
     try:
         deadline = time.monotonic() + 90
         while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert process.poll() is None, "".join(lines)
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
                     break
@@ -43,7 +58,15 @@ def test_serve_with_no_config_serves_the_default_model() -> None:
                 pass
             assert time.monotonic() < deadline, "the server did not become ready"
             time.sleep(0.25)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        # The development key is printed once, on its own line, before the server serves.
+        keys = [line.strip() for line in lines if line.strip().startswith("ifx-")]
+        assert len(keys) == 1, "".join(lines)
+        anonymous = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x")
+        with pytest.raises(openai.AuthenticationError):
+            anonymous.with_options(max_retries=0).models.list()
+        client = openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key=keys[0], max_retries=0
+        )
         assert [m.id for m in client.models.list().data] == [MODEL_NAME]
         reply = client.chat.completions.create(
             model=MODEL_NAME, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8
@@ -51,11 +74,28 @@ def test_serve_with_no_config_serves_the_default_model() -> None:
         assert reply.choices[0].message.content
     finally:
         process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
+        process.wait(timeout=30)
+        reader.join(timeout=10)
+    output = "".join(lines)
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert process.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
     assert "Traceback" not in output
+    assert output.count(keys[0]) == 1, "the development key was printed more than once"
+
+
+def test_serve_on_a_public_address_without_keys_refuses_to_start() -> None:
+    result = subprocess.run(
+        [*INFERFLUX, "serve", "--host", "0.0.0.0", "--port", str(free_port())],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "nobody could call this server" in result.stderr
+    assert "auth.mode: disabled" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_invalid_config_exits_naming_the_key(tmp_path: Path) -> None:
@@ -133,3 +173,20 @@ def test_devices_lists_cpu_present() -> None:
     lines = {line.split()[0]: line for line in result.stdout.splitlines()}
     assert "present" in lines["cpu"]
     assert set(lines) >= {"cpu", "cuda", "rocm", "metal"}
+
+
+def test_serve_with_an_encrypted_store_and_no_passphrase_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    policy = f'{{"store": "encrypted_file", "options": {{"path": "{tmp_path / "p.bin"}"}}}}'
+    result = subprocess.run(
+        [*INFERFLUX, "serve", "--port", str(free_port())],
+        env=_env(INFERFLUX_POLICY=policy),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "INFERFLUX_POLICY_PASSPHRASE is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "p.bin").exists()

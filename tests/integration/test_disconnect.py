@@ -20,7 +20,7 @@ def test_disconnect_mid_stream_frees_the_sequence(
     }
     runner = server.engine.model(MODEL_NAME).runner
     with (
-        httpx.Client(base_url=server.base_url, timeout=60) as client,
+        httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=60) as client,
         client.stream("POST", "/v1/chat/completions", json=body) as response,
     ):
         assert response.status_code == 200

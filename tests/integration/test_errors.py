@@ -25,7 +25,7 @@ def _error(response: httpx.Response, status: int) -> dict[str, object]:
 
 @pytest.fixture
 def http(server: RunningServer):  # type: ignore[no-untyped-def]
-    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=60) as client:
         yield client
     assert server.wait_idle(), "a request was left holding a sequence"
 

@@ -94,7 +94,10 @@ def bigram_client() -> Iterator[openai.OpenAI]:
     try:
         assert running.engine.plugins.records["bigram"].distribution == BIGRAM_DIST
         yield openai.OpenAI(
-            base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60
+            base_url=f"http://127.0.0.1:{port}/v1",
+            api_key=running.api_key,
+            max_retries=0,
+            timeout=60,
         )
     finally:
         running.stop()

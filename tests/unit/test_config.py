@@ -70,3 +70,36 @@ def test_duplicate_model_names_are_refused(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("INFERFLUX_MODELS", '[{"name": "a"}, {"name": "a"}]')
     with pytest.raises(ConfigError, match="unique"):
         load_config()
+
+
+def test_security_defaults_are_on_and_strict() -> None:
+    settings = load_config()
+    assert settings.auth.mode == "keys" and settings.auth.dev_key
+    assert not settings.auth.public_metrics and settings.auth.oidc is None
+    assert settings.policy.store == "memory"
+    assert settings.guardrails == [] and not settings.audit.enabled
+
+
+def test_the_policy_passphrase_variable_is_not_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERFLUX_POLICY_PASSPHRASE", "secret")
+    monkeypatch.setenv("INFERFLUX_API_KEY", "ifx-0123456789abcdef." + "a" * 43)
+    settings = load_config()
+    assert "secret" not in settings.model_dump_json()
+
+
+def test_security_sections_from_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "server.yaml"
+    config.write_text(
+        "auth:\n  mode: disabled\n  oidc:\n    issuer: https://idp.example\n    audience: a\n"
+        "policy:\n  store: encrypted_file\n  options: {path: /tmp/p.bin}\n"
+        "rate_limits: {requests_per_minute: 60}\n"
+        "guardrails:\n  - name: blocklist\n    options: {terms: [x]}\n"
+        "audit: {enabled: true, path: /tmp/a.log}\n"
+    )
+    settings = load_config(config)
+    assert settings.auth.oidc is not None and settings.auth.oidc.algorithms == ["RS256", "ES256"]
+    assert settings.rate_limits.requests_per_minute == 60
+    assert settings.guardrails[0].name == "blocklist"
+    config.write_text("auth:\n  oidc:\n    issuer: x\n    audience: y\n    algorithms: [HS256]\n")
+    with pytest.raises(ConfigError, match=r"auth\.oidc\.algorithms"):
+        load_config(config)

@@ -26,6 +26,7 @@ from inferflux_core.contracts import (
 from inferflux_core.errors import BackendError, ConfigError, ModelFileError
 from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
+from inferflux_plugins.backends.llama_cpp.grammar import ConstrainedSampler, GrammarCache
 from inferflux_plugins.backends.llama_cpp.options import (
     LlamaCppOptions,
     decide_repack,
@@ -48,12 +49,13 @@ DECODE_ERRORS = {
 
 @dataclass(frozen=True, slots=True)
 class SavedSequence:
-    """A preempted sequence: llama.cpp's serialized KV state, its sampler chain and position."""
+    """A preempted sequence: llama.cpp's serialized KV state, its samplers and position."""
 
     data: Any
     size: int
     chain: Any
     position: int
+    grammar: Any = None
 
 
 class LlamaCppBackend(StepBackend):
@@ -67,6 +69,8 @@ class LlamaCppBackend(StepBackend):
         self._model: Any = None
         self._ctx: Any = None
         self._chains: dict[int, Any] = {}
+        self._grammars: GrammarCache | None = None
+        self._grammar_of: dict[int, Any] = {}
         options = parse_options(spec.options)
         if spec.max_sequences < 1:
             raise ConfigError("max_sequences must be at least 1", param="max_sequences")
@@ -77,6 +81,8 @@ class LlamaCppBackend(StepBackend):
         try:
             self._ctx = self._create_context(spec, options, header)
             self._vocab = Vocab(llama, llama.llama_model_get_vocab(self._model))
+            self._grammars = GrammarCache(llama, self._vocab.handle)
+            self._constrained = ConstrainedSampler(llama, self._vocab.size)
             self._mem = llama.llama_get_memory(self._ctx)
             self._n_ctx = min(llama.llama_n_ctx_seq(self._ctx), spec.context_length)
             self._kv_capacity = llama.llama_n_ctx(self._ctx)
@@ -199,12 +205,28 @@ class LlamaCppBackend(StepBackend):
         """True for EOS / end-of-turn tokens."""
         return self._vocab.is_end_of_generation(token)
 
+    def check_grammar(self, grammar: str) -> None:
+        """400 unless llama.cpp parses ``grammar``; parsed grammars are cached (thread-safe)."""
+        assert self._grammars is not None
+        self._grammars.check(grammar)
+
     def open_sequence(self, seq_id: int, params: SamplingParams, *, keep_tokens: int = 0) -> None:
         """Give ``seq_id`` a sampler chain built from ``params``; keep its first ``keep_tokens``."""
         self._check_free(seq_id)
-        chain = build_sampler_chain(self._llama, self._vocab.size, self._n_ctx, params)
+        grammar = None
+        if params.grammar is not None:
+            assert self._grammars is not None
+            grammar = self._grammars.new_sampler(params.grammar)
+        try:
+            chain = build_sampler_chain(self._llama, self._vocab.size, self._n_ctx, params)
+        except BaseException:
+            if grammar is not None:
+                self._llama.llama_sampler_free(grammar)
+            raise
         self._truncate(seq_id, keep_tokens)
         self._chains[seq_id] = chain
+        if grammar is not None:
+            self._grammar_of[seq_id] = grammar
 
     def copy_prefix(self, src_seq_id: int, dst_seq_id: int, n_tokens: int) -> None:
         """``dst_seq_id`` gets the first ``n_tokens`` of ``src_seq_id``'s KV.
@@ -235,7 +257,8 @@ class LlamaCppBackend(StepBackend):
         written = llama.llama_state_seq_get_data(self._ctx, buffer, size, seq_id)
         if written != size:
             raise BackendError(f"could not save sequence {seq_id} ({written} of {size} bytes)")
-        saved = SavedSequence(buffer, size, chain, self._positions[seq_id])
+        grammar = self._grammar_of.pop(seq_id, None)
+        saved = SavedSequence(buffer, size, chain, self._positions[seq_id], grammar)
         del self._chains[seq_id]
         self._truncate(seq_id, 0)
         return saved
@@ -252,6 +275,8 @@ class LlamaCppBackend(StepBackend):
             raise BackendError(f"could not restore a saved sequence into {seq_id} (KV full?)")
         self._positions[seq_id] = saved.position
         self._chains[seq_id] = saved.chain
+        if saved.grammar is not None:
+            self._grammar_of[seq_id] = saved.grammar
 
     def _check_free(self, seq_id: int) -> None:
         if not 0 <= seq_id < self._spec.max_sequences:
@@ -327,8 +352,13 @@ class LlamaCppBackend(StepBackend):
         if code != 0:
             raise BackendError(self._decode_error(code, n_tokens))
         sample = self._sample_fn
+        grammars = self._grammar_of
         for seq_id, chain, index in pending:
-            sampled[seq_id] = sample(chain, ctx, index)
+            grammar = grammars.get(seq_id)
+            if grammar is None:
+                sampled[seq_id] = sample(chain, ctx, index)
+            else:
+                sampled[seq_id] = self._constrained.sample(chain, grammar, ctx, index)
 
     def _decode_error(self, code: int, n_tokens: int) -> str:
         if code == 1:
@@ -353,6 +383,9 @@ class LlamaCppBackend(StepBackend):
         chain = self._chains.pop(seq_id, None)
         if chain is not None:
             self._llama.llama_sampler_free(chain)
+        grammar = self._grammar_of.pop(seq_id, None)
+        if grammar is not None:
+            self._llama.llama_sampler_free(grammar)
         if not keep_kv and self._ctx is not None and 0 <= seq_id < len(self._positions):
             self._llama.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
             self._positions[seq_id] = 0
@@ -362,9 +395,13 @@ class LlamaCppBackend(StepBackend):
         llama = getattr(self, "_llama", None)
         if llama is None:
             return
-        for chain in self._chains.values():
-            llama.llama_sampler_free(chain)
+        for sampler in [*self._chains.values(), *self._grammar_of.values()]:
+            llama.llama_sampler_free(sampler)
         self._chains.clear()
+        self._grammar_of.clear()
+        if self._grammars is not None:
+            self._grammars.close()
+            self._grammars = None
         if self._ctx is not None:
             llama.llama_free(self._ctx)
             self._ctx = None

@@ -1,8 +1,9 @@
 """Building a sequence's llama.cpp sampler chain from its SamplingParams.
 
 The order follows llama.cpp's common sampler: logit bias, penalties, then either greedy or
-top-k → top-p → min-p → temperature → a seeded draw. Penalties see only the tokens the chain
-itself sampled (prompt tokens are not fed to it).
+top-k → top-p → min-p → temperature → a seeded draw. A grammar is not part of the chain: it is
+applied before it, and only when needed (see ``grammar.ConstrainedSampler``). Penalties see only the
+tokens the chain itself sampled (prompt tokens are not fed to it).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def draw_seed(params: SamplingParams) -> int:
 
 
 def build_sampler_chain(llama: ModuleType, n_vocab: int, n_ctx: int, params: SamplingParams) -> Any:
-    """A new sampler chain for ``params``; the caller frees it with ``llama_sampler_free``."""
+    """A new sampler chain for ``params``; the caller frees it with ``llama_sampler_free``.
+
+    ``params.grammar`` is left out: the backend applies the grammar around the chain.
+    """
     chain = llama.llama_sampler_chain_init(llama.llama_sampler_chain_default_params())
     try:
         for sampler in _samplers(llama, n_vocab, n_ctx, params):

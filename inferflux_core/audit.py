@@ -1,0 +1,79 @@
+"""The audit log: one JSON line per request, through the logging stack.
+
+A line holds the time, request id, key id (never the key), route, model, status, error code,
+token counts and latency. Prompt and response are recorded as SHA-256 hex digests of their
+UTF-8 text, or as text when ``audit.record_text`` is on. With ``audit.path`` the lines go to
+that file (mode 0600, rotated at ``max_bytes`` keeping ``backups`` old files) and nowhere
+else; without it they go to the ``inferflux.audit`` logger, for the application's logging
+configuration to route.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import logging.handlers
+import os
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from inferflux_core.config import AuditConfig
+
+LOGGER_NAME = "inferflux.audit"
+_instances = itertools.count()
+
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file handler whose files are readable by their owner only."""
+
+    def _open(self) -> IO[str]:
+        return open(
+            self.baseFilename,
+            self.mode,
+            encoding=self.encoding,
+            errors=self.errors,
+            opener=lambda path, flags: os.open(path, flags, 0o600),
+        )
+
+
+def sha256_text(text: str) -> str:
+    """The hex SHA-256 of ``text`` as UTF-8."""
+    return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
+
+
+class AuditLog:
+    """Writes audit lines; one per server (several may run in one process)."""
+
+    def __init__(self, config: AuditConfig) -> None:
+        self.config = config
+        self.logger = logging.getLogger(f"{LOGGER_NAME}.{next(_instances)}")
+        self.logger.setLevel(logging.INFO)
+        self._handler: logging.Handler | None = None
+        if config.path is not None:
+            handler = _PrivateRotatingFileHandler(
+                config.path, maxBytes=config.max_bytes, backupCount=config.backups, delay=False
+            )
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            self.logger.addHandler(handler)
+            self.logger.propagate = False
+            self._handler = handler
+
+    def write(self, entry: dict[str, Any], *, prompt: str | None, response: str | None) -> None:
+        """Log one request's line; ``prompt`` / ``response`` are hashed unless text is wanted."""
+        line = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **entry}
+        for name, text in (("prompt", prompt), ("response", response)):
+            if text is None:
+                continue
+            if self.config.record_text:
+                line[name] = text
+            line[f"{name}_sha256"] = sha256_text(text)
+        self.logger.info(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+
+    def close(self) -> None:
+        """Flush and close the file."""
+        if self._handler is not None:
+            self.logger.removeHandler(self._handler)
+            self._handler.close()
+            self._handler = None

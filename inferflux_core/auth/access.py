@@ -1,0 +1,153 @@
+"""Access control for one server: the policy store, OIDC, rate limits, guardrails and audit.
+
+:class:`AccessControl` turns an ``Authorization`` header into a :class:`Principal` (or a 401);
+the middleware in :mod:`inferflux_core.auth.middleware` applies it to every request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from inferflux_core.audit import AuditLog
+from inferflux_core.auth.keys import PREFIX, key_matches, parse_key_id
+from inferflux_core.auth.oidc import MAX_TOKEN_BYTES, OidcVerifier, looks_like_jwt
+from inferflux_core.auth.principal import Principal, anonymous
+from inferflux_core.auth.scopes import resolve_scopes
+from inferflux_core.config import Settings
+from inferflux_core.contracts import Policy, PolicyStore, RateLimits
+from inferflux_core.errors import AuthenticationError, ConfigError
+from inferflux_core.guardrails import GuardrailChain
+from inferflux_core.plugins import PluginHost
+from inferflux_core.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+MAX_SUBJECT_CHARS = 128
+
+
+def open_policy_store(settings: Settings, plugins: PluginHost) -> PolicyStore:
+    """Construct the configured policy store (which refuses data it cannot trust)."""
+    factory = plugins.get("policy_stores", settings.policy.store)
+    try:
+        store: PolicyStore = factory(**settings.policy.options)
+    except TypeError as exc:
+        raise ConfigError(f"policy.options: {exc}") from None
+    return store
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of ``Authorization: Bearer <token>``; 401 if there is none or it is odd."""
+    if not header:
+        raise AuthenticationError(
+            "no credential: send 'Authorization: Bearer <API key>'", code="missing_credentials"
+        )
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationError("the Authorization header must be 'Bearer <API key>'")
+    if len(token) > MAX_TOKEN_BYTES or not token.isascii() or not token.isprintable():
+        raise AuthenticationError("the API key is not valid")
+    if " " in token:
+        raise AuthenticationError("the Authorization header must be 'Bearer <API key>'")
+    return token
+
+
+class AccessControl:
+    """Decides who a request comes from and what it may do."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: PolicyStore,
+        *,
+        verifier: OidcVerifier | None = None,
+        guardrails: GuardrailChain | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.verifier = verifier
+        self.guardrails = guardrails or GuardrailChain()
+        self.audit = audit
+        self.limiter = RateLimiter()
+        defaults = settings.rate_limits
+        self._config_limits = RateLimits(
+            requests_per_minute=defaults.requests_per_minute,
+            tokens_per_minute=defaults.tokens_per_minute,
+        )
+        if not self.enabled:
+            log.warning(
+                "auth.mode is disabled: every route is served, with every scope, to anyone "
+                "who can reach the server"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, plugins: PluginHost) -> AccessControl:
+        """Everything ``settings`` configures, built with the plugins' stores and guardrails."""
+        store = open_policy_store(settings, plugins)
+        oidc = settings.auth.oidc
+        return cls(
+            settings,
+            store,
+            verifier=OidcVerifier(oidc) if oidc is not None else None,
+            guardrails=GuardrailChain.from_config(settings.guardrails, plugins),
+            audit=AuditLog(settings.audit) if settings.audit.enabled else None,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests need a credential (``auth.mode: keys``)."""
+        return self.settings.auth.mode != "disabled"
+
+    def default_limits(self, policy: Policy) -> RateLimits:
+        """The limits of a caller without its own: the policy's, then the configuration's."""
+        return policy.default_limits.over(self._config_limits)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The caller behind an ``Authorization`` header; 401 if there is none or it fails."""
+        if not self.enabled:
+            return anonymous(self.default_limits(self.store.read()))
+        token = bearer_token(authorization)
+        if token.startswith(PREFIX):
+            return self._key_principal(token)
+        if self.verifier is not None and looks_like_jwt(token):
+            return await self._token_principal(token)
+        raise AuthenticationError("the API key is not valid")
+
+    def _key_principal(self, key: str) -> Principal:
+        policy = self.store.read()
+        key_id = parse_key_id(key)
+        record = policy.keys.get(key_id) if key_id is not None else None
+        matched = key_matches(key, record)  # hashed and compared even when no record exists
+        if record is None or not matched:
+            raise AuthenticationError("the API key is not valid")
+        if record.revoked:
+            raise AuthenticationError("the API key has been revoked")
+        if record.expires_at is not None and time.time() >= record.expires_at:
+            raise AuthenticationError("the API key has expired")
+        return Principal(
+            key_id=record.key_id,
+            kind="api_key",
+            scopes=resolve_scopes(record.roles, record.scopes, policy.roles),
+            models=record.models,
+            limits=record.limits.over(self.default_limits(policy)),
+        )
+
+    async def _token_principal(self, token: str) -> Principal:
+        assert self.verifier is not None
+        claims = await self.verifier.verify(token)
+        policy = self.store.read()
+        return Principal(
+            key_id=f"oidc:{claims['sub'][:MAX_SUBJECT_CHARS]}",
+            kind="oidc",
+            scopes=resolve_scopes(self.verifier.roles(claims), (), policy.roles),
+            limits=self.default_limits(policy),
+        )
+
+    async def close(self) -> None:
+        """Close the guardrails, the audit file and the store."""
+        await self.guardrails.close()
+        if self.audit is not None:
+            self.audit.close()
+        self.store.close()

@@ -1,0 +1,111 @@
+"""The falcon middleware that authenticates every request before routing.
+
+Order, for each request:
+
+1. ``process_request`` (before routing): refuse a non-canonical path (400); let an exact
+   public path through (``GET``/``HEAD`` only); otherwise authenticate the
+   ``Authorization`` header (401). No header other than ``Authorization`` is consulted:
+   ``Host`` and ``X-Forwarded-*`` never matter.
+2. ``process_resource`` (after routing): check the scope the resource declares for the
+   method (403), then the key's request rate (429).
+3. ``process_response``: charge the tokens the request used, add the ``x-ratelimit-*``
+   headers and write the audit line — for a stream, once its last event is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import falcon.asgi
+
+from inferflux_core.api.exchange import Exchange
+from inferflux_core.auth.access import AccessControl
+from inferflux_core.auth.paths import PUBLIC_METHODS, check_canonical, public_paths
+from inferflux_core.auth.scopes import INFERENCE, required_scope
+from inferflux_core.errors import AuthenticationError
+
+
+class AccessMiddleware:
+    """Authentication, authorization, rate limits and audit for every non-public route."""
+
+    def __init__(self, access: AccessControl) -> None:
+        self._access = access
+        self._public = public_paths(access.settings.auth.public_metrics)
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """Authenticate before routing, so no path variant reaches a resource unchecked."""
+        exchange = Exchange(req.context.request_id, req.method, req.path)
+        req.context.exchange = exchange
+        req.context.public = False
+        check_canonical(req.path, req.scope.get("raw_path"))
+        if req.path in self._public and req.method in PUBLIC_METHODS:
+            req.context.public = True
+            return
+        exchange.principal = await self._access.authenticate(req.get_header("Authorization"))
+
+    async def process_resource(
+        self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any, params: Any
+    ) -> None:
+        """The scope the route needs, then the caller's request rate."""
+        if req.context.public:
+            if not getattr(resource, "public", False):
+                raise AuthenticationError("no credential", code="missing_credentials")
+            return
+        principal = req.context.exchange.principal
+        scope = required_scope(resource, req.method)
+        if scope is None:
+            return
+        principal.require(scope)
+        req.context.rate_headers = self._access.limiter.admit(
+            principal.key_id, principal.limits, generates=scope == INFERENCE
+        )
+
+    async def process_response(
+        self,
+        req: falcon.asgi.Request,
+        resp: falcon.asgi.Response,
+        resource: Any,
+        req_succeeded: bool,
+    ) -> None:
+        """Rate-limit headers; audit now, or after the stream's last event."""
+        exchange: Exchange | None = req.context.get("exchange")
+        if exchange is None or req.context.get("public"):
+            return
+        exchange.code = exchange.code or req.context.get("error_code")
+        status = resp.status_code
+        if resp.sse is not None and status < 400:
+            exchange.stream = True
+            resp.sse = self._finish_after(resp.sse, exchange, status)
+        else:
+            self._finish(exchange, status)
+        principal = exchange.principal
+        if principal is not None and status != 429 and "rate_headers" in req.context:
+            resp.set_headers(self._access.limiter.headers(principal.key_id, principal.limits))
+
+    async def process_shutdown(self, scope: Any, event: Any) -> None:
+        """Close guardrails, the audit file and the policy store."""
+        await self._access.close()
+
+    async def _finish_after(
+        self, events: AsyncIterator[Any], exchange: Exchange, status: int
+    ) -> AsyncIterator[Any]:
+        try:
+            async for event in events:
+                yield event
+        finally:
+            self._finish(exchange, status)
+
+    def _finish(self, exchange: Exchange, status: int) -> None:
+        if exchange.closed:
+            return
+        exchange.closed = True
+        principal = exchange.principal
+        if principal is not None:
+            self._access.limiter.charge(
+                principal.key_id, principal.limits, exchange.usage.total_tokens
+            )
+        if self._access.audit is not None:
+            self._access.audit.write(
+                exchange.audit_entry(status), prompt=exchange.prompt, response=exchange.response
+            )

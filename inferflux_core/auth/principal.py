@@ -1,0 +1,46 @@
+"""Who is calling: the identity, scopes, model allow-list and limits of one request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from inferflux_core.auth.scopes import SCOPES
+from inferflux_core.contracts import RateLimits
+from inferflux_core.errors import PermissionDeniedError
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller. ``key_id`` is safe to log: never the key itself."""
+
+    key_id: str
+    kind: str  # "api_key", "oidc" or "anonymous"
+    scopes: frozenset[str]
+    models: tuple[str, ...] = ()
+    limits: RateLimits = field(default_factory=RateLimits)
+
+    def require(self, scope: str) -> None:
+        """403 unless the caller has ``scope``."""
+        if scope not in self.scopes:
+            raise PermissionDeniedError(
+                f"this credential lacks the {scope!r} scope this route needs",
+                code="insufficient_scope",
+            )
+
+    def may_use(self, model: str) -> bool:
+        """Whether the model allow-list admits ``model`` (an empty list admits all)."""
+        return not self.models or model in self.models
+
+    def require_model(self, model: str) -> None:
+        """403 unless the caller may use ``model``."""
+        if not self.may_use(model):
+            raise PermissionDeniedError(
+                f"this credential may not use the model {model!r}",
+                param="model",
+                code="model_not_allowed",
+            )
+
+
+def anonymous(limits: RateLimits) -> Principal:
+    """The caller when ``auth.mode`` is ``disabled``: every scope, shared limits."""
+    return Principal("anonymous", "anonymous", frozenset(SCOPES), (), limits)

@@ -1,0 +1,93 @@
+"""JSON Schema → GBNF, with llama-cpp-python's converter and the gaps it leaves filled.
+
+The converter (``llama_cpp.llama_grammar.SchemaConverter``) is extended in two places: integer
+and number bounds (it ignores them) and JSON string characters (it lets raw control
+characters through, which no JSON parser accepts). Grammars are cached per schema, keyed by
+the schema's canonical JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from inferflux_core.errors import InvalidRequestError
+from inferflux_core.structured.numeric import (
+    BoundsError,
+    integer_bounds,
+    integer_rule,
+    number_bounds,
+    number_rule,
+)
+from inferflux_core.structured.schema_rules import PARAM, check_schema
+
+CACHED_SCHEMAS = 256
+BOUND_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+#: A JSON string character: anything but a quote, a backslash or a control character, or an
+#: escape.
+JSON_CHAR = r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+#: ``response_format: {"type": "json_object"}``: any JSON object.
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def canonical_json(schema: Any) -> str:
+    """The cache key of a schema: sorted keys, no spaces."""
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def schema_grammar(schema: Any) -> str:
+    """GBNF (start rule ``root``) whose every sentence is JSON valid against ``schema``.
+
+    400 naming the problem if the schema is invalid or uses what the grammar cannot enforce.
+    """
+    return _cached_grammar(canonical_json(schema))
+
+
+@functools.lru_cache(maxsize=CACHED_SCHEMAS)
+def _cached_grammar(key: str) -> str:
+    schema = json.loads(key)
+    check_schema(schema)
+    try:
+        from llama_cpp.llama_grammar import SchemaConverter
+    except ImportError:
+        raise InvalidRequestError(
+            "response_format needs llama-cpp-python's JSON Schema converter, which is not "
+            "installed",
+            param="response_format",
+            code="unsupported",
+        ) from None
+    converter = _bounded_converter(SchemaConverter)
+    try:
+        converter.visit(converter.resolve_refs(schema, ""), "")
+        return str(converter.format_grammar())
+    except BoundsError as exc:
+        raise InvalidRequestError(f"{PARAM}: {exc}", param=PARAM, code="unsupported") from None
+    except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise InvalidRequestError(
+            f"{PARAM}: the schema cannot be turned into a grammar ({type(exc).__name__}: {exc})",
+            param=PARAM,
+            code="unsupported",
+        ) from None
+
+
+def _bounded_converter(base: type) -> Any:
+    """An instance of the converter, extended with bounds and strict string characters."""
+
+    class BoundedConverter(base):  # type: ignore[misc, valid-type]
+        def visit(self, schema: dict[str, Any], name: str) -> str:
+            kind = schema.get("type")
+            if kind in ("integer", "number") and any(k in schema for k in BOUND_KEYWORDS):
+                if kind == "integer":
+                    body = integer_rule(*integer_bounds(schema))
+                else:
+                    body = number_rule(*number_bounds(schema))
+                return str(self._add_rule(name or "root", f"{body} space"))
+            return str(super().visit(schema, name))
+
+        def _add_primitive(self, name: str, rule: Any) -> str:
+            if name == "char":
+                return str(self._add_rule(name, JSON_CHAR))
+            return str(super()._add_primitive(name, rule))
+
+    return BoundedConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)

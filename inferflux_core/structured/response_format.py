@@ -1,0 +1,75 @@
+"""OpenAI's ``response_format`` → the grammar that enforces it during sampling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inferflux_core.contracts import StepBackend
+from inferflux_core.errors import InvalidRequestError
+from inferflux_core.structured.gbnf import ANY_OBJECT, schema_grammar
+
+PARAM = "response_format"
+
+
+def response_format_grammar(
+    response_format: dict[str, Any] | None,
+    backend: StepBackend,
+    *,
+    ignore_eos: bool = False,
+    min_tokens: int = 0,
+) -> str | None:
+    """The GBNF grammar for ``response_format`` (``None`` for plain text), checked by the
+    backend that will run it; 400 naming the problem otherwise."""
+    schema = _schema(response_format)
+    if schema is None:
+        return None
+    if ignore_eos or min_tokens:
+        raise InvalidRequestError(
+            "response_format: ignore_eos and min_tokens cannot be combined with structured "
+            "output (the output ends when the JSON is complete)",
+            param="ignore_eos" if ignore_eos else "min_tokens",
+        )
+    grammar = schema_grammar(schema)
+    backend.check_grammar(grammar)
+    return grammar
+
+
+def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The JSON Schema the output must follow; ``None`` for text."""
+    if response_format is None:
+        return None
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ANY_OBJECT
+    if kind != "json_schema":
+        raise InvalidRequestError(
+            f"response_format.type: {kind!r} is not one of 'text', 'json_object', 'json_schema'",
+            param="response_format.type",
+        )
+    spec = response_format.get("json_schema")
+    if not isinstance(spec, dict):
+        raise InvalidRequestError(
+            "response_format.json_schema: this field is required (an object with 'name' and "
+            "'schema')",
+            param="response_format.json_schema",
+        )
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise InvalidRequestError(
+            "response_format.json_schema.name: this field is required (a string)",
+            param="response_format.json_schema.name",
+        )
+    if not isinstance(spec.get("strict", False), bool | None):
+        raise InvalidRequestError(
+            "response_format.json_schema.strict: must be a boolean",
+            param="response_format.json_schema.strict",
+        )
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise InvalidRequestError(
+            "response_format.json_schema.schema: this field is required (a JSON Schema object)",
+            param="response_format.json_schema.schema",
+        )
+    return schema

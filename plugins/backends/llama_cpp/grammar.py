@@ -1,0 +1,132 @@
+"""Compiled GBNF grammars, parsed once and cloned for every sequence that uses them.
+
+llama.cpp parses a grammar when a grammar sampler is created; cloning a parsed sampler copies
+its rules without parsing again. The cache keeps the most recently used parsed samplers.
+A grammar llama.cpp cannot parse (it returns NULL) becomes a 400, never a crash.
+:class:`ConstrainedSampler` applies a sequence's grammar around its sampler chain.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import threading
+from collections import OrderedDict
+from types import ModuleType
+from typing import Any
+
+from inferflux_core.errors import BackendError, InvalidRequestError
+
+ROOT_RULE = b"root"
+CACHED_GRAMMARS = 64
+
+
+class GrammarCache:
+    """Parsed grammar samplers for one vocabulary, least recently used dropped first.
+
+    Thread-safe: the HTTP layer checks grammars while the step thread clones them.
+    """
+
+    def __init__(self, llama: ModuleType, vocab: Any, capacity: int = CACHED_GRAMMARS) -> None:
+        self._llama = llama
+        self._vocab = vocab
+        self._capacity = capacity
+        self._parsed: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def check(self, grammar: str) -> None:
+        """Parse ``grammar`` (or find it parsed); 400 if llama.cpp refuses it."""
+        with self._lock:
+            self._parsed_sampler(grammar)
+
+    def new_sampler(self, grammar: str) -> Any:
+        """A fresh grammar sampler at the grammar's start; the caller owns it."""
+        with self._lock:
+            sampler = self._llama.llama_sampler_clone(self._parsed_sampler(grammar))
+        if not sampler:
+            raise InvalidRequestError("the grammar could not be copied", param="response_format")
+        return sampler
+
+    def close(self) -> None:
+        """Free every parsed sampler."""
+        with self._lock:
+            for sampler in self._parsed.values():
+                self._llama.llama_sampler_free(sampler)
+            self._parsed.clear()
+
+    def _parsed_sampler(self, grammar: str) -> Any:
+        sampler = self._parsed.get(grammar)
+        if sampler is not None:
+            self._parsed.move_to_end(grammar)
+            return sampler
+        if not grammar.strip():
+            raise InvalidRequestError("the grammar is empty", param="response_format")
+        sampler = self._llama.llama_sampler_init_grammar(
+            self._vocab, grammar.encode("utf-8"), ROOT_RULE
+        )
+        if not sampler:
+            raise InvalidRequestError(
+                "llama.cpp could not parse the grammar (undefined rule, syntax error or left "
+                "recursion)",
+                param="response_format",
+            )
+        self._parsed[grammar] = sampler
+        while len(self._parsed) > self._capacity:
+            _, oldest = self._parsed.popitem(last=False)
+            self._llama.llama_sampler_free(oldest)
+        return sampler
+
+
+class ConstrainedSampler:
+    """Samples a sequence under a grammar the way llama.cpp's common sampler does.
+
+    Applying a grammar to every candidate costs far more than the rest of the chain, so the
+    chain first picks a token from the unconstrained logits; only if the grammar rejects that
+    token is the grammar applied to every candidate and the chain run again. Either way the
+    token is one the grammar allows, and both samplers then accept it.
+    """
+
+    def __init__(self, llama: ModuleType, n_vocab: int) -> None:
+        import numpy as np  # llama-cpp-python's dependency: the plugin loads without either
+
+        self._np = np
+        self._llama = llama
+        self._n_vocab = n_vocab
+        self._candidates = (llama.llama_token_data * n_vocab)()
+        fields = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+        self._view = np.frombuffer(self._candidates, dtype=fields)
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._single = (llama.llama_token_data * 1)()
+
+    def sample(self, chain: Any, grammar: Any, ctx: Any, index: int) -> int:
+        """The next token of the sequence whose logits are row ``index`` of the last decode."""
+        llama = self._llama
+        row = llama.llama_get_logits_ith(ctx, index)
+        logits = self._np.ctypeslib.as_array(row, (self._n_vocab,))
+        token = self._apply(chain, logits, None)
+        if not self._allows(grammar, token):
+            token = self._apply(chain, logits, grammar)
+        llama.llama_sampler_accept(grammar, token)
+        llama.llama_sampler_accept(chain, token)
+        return token
+
+    def _apply(self, chain: Any, logits: Any, grammar: Any) -> int:
+        llama = self._llama
+        view = self._view
+        view["id"] = self._ids
+        view["logit"] = logits
+        view["p"] = 0.0
+        array = llama.llama_token_data_array(self._candidates, self._n_vocab, -1, False)
+        if grammar is not None:
+            llama.llama_sampler_apply(grammar, ctypes.byref(array))
+        llama.llama_sampler_apply(chain, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            raise BackendError("the sampler chain selected no token")
+        return int(array.data[array.selected].id)
+
+    def _allows(self, grammar: Any, token: int) -> bool:
+        single = self._single
+        single[0].id, single[0].logit, single[0].p = token, 1.0, 0.0
+        array = self._llama.llama_token_data_array(single, 1, -1, False)
+        self._llama.llama_sampler_apply(grammar, ctypes.byref(array))
+        return math.isfinite(array.data[0].logit)

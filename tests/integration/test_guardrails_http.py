@@ -1,0 +1,117 @@
+"""Guardrails on a real server: blocked prompts, OPA's decisions, filtered output and streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import BLOCKED_PHRASE, MODEL_NAME, SecuredServer
+from tests.fakes import FakeOpa
+
+CHAT = "/v1/chat/completions"
+SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
+
+
+def _body(question: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": MODEL_NAME,
+        "messages": [SYSTEM, {"role": "user", "content": question}],
+        "temperature": 0,
+        "max_tokens": 12,
+        **extra,
+    }
+
+
+@pytest.fixture
+def http(secured: SecuredServer) -> Iterator[httpx.Client]:
+    server = secured.running
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=60) as c:
+        yield c
+    assert server.wait_idle(), "a request was left holding a sequence"
+
+
+def _generated(secured: SecuredServer) -> float:
+    return sum(
+        s.value
+        for f in secured.running.engine.metrics.registry.collect()
+        for s in f.samples
+        if s.name == "inferflux_requests_total"
+    )
+
+
+def _error(response: httpx.Response, status: int, code: str) -> str:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    return str(error["message"])
+
+
+def test_a_prompt_with_a_blocked_phrase_is_400_before_generation(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    before = _generated(secured)
+    for body in (
+        _body(f"Tell me about the {BLOCKED_PHRASE.upper()}"),
+        {"model": MODEL_NAME, "prompt": ["fine", f"a {BLOCKED_PHRASE}"], "max_tokens": 2},
+    ):
+        path = CHAT if "messages" in body else "/v1/completions"
+        message = _error(http.post(path, json=body), 400, "content_blocked")
+        assert "blocklist" in message and BLOCKED_PHRASE not in message
+    assert _generated(secured) == before
+
+
+def test_a_blocked_phrase_sent_as_token_ids_is_still_found(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    tokens = secured.running.engine.model(MODEL_NAME).tokenize_prompt(f"the {BLOCKED_PHRASE}")
+    body = {"model": MODEL_NAME, "prompt": tokens, "max_tokens": 2}
+    _error(http.post("/v1/completions", json=body), 400, "content_blocked")
+
+
+def test_opa_refusal_is_400_with_its_reason_and_opa_down_is_503(
+    secured: SecuredServer, http: httpx.Client, opa: FakeOpa
+) -> None:
+    message = _error(http.post(CHAT, json=_body("forbidden-by-opa topic")), 400, "content_blocked")
+    assert "topic not allowed" in message
+    assert opa.inputs[-1]["key_id"] == secured.running.api_key[4:20]
+    opa.mode = "error"
+    try:
+        _error(http.post(CHAT, json=_body("Hello")), 503, "guardrail_unavailable")
+    finally:
+        opa.mode = "policy"
+
+
+def test_a_complete_response_with_a_blocked_phrase_is_400(http: httpx.Client) -> None:
+    _error(http.post(CHAT, json=_body("What is the capital of France?")), 400, "content_blocked")
+
+
+def test_a_stream_is_cut_before_a_phrase_split_across_chunks(http: httpx.Client) -> None:
+    body = _body("Tell me a short story about a cat.", stream=True)
+    with http.stream("POST", CHAT, json=body) as response:
+        assert response.status_code == 200
+        raw = response.read().decode()
+    events = [e for e in raw.split("\n\n") if e.strip() and not e.startswith(":")]
+    assert all(e.startswith("data: ") for e in events), raw
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text.startswith("One day, a cat")
+    assert "Luna" not in text and "named" not in text
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
+
+
+def test_the_openai_sdk_reads_a_filtered_stream(secured: SecuredServer) -> None:
+    server = secured.running
+    client = openai.OpenAI(base_url=server.api_url, api_key=server.api_key, max_retries=0)
+    stream = client.chat.completions.create(
+        **_body("Tell me a short story about a cat."), stream=True
+    )
+    chunks = list(stream)
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    assert server.wait_idle(), "the cut stream's sequence was not freed"
