@@ -308,7 +308,10 @@ class LlamaCppBackend(StepBackend):
         pending: list[tuple[int, Any, int]] = []
         starts: list[tuple[int, int]] = []
         try:
-            for chunk in chunks:
+            # llama.cpp splits a batch whose sequences are not in ascending seq_id order into
+            # several ubatches when each sequence has its own KV stream: a step then costs up
+            # to twice as much (measured: 113 vs 195 tok/s for 8 sequences).
+            for chunk in sorted(chunks, key=_seq_id):
                 seq_id = chunk.seq_id
                 chain = chains.get(seq_id)
                 tokens = chunk.tokens
@@ -413,3 +416,7 @@ class LlamaCppBackend(StepBackend):
         # at interpreter shutdown the library may already be gone
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _seq_id(chunk: SequenceChunk) -> int:
+    return chunk.seq_id
