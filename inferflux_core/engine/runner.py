@@ -10,7 +10,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from inferflux_core.contracts import (
     SamplingParams,
@@ -37,10 +37,6 @@ from inferflux_core.metrics import EngineMetrics
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_SECONDS = 0.5
-#: Loop turns a woken consumer needs to encode and send its event (queue, stream, SSE).
-HANDOFF_TURNS = 4
-#: Longest the step thread waits for the event loops before decoding on.
-HANDOFF_WAIT_SECONDS = 0.004
 DEADLINE_CHECK_SECONDS = 0.25
 
 
@@ -77,7 +73,6 @@ class ModelRunner:
             align=scheduler.limits.prefill_chunk,
         )
         self._next_deadline_check = 0.0
-        self.handoff_wait = HANDOFF_WAIT_SECONDS
         self._live: dict[str, ScheduledSequence] = {}
         self._cancelled: collections.deque[RequestState] = collections.deque()
         self._wake = threading.Event()
@@ -372,42 +367,16 @@ class ModelRunner:
                 self._finish(state.sequence, "cancelled", None)
 
     def _flush(self) -> None:
-        """Hand the step's events to their event loops, and let the loops work through them.
-
-        On a machine with few cores the event loop (SSE encoding, socket writes) and
-        llama.cpp's threads fight over the same cores, and llama.cpp's threads wait on each
-        other at every barrier, so a loop that runs during a decode slows the whole step. The
-        step thread therefore waits, briefly, for the loops to handle the events before it
-        starts the next decode.
-        """
         outbox, self._outbox = self._outbox, {}
-        handed: list[threading.Event] = []
         for loop, events in outbox.items():
-            done = threading.Event()
             # A closed loop means nobody is listening any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver, loop, events, done)
-                handed.append(done)
-        for done in handed:
-            done.wait(self.handoff_wait)
+                loop.call_soon_threadsafe(_deliver, events)
 
 
-def _deliver(
-    loop: asyncio.AbstractEventLoop,
-    events: list[tuple[RequestState, GenerationEvent]],
-    done: threading.Event,
-) -> None:
+def _deliver(events: list[tuple[RequestState, GenerationEvent]]) -> None:
     for state, event in events:
         state.queue.put_nowait(event)
-    # The consumers woken above run in the next few turns of the loop: signal after them.
-    _after_turns(loop, HANDOFF_TURNS, done.set)
-
-
-def _after_turns(loop: asyncio.AbstractEventLoop, turns: int, callback: Callable[[], None]) -> None:
-    if turns <= 0:
-        callback()
-    else:
-        loop.call_soon(_after_turns, loop, turns - 1, callback)
 
 
 def _with_logit_bias(params: SamplingParams, bias: dict[int, float]) -> SamplingParams:
