@@ -36,11 +36,6 @@ class KVSlots:
         self._free = list(range(n_slots - 1, -1, -1))
         self._idle: collections.OrderedDict[int, None] = collections.OrderedDict()
 
-    @property
-    def idle_count(self) -> int:
-        """Ids holding a cached prompt and no running sequence."""
-        return len(self._idle)
-
     def find_prefix(self, prompt: list[int]) -> PrefixHit | None:
         """The best reusable prefix of ``prompt`` (at least one token is left to prefill)."""
         if not self.reuse or not self.tree:
