@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import jinja2
+import jinja2.meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from inferflux_core.errors import ChatTemplateError
@@ -90,8 +91,12 @@ class ChatTemplate:
         env.filters["tojson"] = _tojson
         try:
             self._template = env.from_string(source)
+            variables = jinja2.meta.find_undeclared_variables(env.parse(source))
         except jinja2.TemplateSyntaxError as exc:
             raise ChatTemplateError(f"chat template does not compile: {exc}") from None
+        #: Whether the template renders a ``tools`` list itself; if not, tool definitions go
+        #: into the system prompt in the documented fallback format.
+        self.uses_tools = "tools" in variables
 
     def render(
         self,

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.common import OpenAIModel, SamplingFields
+from inferflux_core.protocol.tools import MAX_TOOLS, ToolCall, ToolDefinition
 
 
 class TextPart(OpenAIModel):
@@ -24,7 +25,7 @@ class ChatMessage(OpenAIModel):
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[ToolCall] | None = None
 
     def text(self, index: int) -> str:
         """The message's text; 400 for non-text parts."""
@@ -51,8 +52,9 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ToolDefinition] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
     chat_template: Any = None
 
     def refuse_request_template(self) -> None:

@@ -10,6 +10,7 @@ from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.common import parse_body, reject_unsupported
 from inferflux_core.serving.common import Service, Usage, collect, raise_if_failed, usage
 from inferflux_core.structured import response_format_grammar
+from inferflux_core.tools import ChoiceOutput, ToolPlan, chat_message, plan_tools, render_prompt
 
 
 class ChatService(Service):
@@ -17,30 +18,27 @@ class ChatService(Service):
 
     object_prefix = "chatcmpl"
 
-    def _submit(self, body: Any, usage_meter: Usage) -> tuple[ChatCompletionRequest, RequestStream]:
+    def _submit(
+        self, body: Any, usage_meter: Usage
+    ) -> tuple[ChatCompletionRequest, ToolPlan, RequestStream]:
         request = parse_body(ChatCompletionRequest, body)
         request.refuse_request_template()
-        reject_unsupported(
-            {
-                "tools": request.tools,
-                "logprobs": request.logprobs,
-            }
-        )
+        reject_unsupported({"logprobs": request.logprobs})
         model = self.engine.model(request.model)
-        grammar = response_format_grammar(
+        tools = plan_tools(request, model.backend)
+        grammar = tools.grammar or response_format_grammar(
             request.response_format,
             model.backend,
             ignore_eos=request.ignore_eos,
             min_tokens=request.min_tokens,
         )
-        prompt = model.render_chat(request.template_messages(), add_generation_prompt=True)
-        tokens = model.tokenize_prompt(prompt)
+        tokens = model.tokenize_prompt(render_prompt(model, request, tools))
         generation = self.generation_request(
             model, request, tokens, request.requested_max_tokens, grammar
         )
         stream = self.engine.submit(model.name, generation)
         usage_meter.update(0, stream.n_prompt_tokens, 0)
-        return request, stream
+        return request, tools, stream
 
     def input_text(self, body: Any) -> str:
         """The conversation's text as guardrails and the audit log see it: each message's
@@ -51,9 +49,10 @@ class ChatService(Service):
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
         """A complete ``chat.completion``; ``usage_meter`` is kept up to date."""
         usage_meter = usage_meter or Usage()
-        request, stream = self._submit(body, usage_meter)
+        request, tools, stream = self._submit(body, usage_meter)
         result = await collect(stream)
         usage_meter.update(0, result.n_prompt_tokens, result.n_generated_tokens)
+        message, finish_reason = chat_message(tools, result.text, result.finish_reason)
         return {
             "id": stream.request_id,
             "object": "chat.completion",
@@ -62,9 +61,9 @@ class ChatService(Service):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": result.finish_reason,
+                    "finish_reason": finish_reason,
                 }
             ],
             "usage": usage(result.n_prompt_tokens, result.n_generated_tokens),
@@ -78,11 +77,15 @@ class ChatService(Service):
         ``usage_meter`` is kept up to date as events arrive.
         """
         usage_meter = usage_meter or Usage()
-        request, stream = self._submit(body, usage_meter)
-        return self._chunks(request, stream, usage_meter)
+        request, tools, stream = self._submit(body, usage_meter)
+        return self._chunks(request, ChoiceOutput(tools), stream, usage_meter)
 
     async def _chunks(
-        self, request: ChatCompletionRequest, stream: RequestStream, usage_meter: Usage
+        self,
+        request: ChatCompletionRequest,
+        output: ChoiceOutput,
+        stream: RequestStream,
+        usage_meter: Usage,
     ) -> AsyncIterator[dict[str, Any]]:
         created = self.created()
         include_usage = request.include_usage
@@ -104,11 +107,13 @@ class ChatService(Service):
         yield chunk({"role": "assistant", "content": ""})
         async for event in stream:
             usage_meter.update(0, event.n_prompt_tokens, event.n_generated_tokens)
-            if event.text:
-                yield chunk({"content": event.text})
+            for delta in output.push(event.text):
+                yield chunk(delta)
             if event.finish_reason is not None:
                 raise_if_failed(event)
-                yield chunk({}, event.finish_reason)
+                for delta in output.finish():
+                    yield chunk(delta)
+                yield chunk({}, output.finish_reason(event.finish_reason))
                 if include_usage:
                     yield {
                         "id": stream.request_id,

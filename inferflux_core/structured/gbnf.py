@@ -36,18 +36,24 @@ def canonical_json(schema: Any) -> str:
     return json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def schema_grammar(schema: Any) -> str:
-    """GBNF (start rule ``root``) whose every sentence is JSON valid against ``schema``.
+def schema_grammar(
+    schema: Any, *, param: str = PARAM, rule: str = "root", first: tuple[str, ...] = ()
+) -> str:
+    """GBNF whose every sentence is JSON valid against ``schema``.
 
-    400 naming the problem if the schema is invalid or uses what the grammar cannot enforce.
+    The sentence is rule ``rule``: the default ``root`` is the start rule; under another name
+    the caller adds its own ``root`` around it. Properties named in ``first`` come before the
+    others, in that order, wherever they occur. 400 naming the problem (``param`` says where
+    the schema is in the request) if the schema is invalid or uses what the grammar cannot
+    enforce.
     """
-    return _cached_grammar(canonical_json(schema))
+    return _cached_grammar(canonical_json(schema), param, rule, first)
 
 
 @functools.lru_cache(maxsize=CACHED_SCHEMAS)
-def _cached_grammar(key: str) -> str:
+def _cached_grammar(key: str, param: str, rule: str, first: tuple[str, ...]) -> str:
     schema = json.loads(key)
-    check_schema(schema)
+    check_schema(schema, param)
     try:
         from llama_cpp.llama_grammar import SchemaConverter
     except ImportError:
@@ -57,21 +63,21 @@ def _cached_grammar(key: str) -> str:
             param="response_format",
             code="unsupported",
         ) from None
-    converter = _bounded_converter(SchemaConverter)
+    converter = _bounded_converter(SchemaConverter, {name: i for i, name in enumerate(first)})
     try:
-        converter.visit(converter.resolve_refs(schema, ""), "")
+        converter.visit(converter.resolve_refs(schema, ""), "" if rule == "root" else rule)
         return str(converter.format_grammar())
     except BoundsError as exc:
-        raise InvalidRequestError(f"{PARAM}: {exc}", param=PARAM, code="unsupported") from None
+        raise InvalidRequestError(f"{param}: {exc}", param=param, code="unsupported") from None
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidRequestError(
-            f"{PARAM}: the schema cannot be turned into a grammar ({type(exc).__name__}: {exc})",
-            param=PARAM,
+            f"{param}: the schema cannot be turned into a grammar ({type(exc).__name__}: {exc})",
+            param=param,
             code="unsupported",
         ) from None
 
 
-def _bounded_converter(base: type) -> Any:
+def _bounded_converter(base: type, prop_order: dict[str, int]) -> Any:
     """An instance of the converter, extended with bounds and strict string characters."""
 
     class BoundedConverter(base):  # type: ignore[misc, valid-type]
@@ -90,4 +96,6 @@ def _bounded_converter(base: type) -> Any:
                 return str(self._add_rule(name, JSON_CHAR))
             return str(super()._add_primitive(name, rule))
 
-    return BoundedConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    return BoundedConverter(
+        prop_order=prop_order, allow_fetch=False, dotall=False, raw_pattern=False
+    )

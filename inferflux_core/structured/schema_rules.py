@@ -37,24 +37,41 @@ HINTS = {
 }
 
 
-def check_schema(schema: Any) -> None:
-    """400 unless ``schema`` is a valid Draft 2020-12 schema using only supported keywords."""
+def check_schema(schema: Any, param: str = PARAM) -> None:
+    """400 unless ``schema`` is a valid Draft 2020-12 schema using only supported keywords.
+
+    ``param`` names where the schema is in the request, in the error.
+    """
     if not isinstance(schema, dict):
-        raise InvalidRequestError(f"{PARAM}: must be a JSON object", param=PARAM)
-    _check_node(schema, "", 0)
+        raise InvalidRequestError(f"{param}: must be a JSON object", param=param)
+    try:
+        _check_node(schema, "", 0)
+    except _Unsupported as exc:
+        raise InvalidRequestError(f"{param}: {exc}", param=param, code="unsupported") from None
+    check_valid_schema(schema, param)
+
+
+def check_valid_schema(schema: dict[str, Any], param: str) -> None:
+    """400 unless ``schema`` is a valid Draft 2020-12 schema (any keywords)."""
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         where = "/".join(str(p) for p in exc.absolute_path)
         raise InvalidRequestError(
-            f"{PARAM}: not a valid JSON Schema at /{where}: {exc.message}", param=PARAM
+            f"{param}: not a valid JSON Schema at /{where}: {exc.message}", param=param
+        ) from None
+    except RecursionError:
+        raise InvalidRequestError(
+            f"{param}: the schema is nested too deeply", param=param
         ) from None
 
 
-def _refuse(path: str, problem: str) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"{PARAM}: {problem} (at {path or '/'})", param=PARAM, code="unsupported"
-    )
+class _Unsupported(ValueError):
+    """A schema feature the grammar cannot enforce; the message says which and where."""
+
+
+def _refuse(path: str, problem: str) -> _Unsupported:
+    return _Unsupported(f"{problem} (at {path or '/'})")
 
 
 def _check_node(node: Any, path: str, depth: int) -> None:

@@ -1,0 +1,141 @@
+"""Showing tools and earlier tool calls to the model through its chat template.
+
+A template that renders ``tools`` itself (Qwen 2.5, Llama 3.1, Hermes, ...) gets the tool list
+as ``tools`` and the messages as Hugging Face templates expect them: assistant ``tool_calls``
+with ``arguments`` decoded to an object, ``role: tool`` messages with their ``tool_call_id``.
+
+Any other template (the default SmolLM2's among them) gets the fallback, the Hermes / Qwen
+format: the tool list and the calling convention go at the end of the system prompt (a system
+message is added if there is none), earlier calls are written into the assistant message as
+``<tool_call>`` blocks, and tool results become a user turn of ``<tool_response>`` blocks
+(consecutive results share one turn).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from inferflux_core.errors import InvalidRequestError
+from inferflux_core.protocol.chat import ChatCompletionRequest, ChatMessage
+from inferflux_core.protocol.tools import ToolCall, ToolDefinition
+from inferflux_core.tools.choice import ToolPlan
+from inferflux_core.tools.parser import CLOSE, MAX_BLOCK_DEPTH, OPEN, nesting_depth
+
+if TYPE_CHECKING:
+    from inferflux_core.engine.model import LoadedModel
+
+TOOLS_PREAMBLE = (
+    "# Tools\n\n"
+    "You may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n"
+    "<tools>\n"
+)
+TOOLS_INSTRUCTIONS = (
+    "\n</tools>\n\n"
+    "For each function call, return a json object with function name and arguments within "
+    "<tool_call></tool_call> XML tags:\n"
+    "<tool_call>\n"
+    '{"name": <function-name>, "arguments": <args-json-object>}\n'
+    "</tool_call>"
+)
+
+
+def render_prompt(model: LoadedModel, request: ChatCompletionRequest, plan: ToolPlan) -> str:
+    """The prompt for a chat request: its messages and the plan's tools, rendered."""
+    native = model.template is not None and model.template.uses_tools
+    if native:
+        messages = [_native_message(m, i) for i, m in enumerate(request.messages)]
+        tools = [tool.template_dict() for tool in plan.offered] or None
+        return model.render_chat(messages, add_generation_prompt=True, tools=tools)
+    messages = fallback_messages(request.messages)
+    if plan.offered:
+        messages = _with_system_text(messages, tools_block(plan.offered))
+    return model.render_chat(messages, add_generation_prompt=True)
+
+
+def tools_block(tools: Sequence[ToolDefinition]) -> str:
+    """The fallback's description of the tools and how to call them."""
+    signatures = "\n".join(json.dumps(t.template_dict(), ensure_ascii=False) for t in tools)
+    return TOOLS_PREAMBLE + signatures + TOOLS_INSTRUCTIONS
+
+
+def fallback_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """Messages for a template that knows nothing of tools: calls and results as markup."""
+    out: list[dict[str, Any]] = []
+    previous_was_tool = False
+    for index, message in enumerate(messages):
+        text = message.text(index)
+        if message.role == "tool":
+            _require_tool_call_id(message, index)
+            response = f"<tool_response>\n{text}\n</tool_response>"
+            if previous_was_tool:
+                out[-1]["content"] += "\n" + response
+            else:
+                out.append({"role": "user", "content": response})
+            previous_was_tool = True
+            continue
+        previous_was_tool = False
+        if message.tool_calls:
+            blocks = [_call_markup(call) for call in message.tool_calls]
+            text = "\n".join(([text] if text else []) + blocks)
+        entry: dict[str, Any] = {"role": message.role, "content": text}
+        if message.name:
+            entry["name"] = message.name
+        out.append(entry)
+    return out
+
+
+def _with_system_text(messages: list[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """``text`` appended to the leading system (or developer) message, or as a new one."""
+    if messages and messages[0]["role"] in ("system", "developer"):
+        first = dict(messages[0])
+        first["content"] = f"{first['content']}\n\n{text}" if first["content"] else text
+        return [first, *messages[1:]]
+    return [{"role": "system", "content": text}, *messages]
+
+
+def _native_message(message: ChatMessage, index: int) -> dict[str, Any]:
+    entry: dict[str, Any] = {"role": message.role, "content": message.text(index)}
+    if message.name:
+        entry["name"] = message.name
+    if message.role == "tool":
+        _require_tool_call_id(message, index)
+        entry["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        entry["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {
+                    "name": call.function.name,
+                    "arguments": _decoded_arguments(call.function.arguments),
+                },
+            }
+            for call in message.tool_calls
+        ]
+    return entry
+
+
+def _call_markup(call: ToolCall) -> str:
+    payload = {"name": call.function.name, "arguments": _decoded_arguments(call.function.arguments)}
+    return f"{OPEN}\n{json.dumps(payload, ensure_ascii=False)}\n{CLOSE}"
+
+
+def _decoded_arguments(arguments: str) -> Any:
+    """The arguments as an object, as templates expect; the string itself if it is not JSON."""
+    if nesting_depth(arguments) > MAX_BLOCK_DEPTH:
+        return arguments
+    try:
+        return json.loads(arguments)
+    except (ValueError, RecursionError):
+        return arguments
+
+
+def _require_tool_call_id(message: ChatMessage, index: int) -> None:
+    if not message.tool_call_id:
+        raise InvalidRequestError(
+            f"messages.{index}.tool_call_id: this field is required for role 'tool'",
+            param=f"messages.{index}.tool_call_id",
+        )
