@@ -77,6 +77,8 @@ class ToolCallParser:
         self._state = _State.TEXT
         self._buffer = ""
         self._whitespace = ""
+        self._body: list[str] = []
+        self._body_tail = ""
         self._depth = 0
         self._in_string = False
         self._escaped = False
@@ -97,7 +99,7 @@ class ToolCallParser:
         elif self._state is _State.HEAD:
             self._text(OPEN + self._buffer, events)
         elif self._state is _State.BODY:
-            self._whole_block(self._buffer, events)
+            self._whole_block("".join(self._body) + self._buffer, events)
         self._buffer = ""
         if not self.calls and self._whitespace:
             events.append(Text(self._whitespace))
@@ -170,11 +172,20 @@ class ToolCallParser:
         return True
 
     def _in_body(self, events: list[Event]) -> bool:
-        end = self._buffer.find(CLOSE)
+        # Only the new text and the few characters before it can hold the closing tag: the
+        # body is searched once, however many pieces it arrives in.
+        seen = self._body_tail
+        end = (seen + self._buffer).find(CLOSE)
         if end < 0:
+            self._body.append(self._buffer)
+            self._body_tail = (seen + self._buffer)[1 - len(CLOSE) :]
+            self._buffer = ""
             return False
-        self._whole_block(self._buffer[:end], events)
-        self._buffer = self._buffer[end + len(CLOSE) :]
+        body = "".join(self._body) + self._buffer
+        end += len(body) - len(seen) - len(self._buffer)
+        self._body, self._body_tail = [], ""
+        self._whole_block(body[:end], events)
+        self._buffer = body[end + len(CLOSE) :]
         self._state = _State.TEXT
         return True
 

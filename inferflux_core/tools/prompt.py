@@ -45,14 +45,22 @@ TOOLS_INSTRUCTIONS = (
 def render_prompt(model: LoadedModel, request: ChatCompletionRequest, plan: ToolPlan) -> str:
     """The prompt for a chat request: its messages and the plan's tools, rendered."""
     native = model.template is not None and model.template.uses_tools
+    messages, tools = conversation(request.messages, plan.offered, native=native)
+    return model.render_chat(messages, add_generation_prompt=True, tools=tools)
+
+
+def conversation(
+    messages: Sequence[ChatMessage], offered: Sequence[ToolDefinition], *, native: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """The ``messages`` and ``tools`` to render: as they are for a template that renders
+    tools itself (``native``), else in the fallback format with ``tools`` None."""
     if native:
-        messages = [_native_message(m, i) for i, m in enumerate(request.messages)]
-        tools = [tool.template_dict() for tool in plan.offered] or None
-        return model.render_chat(messages, add_generation_prompt=True, tools=tools)
-    messages = fallback_messages(request.messages)
-    if plan.offered:
-        messages = _with_system_text(messages, tools_block(plan.offered))
-    return model.render_chat(messages, add_generation_prompt=True)
+        tools = [tool.template_dict() for tool in offered] or None
+        return [_native_message(m, i) for i, m in enumerate(messages)], tools
+    converted = fallback_messages(messages)
+    if offered:
+        converted = _with_system_text(converted, tools_block(offered))
+    return converted, None
 
 
 def tools_block(tools: Sequence[ToolDefinition]) -> str:
