@@ -19,13 +19,17 @@ from inferflux_core.structured import schema_grammar
 from inferflux_core.tools.parser import CLOSE, OPEN
 
 CALL_RULE = "tool-call"
+#: Most calls one forced output may hold: a small model tends to repeat a call until
+#: ``max_tokens`` runs out, cutting the last one off; the bound ends the output complete.
+MAX_PARALLEL_CALLS = 8
 DEFINITION_KEYWORDS = ("$defs", "definitions")
 #: Keywords whose values are data, not schemas: a ``$ref`` inside them is not a reference.
 VALUE_KEYWORDS = frozenset({"$ref", "const", "enum", "default", "examples"})
 
 
 def forced_call_grammar(tools: Sequence[ToolDefinition], *, parallel: bool) -> str:
-    """GBNF for one call (or, with ``parallel``, one or more) of one of ``tools``."""
+    """GBNF for one call (or, with ``parallel``, 1 to :data:`MAX_PARALLEL_CALLS`) of one of
+    ``tools``."""
     definitions: dict[str, Any] = {}
     calls = []
     for i, tool in enumerate(tools):
@@ -43,7 +47,7 @@ def forced_call_grammar(tools: Sequence[ToolDefinition], *, parallel: bool) -> s
         schema = {**schema, "$defs": definitions}
     rules = schema_grammar(schema, param="tools", rule=CALL_RULE, first=("name", "arguments"))
     block = f"{_literal(OPEN + chr(10))} {CALL_RULE} {_literal(chr(10) + CLOSE)}"
-    repeat = f' ("\\n" {block})*' if parallel else ""
+    repeat = f' ("\\n" {block}){{0,{MAX_PARALLEL_CALLS - 1}}}' if parallel else ""
     return f"root ::= {block}{repeat}\n{rules}"
 
 
