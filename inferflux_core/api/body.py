@@ -25,3 +25,5 @@ async def read_json(req: falcon.asgi.Request, limit: int) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequestError("the request body's JSON is nested too deeply") from None

@@ -43,6 +43,12 @@ def test_malformed_json_is_400(http: httpx.Client) -> None:
     assert error["type"] == "invalid_request_error"
 
 
+def test_json_nested_too_deeply_is_400(http: httpx.Client) -> None:
+    body = b'{"model": "x", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    error = _error(http.post(CHAT, content=body, headers={"content-type": "application/json"}), 400)
+    assert "nested too deeply" in str(error["message"])
+
+
 def test_body_that_is_not_an_object_is_400(http: httpx.Client) -> None:
     _error(http.post(CHAT, json=[1, 2, 3]), 400)
 
@@ -114,10 +120,10 @@ def test_unsupported_feature_is_400_not_ignored(http: httpx.Client) -> None:
     body = {
         "model": MODEL_NAME,
         "messages": [{"role": "user", "content": "hi"}],
-        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "logprobs": True,
     }
     error = _error(http.post(CHAT, json=body), 400)
-    assert error["param"] == "tools"
+    assert error["param"] == "logprobs"
 
 
 def test_token_id_outside_vocabulary_is_400(http: httpx.Client) -> None:
