@@ -126,23 +126,41 @@ class GuardrailChain:
                 log.warning("guardrail %s failed to close: %s", name, exc)
 
 
+class _ChoiceFilters:
+    """The filter chains of one choice: one for its text, one per tool call's arguments."""
+
+    def __init__(self, chain: GuardrailChain, request: GuardrailInput, text: FilterChain) -> None:
+        self._chain = chain
+        self._request = request
+        self.text = text
+        self.calls: dict[int, FilterChain] = {}
+
+    def call(self, index: int) -> FilterChain:
+        """The chain of tool call ``index``'s arguments."""
+        if index not in self.calls:
+            self.calls[index] = self._chain.filters(self._request) or FilterChain(())
+        return self.calls[index]
+
+
 async def filter_stream(
     chunks: AsyncIterator[dict[str, Any]], chain: GuardrailChain, request: GuardrailInput
 ) -> AsyncIterator[dict[str, Any]]:
     """Chat or completion chunks with every choice's text passed through its filter chain.
 
-    A blocked choice ends the stream: its last chunk has no new text and ``finish_reason:
-    content_filter``, and generation is cancelled.
+    A choice's text and each of its tool calls' ``arguments`` are filtered apart. A blocked
+    choice ends the stream: its last chunk has no new text and no tool calls, and
+    ``finish_reason: content_filter``; generation is cancelled.
     """
-    filters: dict[int, FilterChain | None] = {}
+    filters: dict[int, _ChoiceFilters | None] = {}
     try:
         async for chunk in chunks:
             for choice in chunk.get("choices", ()):
                 index = choice.get("index", 0)
                 if index not in filters:
-                    filters[index] = chain.filters(request)
-                output_filter = filters[index]
-                if output_filter is not None and _filter_choice(choice, output_filter):
+                    text = chain.filters(request)
+                    filters[index] = text and _ChoiceFilters(chain, request, text)
+                choice_filters = filters[index]
+                if choice_filters is not None and _filter_choice(choice, choice_filters):
                     chunk["choices"] = [choice]
                     yield chunk
                     return
@@ -153,17 +171,42 @@ async def filter_stream(
             await aclose()
 
 
-def _filter_choice(choice: dict[str, Any], chain: FilterChain) -> bool:
-    """Replace the choice's text with what may be sent; True if the output is blocked."""
+def _filter_choice(choice: dict[str, Any], filters: _ChoiceFilters) -> bool:
+    """Replace the choice's text and arguments with what may be sent; True if blocked."""
     holder, field = (choice["delta"], "content") if "delta" in choice else (choice, "text")
-    text, blocked = chain.push(holder.get(field) or "")
-    if not blocked and choice.get("finish_reason") is not None:
-        rest, blocked = chain.finish()
-        text += rest
+    finished = choice.get("finish_reason") is not None
+    blocked = _filter_text(holder, field, filters.text, finished)
+    for call in holder.get("tool_calls") or ():
+        function = call.get("function") or {}
+        if not blocked and "arguments" in function:
+            blocked = _filter_text(function, "arguments", filters.call(call["index"]), False)
+    if finished and not blocked:
+        blocked = _release_arguments(holder, filters)
     if blocked:
         holder[field] = ""
+        holder.pop("tool_calls", None)
         choice["finish_reason"] = CONTENT_FILTER
-        return True
-    if text or field in holder:
+    return blocked
+
+
+def _filter_text(holder: dict[str, Any], field: str, chain: FilterChain, finished: bool) -> bool:
+    """Pass ``holder[field]`` through ``chain``; True if the output is blocked."""
+    text, blocked = chain.push(holder.get(field) or "")
+    if not blocked and finished:
+        rest, blocked = chain.finish()
+        text += rest
+    if not blocked and (text or field in holder):
         holder[field] = text
+    return blocked
+
+
+def _release_arguments(holder: dict[str, Any], filters: _ChoiceFilters) -> bool:
+    """The output ended: send what each tool call's chain held back; True if blocked."""
+    for index, chain in sorted(filters.calls.items()):
+        rest, blocked = chain.finish()
+        if blocked:
+            return True
+        if rest:
+            fragment = {"index": index, "function": {"arguments": rest}}
+            holder.setdefault("tool_calls", []).append(fragment)
     return False

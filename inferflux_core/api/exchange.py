@@ -94,9 +94,14 @@ class Exchange:
 
 
 def choice_text(choice: dict[str, Any]) -> str:
-    """The text of a chat or completion choice, whole or streamed."""
-    for holder, name in (("message", "content"), ("delta", "content")):
+    """The text of a chat or completion choice, whole or streamed; a chat choice's tool calls
+    count as their name and arguments, so guardrails and the audit hash see them too."""
+    for holder in ("message", "delta"):
         inner = choice.get(holder)
         if isinstance(inner, dict):
-            return inner.get(name) or ""
+            calls = [
+                f"{call['function'].get('name') or ''}{call['function'].get('arguments') or ''}"
+                for call in inner.get("tool_calls") or ()
+            ]
+            return (inner.get("content") or "") + "".join(calls)
     return choice.get("text") or ""

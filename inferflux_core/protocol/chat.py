@@ -66,16 +66,6 @@ class ChatCompletionRequest(SamplingFields):
                 param="chat_template",
             )
 
-    def template_messages(self) -> list[dict[str, Any]]:
-        """Messages as plain dicts for the chat template."""
-        out = []
-        for i, message in enumerate(self.messages):
-            entry: dict[str, Any] = {"role": message.role, "content": message.text(i)}
-            if message.name:
-                entry["name"] = message.name
-            out.append(entry)
-        return out
-
     @property
     def requested_max_tokens(self) -> int | None:
         """``max_completion_tokens`` or, failing that, ``max_tokens``."""

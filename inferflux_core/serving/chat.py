@@ -10,7 +10,14 @@ from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.common import parse_body, reject_unsupported
 from inferflux_core.serving.common import Service, Usage, collect, raise_if_failed, usage
 from inferflux_core.structured import response_format_grammar
-from inferflux_core.tools import ChoiceOutput, ToolPlan, chat_message, plan_tools, render_prompt
+from inferflux_core.tools import (
+    ChoiceOutput,
+    ToolPlan,
+    chat_message,
+    conversation_text,
+    plan_tools,
+    render_prompt,
+)
 
 
 class ChatService(Service):
@@ -42,9 +49,8 @@ class ChatService(Service):
 
     def input_text(self, body: Any) -> str:
         """The conversation's text as guardrails and the audit log see it: each message's
-        content, joined by newlines (400 if the body is invalid)."""
-        request = parse_body(ChatCompletionRequest, body)
-        return "\n".join(m["content"] for m in request.template_messages())
+        content and the tool definitions, joined by newlines (400 if the body is invalid)."""
+        return conversation_text(parse_body(ChatCompletionRequest, body))
 
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
         """A complete ``chat.completion``; ``usage_meter`` is kept up to date."""

@@ -63,6 +63,15 @@ def conversation(
     return converted, None
 
 
+def conversation_text(request: ChatCompletionRequest) -> str:
+    """What guardrails and the audit log see of a chat request, one part a line: each
+    message's content (earlier calls and results written as the fallback writes them), then
+    each tool's definition."""
+    texts = [m["content"] for m in fallback_messages(request.messages)]
+    texts += [json.dumps(t.template_dict(), ensure_ascii=False) for t in request.tools or ()]
+    return "\n".join(texts)
+
+
 def tools_block(tools: Sequence[ToolDefinition]) -> str:
     """The fallback's description of the tools and how to call them."""
     signatures = "\n".join(json.dumps(t.template_dict(), ensure_ascii=False) for t in tools)

@@ -115,3 +115,54 @@ def test_the_openai_sdk_reads_a_filtered_stream(secured: SecuredServer) -> None:
     chunks = list(stream)
     assert chunks[-1].choices[0].finish_reason == "content_filter"
     assert server.wait_idle(), "the cut stream's sequence was not freed"
+
+
+ANSWER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "answer",
+        "description": "Give the answer",
+        "parameters": {
+            "type": "object",
+            "properties": {"text": {"type": "string", "maxLength": 60}},
+            "required": ["text"],
+        },
+    },
+}
+
+
+def _forced_answer(question: str, **extra: Any) -> dict[str, Any]:
+    return _body(
+        question,
+        tools=[ANSWER_TOOL],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=40,
+        **extra,
+    )
+
+
+def test_a_tool_call_with_a_blocked_phrase_is_400(http: httpx.Client) -> None:
+    # Greedy, the default model calls answer({"text": "Paris"}); "Paris" is a blocked term.
+    response = http.post(CHAT, json=_forced_answer("What is the capital of France?"))
+    _error(response, 400, "content_blocked")
+
+
+def test_a_streamed_tool_call_is_cut_before_a_blocked_phrase(http: httpx.Client) -> None:
+    body = _forced_answer("What is the capital of France?", stream=True)
+    with http.stream("POST", CHAT, json=body) as response:
+        assert response.status_code == 200
+        raw = response.read().decode()
+    events = [e for e in raw.split("\n\n") if e.strip() and not e.startswith(":")]
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    calls = [c for chunk in chunks for c in chunk["choices"][0]["delta"].get("tool_calls") or ()]
+    assert calls[0]["function"]["name"] == "answer"
+    arguments = "".join(c["function"].get("arguments") or "" for c in calls)
+    assert arguments.startswith("{") and "Paris" not in arguments
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_tool_definitions_are_part_of_the_checked_prompt(http: httpx.Client) -> None:
+    tool = {"type": "function", "function": {"name": "f", "description": BLOCKED_PHRASE}}
+    response = http.post(CHAT, json=_body("Hello", tools=[tool]))
+    _error(response, 400, "content_blocked")

@@ -118,6 +118,39 @@ def test_held_text_is_released_with_the_finish_chunk() -> None:
     }
 
 
+def _call(index: int, arguments: str, name: str | None = None) -> dict[str, Any]:
+    call: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
+    if name is not None:
+        call.update(id=f"call_{index}", type="function")
+        call["function"]["name"] = name
+    return {"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+
+
+def test_tool_call_arguments_with_a_split_phrase_end_with_content_filter() -> None:
+    items = [_chat(""), _call(0, "", "say"), _call(0, '{"text": "a cat'), _call(0, ' named'),
+             _call(0, ' Luna"}'), _chat(None, "tool_calls")]  # fmt: skip
+    out = _run(_blocklist("named Luna"), items)
+    last = out[-1]["choices"][0]
+    assert last["finish_reason"] == "content_filter"
+    assert "tool_calls" not in last["delta"]
+    sent = "".join(
+        c["function"].get("arguments", "")
+        for chunk in out
+        for c in chunk["choices"][0]["delta"].get("tool_calls", ())
+    )
+    assert "Luna" not in sent and sent.startswith('{"text": "a cat')
+
+
+def test_held_arguments_are_released_with_the_finish_chunk() -> None:
+    items = [_call(0, "", "say"), _call(0, '{"text": "named'), _call(1, "{}", "other"),
+             _chat(None, "tool_calls")]  # fmt: skip
+    out = _run(_blocklist("named Luna"), items)
+    assert out[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == '{"text": "'
+    last = out[-1]["choices"][0]
+    assert last["finish_reason"] == "tool_calls"
+    assert last["delta"]["tool_calls"] == [{"index": 0, "function": {"arguments": "named"}}]
+
+
 def test_completion_choices_are_filtered_separately() -> None:
     def part(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
         return {"choices": [{"index": index, "text": text, "finish_reason": finish}]}
