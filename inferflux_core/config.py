@@ -69,6 +69,9 @@ class SchedulerConfig(_Strict):
         512, ge=1, description="tokens fed per step, all sequences (raised to fit one chunk)"
     )
     prefill_chunk: int = Field(512, ge=1, description="prompt tokens per sequence per step")
+    prefill_sequences: int = Field(
+        1, ge=0, description="prompts fed per step (0: as many as the budget allows)"
+    )
     max_queue: int = Field(256, ge=0, description="waiting requests before 429")
     queue_timeout: float = Field(
         300.0, ge=0, description="seconds a request may wait for admission before 503 (0: none)"

@@ -108,6 +108,11 @@ class StepBackend(ABC):
     #: True if :meth:`save_sequence` / :meth:`restore_sequence` work: the engine can then
     #: preempt a running sequence and resume it later with the same output.
     supports_preemption: bool = False
+    #: Prompt chunks of 2 up to this many tokens minus one compute each token's KV the same
+    #: way whatever else the chunk holds (0: no such promise). The engine then also reuses
+    #: cached prefixes that end inside such a short last chunk, not only whole
+    #: ``prefill_chunk`` s.
+    independent_rows_below: int = 0
 
     @property
     @abstractmethod

@@ -90,6 +90,7 @@ def load_model(
             preemption=scheduler_config.preemption and backend.supports_preemption,
             aging_per_second=scheduler_config.aging_per_second,
             timeslice_tokens=scheduler_config.timeslice_tokens,
+            prefill_sequences=scheduler_config.prefill_sequences,
         )
         if scheduler_config.preemption and not backend.supports_preemption:
             log.warning("model %s: its backend cannot preempt; preemption is off", config.name)

@@ -71,6 +71,7 @@ class ModelRunner:
             max_sequences,
             reuse=prefix_reuse and backend.supports_prefix_reuse,
             align=scheduler.limits.prefill_chunk,
+            independent_below=backend.independent_rows_below,
         )
         self._next_deadline_check = 0.0
         self._live: dict[str, ScheduledSequence] = {}

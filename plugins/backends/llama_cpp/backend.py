@@ -58,6 +58,10 @@ class SavedSequence:
     grammar: Any = None
 
 
+#: Query tokens per KV stream from which llama.cpp's CPU flash attention uses its tiled kernel.
+CPU_FLASH_ATTENTION_TILE = 64
+
+
 class LlamaCppBackend(StepBackend):
     """A GGUF model run by llama.cpp through its C API (``llama_cpp`` low-level bindings)."""
 
@@ -87,6 +91,7 @@ class LlamaCppBackend(StepBackend):
             self._n_ctx = min(llama.llama_n_ctx_seq(self._ctx), spec.context_length)
             self._kv_capacity = llama.llama_n_ctx(self._ctx)
             self._kv_unified = options.kv_unified
+            self.independent_rows_below = independent_rows_below(spec.device.kind, options)
             self._n_batch = min(llama.llama_n_batch(self._ctx), llama.llama_n_ubatch(self._ctx))
             self._batch = TokenBatch(llama, self._n_batch, spec.max_sequences)
             self._positions = [0] * spec.max_sequences
@@ -308,41 +313,59 @@ class LlamaCppBackend(StepBackend):
         pending: list[tuple[int, Any, int]] = []
         starts: list[tuple[int, int]] = []
         try:
-            # llama.cpp splits a batch whose sequences are not in ascending seq_id order into
-            # several ubatches when each sequence has its own KV stream: a step then costs up
-            # to twice as much (measured: 113 vs 195 tok/s for 8 sequences).
-            for chunk in sorted(chunks, key=_seq_id):
-                seq_id = chunk.seq_id
-                chain = chains.get(seq_id)
-                tokens = chunk.tokens
-                remaining = len(tokens)
-                if chain is None or not remaining:
-                    raise BackendError(
-                        f"sequence {seq_id} is not open"
-                        if chain is None
-                        else f"empty chunk for sequence {seq_id}"
-                    )
-                starts.append((seq_id, positions[seq_id]))
-                offset = 0
-                while remaining:
-                    if not batch.room:
-                        self._run(pending, sampled)
-                        pending = []
-                    take = min(remaining, batch.room)
-                    remaining -= take
-                    want = chunk.sample and not remaining
-                    index = batch.add(seq_id, tokens, offset, take, positions[seq_id], want)
-                    positions[seq_id] += take
-                    offset += take
-                    if want:
-                        pending.append((seq_id, chain, index))
-            if batch.n_tokens:
-                self._run(pending, sampled)
+            for group in self._call_groups(chunks):
+                for chunk in group:
+                    seq_id = chunk.seq_id
+                    chain = chains.get(seq_id)
+                    tokens = chunk.tokens
+                    remaining = len(tokens)
+                    if chain is None or not remaining:
+                        raise BackendError(
+                            f"sequence {seq_id} is not open"
+                            if chain is None
+                            else f"empty chunk for sequence {seq_id}"
+                        )
+                    starts.append((seq_id, positions[seq_id]))
+                    offset = 0
+                    while remaining:
+                        if not batch.room:
+                            self._run(pending, sampled)
+                            pending = []
+                        take = min(remaining, batch.room)
+                        remaining -= take
+                        want = chunk.sample and not remaining
+                        index = batch.add(seq_id, tokens, offset, take, positions[seq_id], want)
+                        positions[seq_id] += take
+                        offset += take
+                        if want:
+                            pending.append((seq_id, chain, index))
+                if batch.n_tokens:
+                    self._run(pending, sampled)
+                    pending = []
         except BaseException:
             batch.clear()
             self._roll_back(starts)
             raise
         return sampled
+
+    def _call_groups(self, chunks: Sequence[SequenceChunk]) -> list[list[SequenceChunk]]:
+        """The chunks each ``llama_decode`` call gets, in ascending seq_id order.
+
+        llama.cpp splits a batch whose sequences are not in ascending seq_id order into
+        several ubatches when each sequence has its own KV stream (a step then costs up to
+        twice as much: 113 vs 195 tok/s measured for 8 sequences). It also cuts every ubatch
+        to the same number of tokens per sequence, so a prompt chunk batched with one-token
+        decode steps would lose its first token to a one-row ubatch, which llama.cpp's
+        attention computes differently. With per-sequence streams, the decode steps therefore
+        share one call and every prompt chunk gets its own: each token is computed the same
+        way whatever else runs. A unified KV stream gives no such promise; all share a call.
+        """
+        ordered = sorted(chunks, key=_seq_id)
+        if self._kv_unified:
+            return [ordered]
+        steps = [chunk for chunk in ordered if len(chunk.tokens) == 1]
+        prompts = [[chunk] for chunk in ordered if len(chunk.tokens) != 1]
+        return [steps, *prompts] if steps else prompts
 
     def _run(self, pending: list[tuple[int, Any, int]], sampled: dict[int, int]) -> None:
         """One ``llama_decode`` of the filled batch, then the samples it makes possible."""
@@ -420,3 +443,16 @@ class LlamaCppBackend(StepBackend):
 
 def _seq_id(chunk: SequenceChunk) -> int:
     return chunk.seq_id
+
+
+def independent_rows_below(device_kind: str, options: LlamaCppOptions) -> int:
+    """Chunk lengths below which every token's KV is computed independently of the others.
+
+    On the CPU, with one KV stream per sequence, the matrix products work row by row, and so
+    does flash attention for fewer than 64 query tokens (``GGML_FA_TILE_Q``; from 64 it
+    switches to a tiled kernel that rounds differently). A shared KV stream mixes other
+    sequences' tokens into that count, and GPU kernels depend on the batch shape: no promise.
+    """
+    if device_kind != "cpu" or options.kv_unified:
+        return 0
+    return CPU_FLASH_ATTENTION_TILE
