@@ -19,12 +19,18 @@ See ``docs/plugin-author-guide.md``.
 
 from inferflux_core.testing.backend import BackendConformance, load_backend
 from inferflux_core.testing.lookup import fill_tmp, model_path_for, plugin_factory
+from inferflux_core.testing.policy import PolicyStoreConformance
+from inferflux_core.testing.scheduler import SchedulerConformance
 from inferflux_core.testing.settings import BackendSettings, PluginSettings
+from inferflux_core.testing.simulation import SimulatedEngine
 
 __all__ = [
     "BackendConformance",
     "BackendSettings",
     "PluginSettings",
+    "PolicyStoreConformance",
+    "SchedulerConformance",
+    "SimulatedEngine",
     "fill_tmp",
     "load_backend",
     "model_path_for",
