@@ -23,6 +23,7 @@ from inferflux_core.testing.policy import PolicyStoreConformance
 from inferflux_core.testing.scheduler import SchedulerConformance
 from inferflux_core.testing.settings import BackendSettings, PluginSettings
 from inferflux_core.testing.simulation import SimulatedEngine
+from inferflux_core.testing.transport import TransportConformance
 
 __all__ = [
     "BackendConformance",
@@ -31,6 +32,7 @@ __all__ = [
     "PolicyStoreConformance",
     "SchedulerConformance",
     "SimulatedEngine",
+    "TransportConformance",
     "fill_tmp",
     "load_backend",
     "model_path_for",
