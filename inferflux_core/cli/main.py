@@ -33,6 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="print the effective configuration")
     _add_config_args(config)
 
+    new_plugin = commands.add_parser(
+        "new-plugin", help="write a new plugin package that passes the conformance kit"
+    )
+    from inferflux_core.scaffold import KINDS
+
+    new_plugin.add_argument("kind", choices=list(KINDS), help="what the plugin provides")
+    new_plugin.add_argument("name", help="its registered name: lower-case letters, digits, _")
+    new_plugin.add_argument(
+        "--dir", default=".", help="where to create the inferflux-NAME folder (default: here)"
+    )
+
     from inferflux_core.cli.admin import add_admin_parser
 
     add_admin_parser(commands, _add_config_args)
@@ -47,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; errors are one clear message and exit status 2, not a traceback."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "new-plugin":
+            return _new_plugin(args)
         settings = _settings(args)
         logging.basicConfig(
             level=settings.server.log_level.upper(),
@@ -70,6 +83,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides = merged
         settings = load_config(args.config, **overrides)
     return settings
+
+
+def _new_plugin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inferflux_core.scaffold import create_plugin
+
+    target = create_plugin(args.kind, args.name, Path(args.dir))
+    print(f"created {target}")
+    print(f"next: pip install -e {target} && python -m pytest {target / 'tests'}")
+    return 0
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
