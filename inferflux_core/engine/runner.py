@@ -22,6 +22,7 @@ from inferflux_core.contracts import (
     StepPlan,
     TokenLogprob,
 )
+from inferflux_core.engine.groups import copy_source, followers_to_fork, waits_for_leader
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
 from inferflux_core.engine.slots import KVSlots
 from inferflux_core.engine.stream import RequestState, RequestStream
@@ -223,7 +224,7 @@ class ModelRunner:
         by_seq_id: dict[int, ScheduledSequence] = {}
         for planned in plan.chunks:
             sequence = planned.sequence
-            if self._waits_for_leader(sequence):
+            if waits_for_leader(sequence):
                 continue
             if sequence.seq_id is None:
                 self._open(sequence)
@@ -260,25 +261,11 @@ class ModelRunner:
     def _wants_logprobs(sequences: list[ScheduledSequence]) -> bool:
         return any(s.payload.request.sampling.logprobs is not None for s in sequences)
 
-    @staticmethod
-    def _waits_for_leader(sequence: ScheduledSequence) -> bool:
-        """True for a sequence of an ``n > 1`` group while its leader prefills their prompt."""
-        leader = sequence.payload.leader
-        return (
-            leader is not None
-            and sequence.seq_id is None
-            and sequence.saved is None
-            and leader.status is SequenceStatus.RUNNING
-            and leader.saved is None
-            and not leader.prefill_done
-        )
-
     def _fork_followers(self, leader: ScheduledSequence) -> None:
         """The leader's prompt is in its KV: admitted followers copy it now, before the
         leader can finish and give its KV up."""
-        for follower in leader.payload.followers:
-            if follower.status is SequenceStatus.RUNNING and follower.seq_id is None:
-                self._open(follower)
+        for follower in followers_to_fork(leader):
+            self._open(follower)
 
     def _sampling(self, state: RequestState) -> SamplingParams:
         params = state.request.sampling
@@ -299,8 +286,8 @@ class ModelRunner:
             return
         state: RequestState = sequence.payload
         params = self._sampling(state)
-        leader = state.leader
-        if leader is not None and leader.seq_id is not None and leader.prefill_done:
+        leader = copy_source(sequence)
+        if leader is not None:
             self._fork(sequence, leader, params)
             return
         hit = self.slots.find_prefix(sequence.prompt_tokens) if self.slots.reuse else None
@@ -381,7 +368,7 @@ class ModelRunner:
         ):
             finish = "length"
             text += state.assembler.flush()
-        released = _released_logprobs(state, finish is not None)
+        released = state.release_logprobs(finished=finish is not None)
         self._emit(state, sequence, text, (token,), finish, logprobs=released)
         if finish is not None:
             self._release(sequence, finish)
@@ -479,16 +466,6 @@ class ModelRunner:
 def _deliver(events: list[tuple[RequestState, GenerationEvent]]) -> None:
     for state, event in events:
         state.queue.put_nowait(event)
-
-
-def _released_logprobs(state: RequestState, finished: bool) -> tuple[TokenLogprob, ...]:
-    """The logprobs of the tokens whose text the assembler just released, in order."""
-    pending = state.pending_logprobs
-    n_released = min(state.assembler.take_released(), len(pending))
-    released = tuple(pending.popleft() for _ in range(n_released))
-    if finished:
-        pending.clear()  # a cut stop string's tokens are never reported
-    return released
 
 
 def _with_logit_bias(params: SamplingParams, bias: dict[int, float]) -> SamplingParams:

@@ -31,6 +31,15 @@ class RequestState:
     followers: list[ScheduledSequence] = field(default_factory=list)
     pending_logprobs: collections.deque[TokenLogprob] = field(default_factory=collections.deque)
 
+    def release_logprobs(self, *, finished: bool) -> tuple[TokenLogprob, ...]:
+        """The logprobs of the tokens whose text the assembler just released, in order."""
+        pending = self.pending_logprobs
+        n_released = min(self.assembler.take_released(), len(pending))
+        released = tuple(pending.popleft() for _ in range(n_released))
+        if finished:
+            pending.clear()  # a cut stop string's tokens are never reported
+        return released
+
 
 class RequestStream:
     """Iterate to receive a request's :class:`GenerationEvent` s; the last one has a finish reason.
