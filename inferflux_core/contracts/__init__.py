@@ -6,6 +6,7 @@ from inferflux_core.contracts.backend import (
     SamplingParams,
     SequenceChunk,
     StepBackend,
+    TokenLogprob,
 )
 from inferflux_core.contracts.device import DeviceContext, DeviceInfo
 from inferflux_core.contracts.guardrail import (
@@ -51,4 +52,5 @@ __all__ = [
     "SequenceStatus",
     "StepBackend",
     "StepPlan",
+    "TokenLogprob",
 ]

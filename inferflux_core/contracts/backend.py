@@ -27,7 +27,10 @@ class SamplingParams:
     ``temperature <= 0`` means greedy decoding. ``top_k == 0``, ``top_p == 1`` and
     ``min_p == 0`` disable those filters. ``seed`` makes a sampled sequence reproducible.
     ``grammar`` (GBNF text, start rule ``root``) limits sampling to tokens the grammar allows;
-    the sequence may only end once the grammar is complete.
+    the sequence may only end once the grammar is complete. ``logprobs`` (only asked of
+    backends with ``supports_logprobs``) asks for each sampled token's log-probability and
+    the ``logprobs`` most likely alternatives (0: the sampled token's only), see
+    :meth:`StepBackend.take_logprobs`.
     """
 
     temperature: float = 1.0
@@ -41,11 +44,26 @@ class SamplingParams:
     penalty_last_n: int = 64
     logit_bias: Mapping[int, float] | None = None
     grammar: str | None = None
+    logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
         """True when the sampler picks the most likely token."""
         return self.temperature <= 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A sampled token's log-probability and the most likely tokens at its position.
+
+    Log-probabilities are the log-softmax of the model's raw logits (before logit bias,
+    penalties, temperature or any filter); ``top`` holds ``(token, logprob)`` pairs, most
+    likely first.
+    """
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +107,8 @@ class ModelInfo:
     eos_token: str
     add_bos: bool
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Fill-in-the-middle tokens ``(prefix, suffix, middle)``, or None if the model has none.
+    fim_tokens: tuple[int, int, int] | None = None
 
 
 class StepBackend(ABC):
@@ -113,6 +133,9 @@ class StepBackend(ABC):
     #: cached prefixes that end inside such a short last chunk, not only whole
     #: ``prefill_chunk`` s.
     independent_rows_below: int = 0
+    #: True if sequences opened with ``SamplingParams.logprobs`` set get their tokens'
+    #: log-probabilities from :meth:`take_logprobs`; otherwise the API refuses ``logprobs``.
+    supports_logprobs: bool = False
 
     @property
     @abstractmethod
@@ -165,6 +188,15 @@ class StepBackend(ABC):
         ``keep_kv`` is only asked of backends that support prefix reuse: the KV stays for a
         later ``open_sequence(..., keep_tokens=n)`` or :meth:`copy_prefix` from this seq_id.
         """
+
+    def take_logprobs(self) -> Mapping[int, TokenLogprob]:
+        """``{seq_id: TokenLogprob}`` for the tokens the last :meth:`decode` sampled.
+
+        Only sequences opened with ``params.logprobs`` set appear; the engine calls this after
+        a decode that sampled such a sequence. Only backends with ``supports_logprobs``
+        implement it.
+        """
+        return {}
 
     def check_grammar(self, grammar: str) -> None:
         """Raise :class:`~inferflux_core.errors.InvalidRequestError` unless ``grammar`` (GBNF)

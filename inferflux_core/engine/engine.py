@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from inferflux_core.config import Settings, load_config
@@ -96,6 +96,12 @@ class Engine:
     def submit(self, model: str, request: GenerationRequest) -> RequestStream:
         """Queue a tokenized request; iterate the returned stream for its events."""
         return self.model(model).runner.submit(request)
+
+    def submit_group(
+        self, model: str, requests: Sequence[GenerationRequest]
+    ) -> list[RequestStream]:
+        """Queue requests that share one prompt (``n > 1``); the prompt is prefilled once."""
+        return self.model(model).runner.submit_group(requests)
 
     async def generate(
         self, model: str, request: GenerationRequest

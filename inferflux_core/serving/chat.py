@@ -8,7 +8,15 @@ from typing import Any
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.common import parse_body, reject_unsupported
-from inferflux_core.serving.common import Service, Usage, collect, raise_if_failed, usage
+from inferflux_core.serving.common import (
+    Service,
+    Usage,
+    collect_all,
+    merge,
+    raise_if_failed,
+    usage,
+)
+from inferflux_core.serving.logprobs import TokenBytes, chat_logprobs
 from inferflux_core.structured import response_format_grammar
 
 
@@ -17,15 +25,13 @@ class ChatService(Service):
 
     object_prefix = "chatcmpl"
 
-    def _submit(self, body: Any, usage_meter: Usage) -> tuple[ChatCompletionRequest, RequestStream]:
+    def _submit(
+        self, body: Any, usage_meter: Usage
+    ) -> tuple[ChatCompletionRequest, list[RequestStream], TokenBytes]:
+        """Submit the request's ``n`` choices; also returns the model's ``token_bytes``."""
         request = parse_body(ChatCompletionRequest, body)
         request.refuse_request_template()
-        reject_unsupported(
-            {
-                "tools": request.tools,
-                "logprobs": request.logprobs,
-            }
-        )
+        reject_unsupported({"tools": request.tools})
         model = self.engine.model(request.model)
         grammar = response_format_grammar(
             request.response_format,
@@ -36,11 +42,18 @@ class ChatService(Service):
         prompt = model.render_chat(request.template_messages(), add_generation_prompt=True)
         tokens = model.tokenize_prompt(prompt)
         generation = self.generation_request(
-            model, request, tokens, request.requested_max_tokens, grammar
+            model,
+            request,
+            tokens,
+            request.requested_max_tokens,
+            grammar,
+            request.logprobs_requested,
         )
-        stream = self.engine.submit(model.name, generation)
-        usage_meter.update(0, stream.n_prompt_tokens, 0)
-        return request, stream
+        streams = self.submit_choices(model, generation, request.n)
+        usage_meter.per_prompt = request.n
+        for index, stream in enumerate(streams):
+            usage_meter.update(index, stream.n_prompt_tokens, 0)
+        return request, streams, model.backend.token_bytes
 
     def input_text(self, body: Any) -> str:
         """The conversation's text as guardrails and the audit log see it: each message's
@@ -51,23 +64,27 @@ class ChatService(Service):
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
         """A complete ``chat.completion``; ``usage_meter`` is kept up to date."""
         usage_meter = usage_meter or Usage()
-        request, stream = self._submit(body, usage_meter)
-        result = await collect(stream)
-        usage_meter.update(0, result.n_prompt_tokens, result.n_generated_tokens)
+        request, streams, token_bytes = self._submit(body, usage_meter)
+        results = await collect_all(streams)
+        for index, result in enumerate(results):
+            usage_meter.update(index, result.n_prompt_tokens, result.n_generated_tokens)
         return {
-            "id": stream.request_id,
+            "id": streams[0].request_id,
             "object": "chat.completion",
             "created": self.created(),
             "model": request.model,
             "choices": [
                 {
-                    "index": 0,
+                    "index": index,
                     "message": {"role": "assistant", "content": result.text},
-                    "logprobs": None,
+                    "logprobs": (
+                        chat_logprobs(token_bytes, result.logprobs) if request.logprobs else None
+                    ),
                     "finish_reason": result.finish_reason,
                 }
+                for index, result in enumerate(results)
             ],
-            "usage": usage(result.n_prompt_tokens, result.n_generated_tokens),
+            "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
         }
 
     def open_stream(
@@ -78,43 +95,60 @@ class ChatService(Service):
         ``usage_meter`` is kept up to date as events arrive.
         """
         usage_meter = usage_meter or Usage()
-        request, stream = self._submit(body, usage_meter)
-        return self._chunks(request, stream, usage_meter)
+        request, streams, token_bytes = self._submit(body, usage_meter)
+        return self._chunks(request, streams, token_bytes, usage_meter)
 
     async def _chunks(
-        self, request: ChatCompletionRequest, stream: RequestStream, usage_meter: Usage
+        self,
+        request: ChatCompletionRequest,
+        streams: list[RequestStream],
+        token_bytes: TokenBytes,
+        usage_meter: Usage,
     ) -> AsyncIterator[dict[str, Any]]:
         created = self.created()
         include_usage = request.include_usage
+        request_id = streams[0].request_id
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        def chunk(
+            index: int,
+            delta: dict[str, Any],
+            finish: str | None = None,
+            logprobs: dict[str, Any] | None = None,
+        ) -> dict[str, Any]:
             out: dict[str, Any] = {
-                "id": stream.request_id,
+                "id": request_id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": request.model,
                 "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
                 ],
             }
             if include_usage:
                 out["usage"] = None
             return out
 
-        yield chunk({"role": "assistant", "content": ""})
-        async for event in stream:
-            usage_meter.update(0, event.n_prompt_tokens, event.n_generated_tokens)
-            if event.text:
-                yield chunk({"content": event.text})
+        try:  # a client gone before the first event must free its sequences too
+            for index in range(len(streams)):
+                yield chunk(index, {"role": "assistant", "content": ""})
+        except BaseException:
+            for stream in streams:
+                stream.cancel()
+            raise
+        async for index, event in merge(streams):
+            usage_meter.update(index, event.n_prompt_tokens, event.n_generated_tokens)
+            if event.text or event.logprobs:
+                logprobs = chat_logprobs(token_bytes, event.logprobs) if request.logprobs else None
+                yield chunk(index, {"content": event.text}, logprobs=logprobs)
             if event.finish_reason is not None:
                 raise_if_failed(event)
-                yield chunk({}, event.finish_reason)
-                if include_usage:
-                    yield {
-                        "id": stream.request_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": request.model,
-                        "choices": [],
-                        "usage": usage(event.n_prompt_tokens, event.n_generated_tokens),
-                    }
+                yield chunk(index, {}, event.finish_reason)
+        if include_usage:
+            yield {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": request.model,
+                "choices": [],
+                "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
+            }

@@ -22,11 +22,13 @@ from inferflux_core.contracts import (
     SamplingParams,
     SequenceChunk,
     StepBackend,
+    TokenLogprob,
 )
 from inferflux_core.errors import BackendError, ConfigError, ModelFileError
 from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
 from inferflux_plugins.backends.llama_cpp.grammar import ConstrainedSampler, GrammarCache
+from inferflux_plugins.backends.llama_cpp.logprobs import LogprobReader
 from inferflux_plugins.backends.llama_cpp.options import (
     LlamaCppOptions,
     decide_repack,
@@ -56,6 +58,7 @@ class SavedSequence:
     chain: Any
     position: int
     grammar: Any = None
+    logprobs: int | None = None
 
 
 #: Query tokens per KV stream from which llama.cpp's CPU flash attention uses its tiled kernel.
@@ -68,6 +71,7 @@ class LlamaCppBackend(StepBackend):
     supported_devices = ("cpu", "metal", "cuda", "rocm")
     supports_prefix_reuse = True
     supports_preemption = True
+    supports_logprobs = True
 
     def __init__(self, spec: BackendSpec) -> None:
         self._model: Any = None
@@ -75,6 +79,8 @@ class LlamaCppBackend(StepBackend):
         self._chains: dict[int, Any] = {}
         self._grammars: GrammarCache | None = None
         self._grammar_of: dict[int, Any] = {}
+        self._logprobs_of: dict[int, int] = {}
+        self._logprobs: dict[int, TokenLogprob] = {}
         options = parse_options(spec.options)
         if spec.max_sequences < 1:
             raise ConfigError("max_sequences must be at least 1", param="max_sequences")
@@ -87,6 +93,7 @@ class LlamaCppBackend(StepBackend):
             self._vocab = Vocab(llama, llama.llama_model_get_vocab(self._model))
             self._grammars = GrammarCache(llama, self._vocab.handle)
             self._constrained = ConstrainedSampler(llama, self._vocab.size)
+            self._logprob_reader = LogprobReader(llama, self._vocab.size)
             self._mem = llama.llama_get_memory(self._ctx)
             self._n_ctx = min(llama.llama_n_ctx_seq(self._ctx), spec.context_length)
             self._kv_capacity = llama.llama_n_ctx(self._ctx)
@@ -185,7 +192,17 @@ class LlamaCppBackend(StepBackend):
             eos_token=vocab.special_text(llama.llama_vocab_eos(vocab.handle)),
             add_bos=bool(llama.llama_vocab_get_add_bos(vocab.handle)),
             metadata=metadata,
+            fim_tokens=self._fim_tokens(),
         )
+
+    def _fim_tokens(self) -> tuple[int, int, int] | None:
+        llama, handle = self._llama, self._vocab.handle
+        tokens = (
+            llama.llama_vocab_fim_pre(handle),
+            llama.llama_vocab_fim_suf(handle),
+            llama.llama_vocab_fim_mid(handle),
+        )
+        return tokens if all(t >= 0 for t in tokens) else None
 
     # -- the contract ----------------------------------------------------------------------
 
@@ -232,6 +249,13 @@ class LlamaCppBackend(StepBackend):
         self._chains[seq_id] = chain
         if grammar is not None:
             self._grammar_of[seq_id] = grammar
+        if params.logprobs is not None:
+            self._logprobs_of[seq_id] = params.logprobs
+
+    def take_logprobs(self) -> dict[int, TokenLogprob]:
+        """Logprobs of the last decode's tokens, for sequences opened with ``logprobs``."""
+        taken, self._logprobs = self._logprobs, {}
+        return taken
 
     def copy_prefix(self, src_seq_id: int, dst_seq_id: int, n_tokens: int) -> None:
         """``dst_seq_id`` gets the first ``n_tokens`` of ``src_seq_id``'s KV.
@@ -263,7 +287,8 @@ class LlamaCppBackend(StepBackend):
         if written != size:
             raise BackendError(f"could not save sequence {seq_id} ({written} of {size} bytes)")
         grammar = self._grammar_of.pop(seq_id, None)
-        saved = SavedSequence(buffer, size, chain, self._positions[seq_id], grammar)
+        n_top = self._logprobs_of.pop(seq_id, None)
+        saved = SavedSequence(buffer, size, chain, self._positions[seq_id], grammar, n_top)
         del self._chains[seq_id]
         self._truncate(seq_id, 0)
         return saved
@@ -282,6 +307,8 @@ class LlamaCppBackend(StepBackend):
         self._chains[seq_id] = saved.chain
         if saved.grammar is not None:
             self._grammar_of[seq_id] = saved.grammar
+        if saved.logprobs is not None:
+            self._logprobs_of[seq_id] = saved.logprobs
 
     def _check_free(self, seq_id: int) -> None:
         if not 0 <= seq_id < self._spec.max_sequences:
@@ -309,6 +336,7 @@ class LlamaCppBackend(StepBackend):
         batch = self._batch
         chains = self._chains
         positions = self._positions
+        self._logprobs = {}
         sampled: dict[int, int] = {}
         pending: list[tuple[int, Any, int]] = []
         starts: list[tuple[int, int]] = []
@@ -379,12 +407,17 @@ class LlamaCppBackend(StepBackend):
             raise BackendError(self._decode_error(code, n_tokens))
         sample = self._sample_fn
         grammars = self._grammar_of
+        wants_logprobs = self._logprobs_of
         for seq_id, chain, index in pending:
             grammar = grammars.get(seq_id)
             if grammar is None:
-                sampled[seq_id] = sample(chain, ctx, index)
+                token = sample(chain, ctx, index)
             else:
-                sampled[seq_id] = self._constrained.sample(chain, grammar, ctx, index)
+                token = self._constrained.sample(chain, grammar, ctx, index)
+            sampled[seq_id] = token
+            n_top = wants_logprobs.get(seq_id)
+            if n_top is not None:
+                self._logprobs[seq_id] = self._logprob_reader.read(ctx, index, token, n_top)
 
     def _decode_error(self, code: int, n_tokens: int) -> str:
         if code == 1:
@@ -412,6 +445,7 @@ class LlamaCppBackend(StepBackend):
         grammar = self._grammar_of.pop(seq_id, None)
         if grammar is not None:
             self._llama.llama_sampler_free(grammar)
+        self._logprobs_of.pop(seq_id, None)
         if not keep_kv and self._ctx is not None and 0 <= seq_id < len(self._positions):
             self._llama.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
             self._positions[seq_id] = 0
