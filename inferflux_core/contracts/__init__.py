@@ -8,6 +8,7 @@ from inferflux_core.contracts.backend import (
     StepBackend,
 )
 from inferflux_core.contracts.device import DeviceContext, DeviceInfo
+from inferflux_core.contracts.embedding import EmbeddingInfo
 from inferflux_core.contracts.guardrail import (
     ALLOW,
     Guardrail,
@@ -32,6 +33,7 @@ __all__ = [
     "BackendSpec",
     "DeviceContext",
     "DeviceInfo",
+    "EmbeddingInfo",
     "Guardrail",
     "GuardrailInput",
     "GuardrailVerdict",

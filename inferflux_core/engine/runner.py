@@ -21,6 +21,7 @@ from inferflux_core.contracts import (
     StepBackend,
     StepPlan,
 )
+from inferflux_core.engine.embedding import EmbeddingQueue
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
 from inferflux_core.engine.slots import KVSlots
 from inferflux_core.engine.stream import RequestState, RequestStream
@@ -60,6 +61,7 @@ class ModelRunner:
         eog_tokens: Sequence[int] = (),
         prefix_reuse: bool = True,
         queue_timeout: float = 0.0,
+        max_queue: int = 256,
     ) -> None:
         self.model_name = model_name
         self.backend = backend
@@ -79,6 +81,10 @@ class ModelRunner:
         self._stopping = False
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestState, GenerationEvent]]]
         self._outbox = {}
+        #: Embedding requests, run on the step thread between generation steps.
+        self.embeddings = EmbeddingQueue(
+            model_name, backend, metrics, self._wake, max_queue=max_queue
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"inferflux-step-{model_name}", daemon=True
         )
@@ -117,6 +123,7 @@ class ModelRunner:
         for sequence in list(self._live.values()):
             self._finish(sequence, "error", ServiceUnavailableError("the server is shutting down"))
         self._flush()
+        self.embeddings.fail_all(ServiceUnavailableError("the server is shutting down"))
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         """Queue a request; raises ContextLengthError / QueueFullError / ServiceUnavailable."""
@@ -161,11 +168,13 @@ class ModelRunner:
             self._wake.clear()
             self._reap_cancelled()
             self._expire_waiting()
+            self.embeddings.run_batch()
             plan = self.scheduler.plan_step()
             if not plan:
                 self._m_active.set(0)
                 self._m_waiting.set(self.scheduler.waiting_count)
-                self._wake.wait(IDLE_WAIT_SECONDS)
+                if not self.embeddings.pending:
+                    self._wake.wait(IDLE_WAIT_SECONDS)
                 continue
             try:
                 self._step(plan)
