@@ -93,19 +93,25 @@ class EmbeddingQueue:
 
     def run_batch(self) -> None:
         """Embed one batch of queued inputs (step thread); failures go to their requests."""
-        batch = self._take_batch(self._backend.embedding_info)
-        if not batch:
+        if not self._waiting:
             return
+        batch: list[tuple[EmbeddingJob, int]] = []
+        try:
+            batch = self._take_batch(self._backend.embedding_info)
+            if batch:
+                self._embed(batch)
+        except Exception as exc:  # a backend bug must not kill the step thread
+            log.exception("embedding batch failed")
+            jobs = {job for job, _ in batch} if batch else self._drain()
+            self._fail(jobs, InferfluxError(f"embedding failed: {type(exc).__name__}"))
+
+    def _embed(self, batch: list[tuple[EmbeddingJob, int]]) -> None:
         try:
             vectors = self._backend.embed([job.inputs[index] for job, index in batch])
             if len(vectors) != len(batch):
                 raise InferfluxError(f"the backend returned {len(vectors)} of {len(batch)} vectors")
         except InferfluxError as exc:
             self._fail({job for job, _ in batch}, exc)
-            return
-        except Exception as exc:  # a backend bug must not kill the step thread
-            log.exception("embedding batch failed")
-            self._fail({job for job, _ in batch}, InferfluxError(f"embedding failed: {exc}"))
             return
         self._m_batch.observe(len(batch))
         self._m_tokens.inc(sum(len(job.inputs[index]) for job, index in batch))
@@ -122,9 +128,14 @@ class EmbeddingQueue:
         """Fail every waiting request and refuse new ones (the model is stopping)."""
         with self._lock:
             self._closed = True
+        self._fail(self._drain(), error)
+
+    def _drain(self) -> set[EmbeddingJob]:
+        """Take every waiting input off the queue; returns their jobs."""
+        with self._lock:
             jobs = {job for job, _ in self._waiting}
             self._waiting.clear()
-        self._fail(jobs, error)
+        return jobs
 
     def _cancelled(self, job: EmbeddingJob) -> None:
         """A cancelled request's remaining inputs are skipped and its queue place freed."""
