@@ -75,7 +75,8 @@ class EmbeddingContext:
             size=size,
             max_input_tokens=settings.batch_tokens,
             batch_tokens=settings.batch_tokens,
-            batch_inputs=MAX_BATCH_INPUTS,
+            # every input has a token, and llama.cpp aborts with more sequences than outputs
+            batch_inputs=min(MAX_BATCH_INPUTS, settings.batch_tokens),
         )
         self._ctx: Any = None
         self._batch: TokenBatch | None = None
@@ -122,7 +123,7 @@ class EmbeddingContext:
         llama, settings = self._llama, self._settings
         params = llama.llama_context_default_params()
         params.n_ctx = params.n_batch = params.n_ubatch = settings.batch_tokens
-        params.n_seq_max = MAX_BATCH_INPUTS
+        params.n_seq_max = self.info.batch_inputs
         params.n_threads = params.n_threads_batch = settings.threads
         params.flash_attn_type = settings.flash_attn
         params.embeddings = True
@@ -136,7 +137,7 @@ class EmbeddingContext:
                 "tokens (out of memory?)"
             )
         self._ctx = ctx
-        self._batch = TokenBatch(llama, settings.batch_tokens, MAX_BATCH_INPUTS)
+        self._batch = TokenBatch(llama, settings.batch_tokens, self.info.batch_inputs)
         log.info(
             "llama_cpp embedding context: %d tokens per batch, %s pooling",
             settings.batch_tokens,
