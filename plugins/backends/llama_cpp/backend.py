@@ -299,7 +299,8 @@ class LlamaCppBackend(StepBackend):
     @property
     def embedding_info(self) -> EmbeddingInfo:
         """The model's embedding size; inputs up to ``batch_size`` tokens, many per batch."""
-        assert self._embedder is not None
+        if self._embedder is None:
+            raise BackendError("the llama_cpp backend is closed")
         return self._embedder.info
 
     def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
