@@ -9,7 +9,7 @@ reported by :func:`load_config` as a :class:`~inferflux_core.errors.ConfigError`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -45,6 +45,10 @@ class ModelConfig(_Strict):
     chat_template: str | None = None
     chat_template_file: Path | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    embeddings: bool = Field(True, description="serve /v1/embeddings, if the backend can")
+    matryoshka_dimensions: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="sizes `dimensions` may shorten embeddings to (a Matryoshka model)"
+    )
 
     def template_override(self) -> str | None:
         """The configured chat template text, from ``chat_template`` or its file."""

@@ -9,6 +9,7 @@ import falcon
 import falcon.asgi
 
 from inferflux_core.api.admin import add_admin_routes
+from inferflux_core.api.embeddings import EmbeddingResource
 from inferflux_core.api.errors import install_error_handlers
 from inferflux_core.api.generation import GenerationResource
 from inferflux_core.api.health import HealthResource, MetricsResource, ReadyResource
@@ -80,6 +81,10 @@ def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon
     app.add_route(
         "/v1/completions",
         GenerationResource(engine.completion_service, "completions", limit, access),
+    )
+    app.add_route(
+        "/v1/embeddings",
+        EmbeddingResource(engine.embedding_service, "embeddings", limit, access),
     )
     add_token_routes(app, TokenService(engine), limit)
     models = ModelsResource(engine)

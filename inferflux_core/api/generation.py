@@ -15,6 +15,7 @@ from inferflux_core.guardrails import filter_stream
 if TYPE_CHECKING:
     from inferflux_core.auth.access import AccessControl
     from inferflux_core.serving import ChatService, CompletionService
+    from inferflux_core.serving.embeddings import EmbeddingService
 
 
 class GenerationResource:
@@ -28,7 +29,7 @@ class GenerationResource:
 
     def __init__(
         self,
-        service: ChatService | CompletionService,
+        service: ChatService | CompletionService | EmbeddingService,
         endpoint: str,
         max_body_bytes: int,
         access: AccessControl,
@@ -40,8 +41,8 @@ class GenerationResource:
         self._needs_text = bool(access.guardrails) or access.audit is not None
         self._audit = access.audit is not None
 
-    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        """Generate; stream if the body says ``"stream": true``."""
+    async def admit(self, req: falcon.asgi.Request) -> tuple[Any, Exchange]:
+        """Read the body; check the caller may use its model and the guardrails pass it."""
         body = await read_json(req, self._max_body_bytes)
         exchange: Exchange = req.context.exchange
         exchange.endpoint = self._endpoint
@@ -53,6 +54,11 @@ class GenerationResource:
             exchange.prompt = self._service.input_text(body)
         if self._guardrails:
             await self._guardrails.check_input(exchange.guardrail_input())
+        return body, exchange
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """Generate; stream if the body says ``"stream": true``."""
+        body, exchange = await self.admit(req)
         if isinstance(body, dict) and body.get("stream") is True:
             chunks = self._service.open_stream(body, exchange.usage)
             if self._guardrails:

@@ -9,6 +9,7 @@ from inferflux_core.contracts.backend import (
     TokenLogprob,
 )
 from inferflux_core.contracts.device import DeviceContext, DeviceInfo
+from inferflux_core.contracts.embedding import EmbeddingInfo
 from inferflux_core.contracts.guardrail import (
     ALLOW,
     Guardrail,
@@ -33,6 +34,7 @@ __all__ = [
     "BackendSpec",
     "DeviceContext",
     "DeviceInfo",
+    "EmbeddingInfo",
     "Guardrail",
     "GuardrailInput",
     "GuardrailVerdict",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inferflux_core.contracts.device import DeviceInfo
+from inferflux_core.contracts.embedding import EmbeddingInfo
 from inferflux_core.errors import InvalidRequestError
 
 
@@ -136,6 +137,9 @@ class StepBackend(ABC):
     #: True if sequences opened with ``SamplingParams.logprobs`` set get their tokens'
     #: log-probabilities from :meth:`take_logprobs`; otherwise the API refuses ``logprobs``.
     supports_logprobs: bool = False
+    #: True if :attr:`embedding_info` and :meth:`embed` work: the model then serves
+    #: ``/v1/embeddings`` (unless its config says ``embeddings: false``).
+    supports_embeddings: bool = False
 
     @property
     @abstractmethod
@@ -228,6 +232,23 @@ class StepBackend(ABC):
     def restore_sequence(self, seq_id: int, saved: object) -> None:
         """Put a saved sequence back under the free ``seq_id``; it continues where it stopped."""
         raise NotImplementedError(f"{type(self).__name__} does not support preemption")
+
+    @property
+    def embedding_info(self) -> EmbeddingInfo:
+        """Vector size and batching limits of :meth:`embed` (thread-safe, cheap)."""
+        raise NotImplementedError(f"{type(self).__name__} does not produce embeddings")
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One pooled vector per input (token ids), in order; called on the step thread.
+
+        Each input holds 1 to ``embedding_info.max_input_tokens`` tokens. The vectors need
+        not be normalized: the engine scales them to unit length. Inputs must not influence
+        each other beyond float rounding, however they are batched. A backend splits a call
+        larger than its batch limits itself. Raises
+        :class:`~inferflux_core.errors.InvalidRequestError` for a request the model cannot
+        serve (400) and :class:`~inferflux_core.errors.BackendError` if the pass fails.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not produce embeddings")
 
     def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release the model. Called once, after the last step."""

@@ -43,9 +43,11 @@ class Engine:
         self.metrics = EngineMetrics()
         self.models: dict[str, LoadedModel] = {}
         from inferflux_core.serving import ChatService, CompletionService
+        from inferflux_core.serving.embeddings import EmbeddingService
 
         self.chat_service = ChatService(self)
         self.completion_service = CompletionService(self)
+        self.embedding_service = EmbeddingService(self)
 
     @classmethod
     def from_config(
@@ -125,3 +127,7 @@ class Engine:
     def stream_complete(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """OpenAI text-completion chunks for a streaming request body."""
         return self.completion_service.open_stream(body)
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI embeddings (``{"object": "list", "data": [...]}``) for a request body."""
+        return await self.embedding_service.create(body)

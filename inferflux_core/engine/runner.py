@@ -22,6 +22,7 @@ from inferflux_core.contracts import (
     StepPlan,
     TokenLogprob,
 )
+from inferflux_core.engine.embedding import EmbeddingQueue
 from inferflux_core.engine.groups import copy_source, followers_to_fork, waits_for_leader
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
 from inferflux_core.engine.slots import KVSlots
@@ -62,6 +63,7 @@ class ModelRunner:
         eog_tokens: Sequence[int] = (),
         prefix_reuse: bool = True,
         queue_timeout: float = 0.0,
+        max_queue: int = 256,
     ) -> None:
         self.model_name = model_name
         self.backend = backend
@@ -82,6 +84,10 @@ class ModelRunner:
         self._stopping = False
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestState, GenerationEvent]]]
         self._outbox = {}
+        #: Embedding requests, run on the step thread between generation steps.
+        self.embeddings = EmbeddingQueue(
+            model_name, backend, metrics, self._wake, max_queue=max_queue
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"inferflux-step-{model_name}", daemon=True
         )
@@ -120,6 +126,7 @@ class ModelRunner:
         for sequence in list(self._live.values()):
             self._finish(sequence, "error", ServiceUnavailableError("the server is shutting down"))
         self._flush()
+        self.embeddings.fail_all(ServiceUnavailableError("the server is shutting down"))
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         """Queue a request; raises ContextLengthError / QueueFullError / ServiceUnavailable."""
@@ -197,11 +204,13 @@ class ModelRunner:
             self._wake.clear()
             self._reap_cancelled()
             self._expire_waiting()
+            self.embeddings.run_batch()
             plan = self.scheduler.plan_step()
             if not plan:
                 self._m_active.set(0)
                 self._m_waiting.set(self.scheduler.waiting_count)
-                self._wake.wait(IDLE_WAIT_SECONDS)
+                if not self.embeddings.pending:
+                    self._wake.wait(IDLE_WAIT_SECONDS)
                 continue
             try:
                 self._step(plan)

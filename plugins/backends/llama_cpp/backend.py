@@ -18,6 +18,7 @@ from typing import Any
 
 from inferflux_core.contracts import (
     BackendSpec,
+    EmbeddingInfo,
     ModelInfo,
     SamplingParams,
     SequenceChunk,
@@ -27,6 +28,11 @@ from inferflux_core.contracts import (
 from inferflux_core.errors import BackendError, ConfigError, ModelFileError
 from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
+from inferflux_plugins.backends.llama_cpp.embedding import (
+    EmbeddingContext,
+    EmbeddingSettings,
+    resolve_pooling,
+)
 from inferflux_plugins.backends.llama_cpp.grammar import ConstrainedSampler, GrammarCache
 from inferflux_plugins.backends.llama_cpp.logprobs import LogprobReader
 from inferflux_plugins.backends.llama_cpp.options import (
@@ -72,10 +78,12 @@ class LlamaCppBackend(StepBackend):
     supports_prefix_reuse = True
     supports_preemption = True
     supports_logprobs = True
+    supports_embeddings = True
 
     def __init__(self, spec: BackendSpec) -> None:
         self._model: Any = None
         self._ctx: Any = None
+        self._embedder: EmbeddingContext | None = None
         self._chains: dict[int, Any] = {}
         self._grammars: GrammarCache | None = None
         self._grammar_of: dict[int, Any] = {}
@@ -105,6 +113,16 @@ class LlamaCppBackend(StepBackend):
             self._decode_fn = llama.llama_decode
             self._sample_fn = llama.llama_sampler_sample
             self._info = self._read_info(header)
+            self._embedder = EmbeddingContext(
+                llama,
+                self._model,
+                EmbeddingSettings(
+                    pooling=resolve_pooling(options.embedding_pooling, header),
+                    batch_tokens=min(options.batch_size, self._n_ctx),
+                    threads=_threads(spec, options),
+                    flash_attn=FLASH_ATTN[options.flash_attn],
+                ),
+            )
         except BaseException:
             self.close()
             raise
@@ -152,7 +170,7 @@ class LlamaCppBackend(StepBackend):
         params = llama.llama_context_default_params()
         per_sequence = spec.context_length if spec.context_length > 0 else context_length(header)
         n_ctx = (per_sequence or 0) * spec.max_sequences
-        threads = options.threads or spec.device.cores or usable_cores()
+        threads = _threads(spec, options)
         batch_size = max(options.batch_size, spec.max_sequences)
         params.n_ctx = n_ctx
         params.n_seq_max = spec.max_sequences
@@ -310,6 +328,19 @@ class LlamaCppBackend(StepBackend):
         if saved.logprobs is not None:
             self._logprobs_of[seq_id] = saved.logprobs
 
+    @property
+    def embedding_info(self) -> EmbeddingInfo:
+        """The model's embedding size; inputs up to ``batch_size`` tokens, many per batch."""
+        if self._embedder is None:
+            raise BackendError("the llama_cpp backend is closed")
+        return self._embedder.info
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Pooled vectors from the embedding context (created on the first call)."""
+        if self._embedder is None:
+            raise BackendError("the llama_cpp backend is closed")
+        return self._embedder.embed(inputs)
+
     def _check_free(self, seq_id: int) -> None:
         if not 0 <= seq_id < self._spec.max_sequences:
             raise BackendError(f"seq_id {seq_id} is outside 0..{self._spec.max_sequences - 1}")
@@ -462,6 +493,9 @@ class LlamaCppBackend(StepBackend):
         if self._grammars is not None:
             self._grammars.close()
             self._grammars = None
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._ctx is not None:
             llama.llama_free(self._ctx)
             self._ctx = None
@@ -473,6 +507,11 @@ class LlamaCppBackend(StepBackend):
         # at interpreter shutdown the library may already be gone
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _threads(spec: BackendSpec, options: LlamaCppOptions) -> int:
+    """Threads for llama.cpp's decode: the option, else the device's cores, else ours."""
+    return options.threads or spec.device.cores or usable_cores()
 
 
 def _seq_id(chunk: SequenceChunk) -> int:
