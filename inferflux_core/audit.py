@@ -43,6 +43,22 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
+def audit_record(
+    entry: dict[str, Any], *, prompt: str | None, response: str | None, record_text: bool
+) -> dict[str, Any]:
+    """One request's audit record: the time, ``entry``, and the prompt and response hashed
+    (and as text with ``record_text``). What the audit log writes and
+    ``on_request_finished`` plugins receive."""
+    record = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **entry}
+    for name, text in (("prompt", prompt), ("response", response)):
+        if text is None:
+            continue
+        if record_text:
+            record[name] = text
+        record[f"{name}_sha256"] = sha256_text(text)
+    return record
+
+
 class AuditLog:
     """Writes audit lines; one per server (several may run in one process)."""
 
@@ -62,14 +78,14 @@ class AuditLog:
 
     def write(self, entry: dict[str, Any], *, prompt: str | None, response: str | None) -> None:
         """Log one request's line; ``prompt`` / ``response`` are hashed unless text is wanted."""
-        line = {"time": datetime.now(UTC).isoformat(timespec="milliseconds"), **entry}
-        for name, text in (("prompt", prompt), ("response", response)):
-            if text is None:
-                continue
-            if self.config.record_text:
-                line[name] = text
-            line[f"{name}_sha256"] = sha256_text(text)
-        self.logger.info(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
+        line = audit_record(
+            entry, prompt=prompt, response=response, record_text=self.config.record_text
+        )
+        self.write_record(line)
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        """Log a record made by :func:`audit_record` as one JSON line."""
+        self.logger.info(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
 
     def close(self) -> None:
         """Flush and close the file."""

@@ -94,5 +94,5 @@ def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon
         app.add_route(
             "/metrics", MetricsResource(engine, public=engine.settings.auth.public_metrics)
         )
-    engine.plugins.hook.register_routes(app=app, engine=engine)
+    engine.plugins.call_each("register_routes", app=app, engine=engine)
     return app

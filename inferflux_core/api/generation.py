@@ -37,8 +37,8 @@ class GenerationResource:
         self._endpoint = endpoint
         self._max_body_bytes = max_body_bytes
         self._guardrails = access.guardrails
-        self._needs_text = bool(access.guardrails) or access.audit is not None
-        self._audit = access.audit is not None
+        self._audit = access.records_requests
+        self._needs_text = bool(access.guardrails) or self._audit
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Generate; stream if the body says ``"stream": true``."""

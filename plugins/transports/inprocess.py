@@ -8,6 +8,9 @@ from typing import Any
 from inferflux_core.contracts import KVBlock, KVTransport
 from inferflux_core.hookspecs import hookimpl
 
+#: The version of inferflux's hook contract this plugin was written against.
+INFERFLUX_HOOKSPEC_VERSION = 1
+
 
 class InProcessTransport(KVTransport):
     """Blocks in order through an ``asyncio.Queue`` of ``max_pending`` blocks (default 8)."""
