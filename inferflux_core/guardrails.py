@@ -138,14 +138,25 @@ class GuardrailChain:
     ) -> GuardrailUnavailableError:
         return unavailable(name, self._plugins.get(name, "?"), request_id, what, exc)
 
-    def check_output(self, texts: Sequence[str], request: GuardrailInput) -> None:
-        """Raise if a complete (non-streamed) output is blocked."""
-        for text in texts:
+    def filter_result(self, result: dict[str, Any], request: GuardrailInput) -> None:
+        """Pass a complete (non-streamed) response's choices through the output filters.
+
+        Each choice's text is replaced, in place, by what the filters let through (a filter
+        may redact); if any choice is blocked, raise.
+        """
+        for choice in result.get("choices", ()):
             chain = self.filters(request)
             if chain is None:
                 return
-            if chain.push(text)[1] or chain.finish()[1]:
+            holder, field = _text_slot(choice)
+            text, blocked = chain.push(holder.get(field) or "")
+            if not blocked:
+                rest, blocked = chain.finish()
+                text += rest
+            if blocked:
                 raise GuardrailError("the response was blocked by a guardrail")
+            if holder.get(field) is not None:
+                holder[field] = text
 
     async def close(self) -> None:
         """Close every guardrail."""
@@ -201,9 +212,18 @@ async def filter_stream(
             await aclose()
 
 
+def _text_slot(choice: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Where a chat or completion choice, whole or streamed, keeps its text."""
+    for holder in ("delta", "message"):
+        inner = choice.get(holder)
+        if isinstance(inner, dict):
+            return inner, "content"
+    return choice, "text"
+
+
 def _filter_choice(choice: dict[str, Any], chain: FilterChain) -> bool:
     """Replace the choice's text with what may be sent; True if the output is blocked."""
-    holder, field = (choice["delta"], "content") if "delta" in choice else (choice, "text")
+    holder, field = _text_slot(choice)
     text, blocked = chain.push(holder.get(field) or "")
     if not blocked and choice.get("finish_reason") is not None:
         rest, blocked = chain.finish()

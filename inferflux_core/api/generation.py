@@ -64,7 +64,7 @@ class GenerationResource:
             resp.sse = sse_stream(chunks)
         else:
             result: dict[str, Any] = await self._service.create(body, exchange.usage)
-            texts = exchange.record_response(result)
+            exchange.record_response(result)
             if self._guardrails:
-                self._guardrails.check_output(texts, exchange.guardrail_input())
+                self._guardrails.filter_result(result, exchange.guardrail_input())
             resp.media = result
