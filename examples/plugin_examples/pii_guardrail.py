@@ -6,7 +6,7 @@ Configure it under ``guardrails``::
       - name: pii
         options:
           detect: [email, card]          # built-in patterns (default: all of them)
-          patterns: {ticket: "TCK-\\d+"}  # your own, by name
+          patterns: {ticket: 'TCK-\\d+'}  # your own, by name
           refuse_input: true             # refuse prompts holding a match (default)
 
 A prompt with a match is refused (400 ``content_blocked``, naming the kind, never the text).
