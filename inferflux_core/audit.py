@@ -11,13 +11,14 @@ configuration to route.
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import logging
 import logging.handlers
 import os
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any, cast
 
 from inferflux_core.config import AuditConfig
 
@@ -28,14 +29,15 @@ _instances = itertools.count()
 class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """A rotating file handler whose files are readable by their owner only."""
 
-    def _open(self) -> IO[str]:
-        return open(
+    def _open(self) -> io.TextIOWrapper:
+        stream = open(  # noqa: SIM115 - the handler owns and closes the stream
             self.baseFilename,
             self.mode,
             encoding=self.encoding,
             errors=self.errors,
             opener=lambda path, flags: os.open(path, flags, 0o600),
         )
+        return cast(io.TextIOWrapper, stream)  # a text mode, so open() made a TextIOWrapper
 
 
 def sha256_text(text: str) -> str:

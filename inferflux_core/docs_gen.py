@@ -263,9 +263,11 @@ def _signature(fn: Callable[..., Any]) -> str:
         if param.kind is param.KEYWORD_ONLY and not keyword_only_marked:
             parts.append("*")
             keyword_only_marked = True
-        prefix = {param.VAR_POSITIONAL: "*", param.VAR_KEYWORD: "**"}.get(param.kind, "")
+        prefix = ""
         if param.kind is param.VAR_POSITIONAL:
-            keyword_only_marked = True
+            prefix, keyword_only_marked = "*", True
+        elif param.kind is param.VAR_KEYWORD:
+            prefix = "**"
         text = prefix + param.name
         if param.annotation is not param.empty:
             text += f": {_annotation(param.annotation)}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import cast
 
 from inferflux_core.engine.radix import RadixTree
 
@@ -44,10 +45,11 @@ class KVSlots:
         usable = (min(matched, len(prompt) - 1) // self.align) * self.align
         if usable <= 0:
             return None
-        idle = [seq_id for seq_id in holders if seq_id in self._idle]
+        seq_ids = cast("set[int]", holders)  # this tree's owners are seq ids
+        idle = [seq_id for seq_id in seq_ids if seq_id in self._idle]
         if idle:
             return PrefixHit(usable, idle[0], idle=True)
-        return PrefixHit(usable, min(holders), idle=False)  # type: ignore[type-var]
+        return PrefixHit(usable, min(seq_ids), idle=False)
 
     def take_idle(self, seq_id: int) -> int:
         """Claim an idle id (its KV stays) for a new sequence."""
