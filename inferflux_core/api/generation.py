@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import falcon.asgi
 
@@ -38,8 +38,8 @@ class GenerationResource:
         self._endpoint = endpoint
         self._max_body_bytes = max_body_bytes
         self._guardrails = access.guardrails
-        self._needs_text = bool(access.guardrails) or access.audit is not None
-        self._audit = access.audit is not None
+        self._audit = access.records_requests
+        self._needs_text = bool(access.guardrails) or self._audit
 
     async def admit(self, req: falcon.asgi.Request) -> tuple[Any, Exchange]:
         """Read the body; check the caller may use its model and the guardrails pass it."""
@@ -60,7 +60,9 @@ class GenerationResource:
         """Generate; stream if the body says ``"stream": true``."""
         body, exchange = await self.admit(req)
         if isinstance(body, dict) and body.get("stream") is True:
-            chunks = self._service.open_stream(body, exchange.usage)
+            # EmbeddingResource has its own on_post: here the service generates.
+            service = cast("ChatService | CompletionService", self._service)
+            chunks = service.open_stream(body, exchange.usage)
             if self._guardrails:
                 chunks = filter_stream(chunks, self._guardrails, exchange.guardrail_input())
             if self._audit:
@@ -70,7 +72,7 @@ class GenerationResource:
             resp.sse = sse_stream(chunks)
         else:
             result: dict[str, Any] = await self._service.create(body, exchange.usage)
-            texts = exchange.record_response(result)
+            exchange.record_response(result)
             if self._guardrails:
-                self._guardrails.check_output(texts, exchange.guardrail_input())
+                self._guardrails.filter_result(result, exchange.guardrail_input())
             resp.media = result

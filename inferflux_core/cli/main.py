@@ -26,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list loaded plugins and what they register")
     _add_config_args(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.add_argument(
+        "--check",
+        action="store_true",
+        help="run every plugin's self-check; exit 1 if any fails",
+    )
 
     devices = commands.add_parser("devices", help="list devices and whether they are present")
     _add_config_args(devices)
@@ -107,6 +112,10 @@ def _plugins(args: argparse.Namespace, settings: Settings) -> int:
     from inferflux_core.plugins import PluginHost
 
     host = PluginHost(autoload=settings.plugins.autoload, disable=settings.plugins.disable)
+    if args.check:
+        from inferflux_core.cli.plugin_check import check_plugins, print_checks
+
+        return print_checks(check_plugins(host), as_json=args.json)
     records = sorted(host.records.values(), key=lambda r: r.name)
     if args.json:
         print(json.dumps([_record_dict(r) for r in records], indent=2))

@@ -66,12 +66,12 @@ class Engine:
         except BaseException:
             self.unload()
             raise
-        self.plugins.hook.on_startup(engine=self)
+        self.plugins.call_each("on_startup", engine=self)
 
     def unload(self) -> None:
         """Stop every step loop and release every model (blocking)."""
         if self.models:
-            self.plugins.hook.on_shutdown(engine=self)
+            self.plugins.notify("on_shutdown", engine=self)
         for model in self.models.values():
             model.runner.stop()
             model.backend.close()

@@ -25,7 +25,7 @@ def waits_for_leader(sequence: ScheduledSequence) -> bool:
 
 def copy_source(sequence: ScheduledSequence) -> ScheduledSequence | None:
     """The leader whose KV holds the follower's whole prompt, if any."""
-    leader = sequence.payload.leader
+    leader: ScheduledSequence | None = sequence.payload.leader
     if leader is not None and leader.seq_id is not None and leader.prefill_done:
         return leader
     return None

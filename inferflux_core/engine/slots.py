@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import cast
 
 from inferflux_core.engine.radix import RadixTree
 
@@ -51,7 +52,8 @@ class KVSlots:
         matched, holders = self.tree.longest_match(prompt)
         limit = min(matched, len(prompt) - 1)
         # Idle holders first (taken over without a copy), then the lowest id.
-        ordered = sorted(holders, key=lambda seq_id: (seq_id not in self._idle, seq_id))
+        seq_ids = cast("set[int]", holders)  # this tree's owners are seq ids
+        ordered = sorted(seq_ids, key=lambda seq_id: (seq_id not in self._idle, seq_id))
         best: PrefixHit | None = None
         for seq_id in ordered:
             usable = self._usable(limit, len(prompt), self._prompt_lengths[seq_id])

@@ -140,7 +140,7 @@ class CompletionService(Service):
         results = await collect_all(submitted.streams)
         for index, result in enumerate(results):
             usage_meter.update(index, result.n_prompt_tokens, result.n_generated_tokens)
-        choices = []
+        choices: list[dict[str, Any]] = []
         for prompt_index in range(len(submitted.echoes)):
             start = prompt_index * submitted.candidates
             group = best(results[start : start + submitted.candidates], request.n)

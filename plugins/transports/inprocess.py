@@ -9,6 +9,9 @@ from inferflux_core.contracts import KVBlock, KVTransport
 from inferflux_core.errors import KVTransportClosedError
 from inferflux_core.hookspecs import hookimpl
 
+#: The version of inferflux's hook contract this plugin was written against.
+INFERFLUX_HOOKSPEC_VERSION = 1
+
 
 class InProcessTransport(KVTransport):
     """Blocks in order through a queue of at most ``max_pending`` blocks (default 8)."""
