@@ -110,5 +110,5 @@ def test_memory_store_takes_no_options() -> None:
 
 def test_inprocess_transport_honours_max_pending() -> None:
     assert documented()["inprocess"] == {"max_pending": "`8`"}
-    assert InProcessTransport(max_pending=3)._queue.maxsize == 3
-    assert InProcessTransport()._queue.maxsize == 8
+    assert InProcessTransport(max_pending=3)._max_pending == 3
+    assert InProcessTransport()._max_pending == 8
