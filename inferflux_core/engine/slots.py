@@ -66,13 +66,14 @@ class KVSlots:
         aligned = (limit // self.align) * self.align
         if aligned == limit or not self.independent_below:
             return aligned
-        # The chunk that starts at ``aligned``, in the new prompt and in the source's, and
-        # what is left to prefill after reuse. A one-token chunk is computed like a decode
-        # step, which is not the same as a row of a longer chunk.
+        # The chunk that starts at ``aligned``, in the new prompt and in the source's. A
+        # one-token chunk is computed like a decode step, not like a row of a longer chunk:
+        # the source's must be longer, and at least two tokens are left to prefill.
         ours = min(self.align, n_prompt - aligned)
         theirs = min(self.align, n_source - aligned)
-        if min(theirs, n_prompt - limit) >= 2 and max(ours, theirs) < self.independent_below:
-            return limit
+        partial = min(limit, n_prompt - 2)
+        if partial > aligned and theirs >= 2 and max(ours, theirs) < self.independent_below:
+            return partial
         return aligned
 
     def take_idle(self, seq_id: int) -> int:

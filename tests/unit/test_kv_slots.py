@@ -71,3 +71,12 @@ def test_without_a_promise_a_short_prompt_is_not_kept() -> None:
     assert seq_id is not None
     assert slots.release(seq_id, _prompt(40, 1)) is False
     assert slots.find_prefix(_prompt(40, 2)) is None
+
+
+def test_a_repeated_prompt_leaves_two_tokens_to_prefill() -> None:
+    slots = _slots(independent_below=64)
+    prompt = _prompt(40, 1)
+    seq_id = slots.allocate()
+    assert seq_id is not None
+    slots.release(seq_id, prompt)
+    assert slots.find_prefix(prompt) == PrefixHit(38, seq_id, idle=True)
