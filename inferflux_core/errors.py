@@ -164,6 +164,12 @@ class BackendError(InferfluxError):
     code = "backend_error"
 
 
+class KVTransportClosedError(ServiceUnavailableError):
+    """A KV transport was closed: no more blocks can be sent, or none is left to receive."""
+
+    code = "kv_transport_closed"
+
+
 class ConfigError(InferfluxError):
     """The configuration is invalid; raised at startup, names the key and the problem."""
 

@@ -259,7 +259,8 @@ class _HeaderParser:
         fmt = SCALAR_FORMATS.get(value_type)
         if fmt is None:
             raise self.fail(f"unknown value type {value_type} for key {key!r} at offset {self.pos}")
-        return self.unpack(fmt, f"value of {key!r}")
+        value: Scalar = self.unpack(fmt, f"value of {key!r}")
+        return value
 
     def read_array(self, key: str) -> list[Scalar] | ArrayInfo:
         """Read an array: small ones are returned, long ones only checked and measured.

@@ -10,8 +10,8 @@ with a chunk whose ``finish_reason`` is ``content_filter``, then ``data: [DONE]`
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from inferflux_core.config import GuardrailConfig
 from inferflux_core.contracts import Guardrail, GuardrailInput, OutputFilter
@@ -20,26 +20,32 @@ from inferflux_core.errors import (
     GuardrailError,
     GuardrailUnavailableError,
     InferfluxError,
+    PluginError,
 )
 from inferflux_core.plugins import PluginHost
 
 log = logging.getLogger(__name__)
 
 CONTENT_FILTER = "content_filter"
+_T = TypeVar("_T")
 
 
 class FilterChain:
     """One choice's output through every guardrail's filter, in order."""
 
-    def __init__(self, filters: Sequence[OutputFilter]) -> None:
+    def __init__(
+        self, filters: Sequence[tuple[str, str, OutputFilter]], request_id: str = ""
+    ) -> None:
+        """``filters`` holds (guardrail name, plugin name, filter) in chain order."""
         self._filters = filters
+        self._request_id = request_id
 
     def push(self, text: str) -> tuple[str, bool]:
         """Text safe to send now, and whether the output is blocked."""
-        for output_filter in self._filters:
+        for name, plugin, output_filter in self._filters:
             if not text:
                 break
-            text, blocked = output_filter.push(text)
+            text, blocked = self._guarded(name, plugin, output_filter.push, text)
             if blocked:
                 return "", True
         return text, False
@@ -47,32 +53,55 @@ class FilterChain:
     def finish(self) -> tuple[str, bool]:
         """The output ended: release what every filter held back (each checked by the next)."""
         text = ""
-        for output_filter in self._filters:
+        for name, plugin, output_filter in self._filters:
             if text:
-                text, blocked = output_filter.push(text)
+                text, blocked = self._guarded(name, plugin, output_filter.push, text)
                 if blocked:
                     return "", True
-            text += output_filter.flush()
+            text += self._guarded(name, plugin, output_filter.flush)
         return text, False
+
+    def _guarded(self, name: str, plugin: str, method: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return method(*args)
+        except InferfluxError:
+            raise
+        except Exception as exc:
+            raise unavailable(name, plugin, self._request_id, "output", exc) from None
 
 
 class GuardrailChain:
     """The guardrails of one server, built from ``guardrails`` in the configuration."""
 
-    def __init__(self, guardrails: Sequence[tuple[str, Guardrail]] = ()) -> None:
+    def __init__(
+        self,
+        guardrails: Sequence[tuple[str, Guardrail]] = (),
+        plugins: Mapping[str, str] | None = None,
+    ) -> None:
+        """``guardrails`` in order; ``plugins`` maps a guardrail's name to its plugin's."""
         self._guardrails = list(guardrails)
+        self._plugins = dict(plugins or {})
 
     @classmethod
     def from_config(cls, configs: Sequence[GuardrailConfig], plugins: PluginHost) -> GuardrailChain:
         """Construct each configured guardrail; a bad option stops startup naming it."""
         built = []
+        owners = {}
         for index, config in enumerate(configs):
             factory = plugins.get("guardrails", config.name)
+            owner = owners[config.name] = plugins.plugin_of("guardrails", config.name)
             try:
                 built.append((config.name, factory(**config.options)))
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"guardrails.{index} ({config.name}): {exc}") from None
-        return cls(built)
+            except InferfluxError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"guardrails.{index}: guardrail {config.name!r} (plugin {owner!r}) failed "
+                    f"to start: {type(exc).__name__}: {exc}"
+                ) from exc
+        return cls(built, owners)
 
     def __bool__(self) -> bool:
         return bool(self._guardrails)
@@ -85,10 +114,7 @@ class GuardrailChain:
             except InferfluxError:
                 raise
             except Exception as exc:
-                log.error("guardrail %s failed on %s: %s", name, request.request_id, exc)
-                raise GuardrailUnavailableError(
-                    f"the guardrail {name!r} could not check the request, so it is refused"
-                ) from None
+                raise self._unavailable(name, request.request_id, "request", exc) from None
             if not verdict.allowed:
                 reason = f": {verdict.reason}" if verdict.reason else ""
                 raise GuardrailError(f"the request was blocked by the {name!r} guardrail{reason}")
@@ -99,23 +125,35 @@ class GuardrailChain:
         for name, guardrail in self._guardrails:
             try:
                 output_filter = guardrail.output_filter(request)
+            except InferfluxError:
+                raise
             except Exception as exc:
-                log.error("guardrail %s failed on %s: %s", name, request.request_id, exc)
-                raise GuardrailUnavailableError(
-                    f"the guardrail {name!r} could not check the output, so it is refused"
-                ) from None
+                raise self._unavailable(name, request.request_id, "output", exc) from None
             if output_filter is not None:
-                filters.append(output_filter)
-        return FilterChain(filters) if filters else None
+                filters.append((name, self._plugins.get(name, "?"), output_filter))
+        return FilterChain(filters, request.request_id) if filters else None
 
-    def check_output(self, texts: Sequence[str], request: GuardrailInput) -> None:
-        """Raise if a complete (non-streamed) output is blocked."""
-        for text in texts:
-            chain = self.filters(request)
-            if chain is None:
-                return
-            if chain.push(text)[1] or chain.finish()[1]:
-                raise GuardrailError("the response was blocked by a guardrail")
+    def _unavailable(
+        self, name: str, request_id: str, what: str, exc: Exception
+    ) -> GuardrailUnavailableError:
+        return unavailable(name, self._plugins.get(name, "?"), request_id, what, exc)
+
+    def filter_result(self, result: dict[str, Any], request: GuardrailInput) -> None:
+        """Pass a complete (non-streamed) response's choices through the output filters.
+
+        Each choice's text, and each of its tool calls' arguments, is replaced, in place, by
+        what the filters let through (a filter may redact); if any is blocked, raise.
+        """
+        for choice in result.get("choices", ()):
+            holder, field = _text_slot(choice)
+            slots = [(holder, field)]
+            slots += [(call["function"], "arguments") for call in holder.get("tool_calls") or ()]
+            for slot, name in slots:
+                chain = self.filters(request)
+                if chain is None:
+                    return
+                if _filter_text(slot, name, chain, True):
+                    raise GuardrailError("the response was blocked by a guardrail")
 
     async def close(self) -> None:
         """Close every guardrail."""
@@ -124,6 +162,24 @@ class GuardrailChain:
                 await guardrail.close()
             except Exception as exc:
                 log.warning("guardrail %s failed to close: %s", name, exc)
+
+
+def unavailable(
+    name: str, plugin: str, request_id: str, what: str, exc: Exception
+) -> GuardrailUnavailableError:
+    """Log a guardrail's failure naming it and its plugin; the error that refuses the request."""
+    log.error(
+        "guardrail %r (plugin %r) failed on %s: %s: %s",
+        name,
+        plugin,
+        request_id,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+    return GuardrailUnavailableError(
+        f"the guardrail {name!r} could not check the {what}, so it is refused"
+    )
 
 
 class _ChoiceFilters:
@@ -158,7 +214,7 @@ async def filter_stream(
                 index = choice.get("index", 0)
                 if index not in filters:
                     text = chain.filters(request)
-                    filters[index] = text and _ChoiceFilters(chain, request, text)
+                    filters[index] = None if text is None else _ChoiceFilters(chain, request, text)
                 choice_filters = filters[index]
                 if choice_filters is not None and _filter_choice(choice, choice_filters):
                     chunk["choices"] = [choice]
@@ -171,9 +227,18 @@ async def filter_stream(
             await aclose()
 
 
+def _text_slot(choice: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Where a chat or completion choice, whole or streamed, keeps its text."""
+    for holder in ("delta", "message"):
+        inner = choice.get(holder)
+        if isinstance(inner, dict):
+            return inner, "content"
+    return choice, "text"
+
+
 def _filter_choice(choice: dict[str, Any], filters: _ChoiceFilters) -> bool:
     """Replace the choice's text and arguments with what may be sent; True if blocked."""
-    holder, field = (choice["delta"], "content") if "delta" in choice else (choice, "text")
+    holder, field = _text_slot(choice)
     finished = choice.get("finish_reason") is not None
     blocked = _filter_text(holder, field, filters.text, finished)
     for call in holder.get("tool_calls") or ():
@@ -195,7 +260,7 @@ def _filter_text(holder: dict[str, Any], field: str, chain: FilterChain, finishe
     if not blocked and finished:
         rest, blocked = chain.finish()
         text += rest
-    if not blocked and (text or field in holder):
+    if not blocked and (text or holder.get(field) is not None):
         holder[field] = text
     return blocked
 

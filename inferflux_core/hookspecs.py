@@ -8,6 +8,17 @@ plugins (two plugins registering one name is a startup error naming both). Hooks
 
 Implementations may accept only the arguments they need (pluggy passes them by name).
 The classes plugins register implement the interfaces in :mod:`inferflux_core.contracts`.
+
+A plugin module may declare ``INFERFLUX_HOOKSPEC_VERSION = 1``: the version of this contract
+it was written against. A plugin declaring another version than :data:`HOOKSPEC_VERSION` stops
+startup with an error naming it; one declaring none is loaded, and ``inferflux plugins
+--check`` warns about it.
+
+Isolation: a register hook, ``register_routes``, ``on_startup`` or ``on_shutdown`` that
+raises stops startup (or shutdown's hook round) with an error naming the plugin and the hook.
+At request time, a failing guardrail or policy store refuses the request (503, fail closed);
+an ``on_request_finished`` implementation that raises is logged with the plugin's name and
+never affects the request (fail open).
 """
 
 from __future__ import annotations
@@ -107,15 +118,51 @@ def register_routes(app: Any, engine: Any) -> None:
 
     Called once by :func:`inferflux_core.api.create_app` after the built-in routes are added.
     ``app`` is the ``falcon.asgi.App``; ``engine`` is the running
-    :class:`~inferflux_core.engine.Engine`. Call ``app.add_route(path, resource)``.
+    :class:`~inferflux_core.engine.Engine`. Call ``app.add_route(path, resource)``. Every
+    route is authenticated: a resource declares the scope each method needs with a class
+    attribute ``scopes = {"GET": "models:read"}`` (without one, every method needs ``admin``).
+    An implementation that raises stops startup with an error naming the plugin.
     """
 
 
 @hookspec
 def on_startup(engine: Any) -> None:
-    """Run after the engine has loaded its models and before it serves (*collect*)."""
+    """Run after the engine has loaded its models and before it serves (*collect*).
+
+    An implementation that raises stops startup: the models are unloaded again and the error
+    names the plugin and the hook.
+    """
 
 
 @hookspec
 def on_shutdown(engine: Any) -> None:
-    """Run when the engine stops, before models are unloaded (*collect*)."""
+    """Run when the engine stops, before models are unloaded (*collect*).
+
+    An implementation that raises is logged with the plugin's name; the models still unload.
+    """
+
+
+@hookspec
+def on_request_finished(record: dict[str, Any]) -> None:
+    """See every finished HTTP request, for metrics and audit sinks (*collect*; fail open).
+
+    Called once per authenticated request when its response is complete (after the last SSE
+    event for a stream), whether or not ``audit.enabled`` is set. ``record`` holds the audit
+    line's fields: ``time``, ``request_id``, ``key_id``, ``auth``, ``method``, ``path``,
+    ``model``, ``status``, ``code``, ``stream``, ``prompt_tokens``, ``completion_tokens``,
+    ``latency_ms``, and for generation requests ``prompt_sha256`` / ``response_sha256``
+    (plus ``prompt`` / ``response`` text when ``audit.record_text`` is on). Treat it as
+    read-only. It runs on the event loop: hand slow work (network, disk) to a queue or thread.
+    An exception is logged with the plugin's name; the response is not affected.
+    """
+
+
+@hookspec
+def self_check() -> list[str]:
+    """Report problems that would stop this plugin from working (*collect*).
+
+    Called by ``inferflux plugins --check``, never while serving. Return a list of problems,
+    each a sentence an operator can act on (``"llama_cpp is not importable: ..."``); an empty
+    list means the plugin is ready. Check what can be checked cheaply: optional dependencies
+    importable, a default model resolvable, a device present. Raising counts as a failure.
+    """

@@ -66,6 +66,22 @@ class EngineMetrics:
             ["model"],
             registry=r,
         )
+        self.embedding_requests = Counter(
+            "inferflux_embedding_requests",
+            "Embedding requests answered",
+            ["model"],
+            registry=r,
+        )
+        self.embedding_tokens = Counter(
+            "inferflux_embedding_tokens", "Input tokens embedded", ["model"], registry=r
+        )
+        self.embedding_batch_inputs = Histogram(
+            "inferflux_embedding_batch_inputs",
+            "Inputs embedded together in one backend call",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The Prometheus exposition text."""

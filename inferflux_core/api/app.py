@@ -9,6 +9,7 @@ import falcon
 import falcon.asgi
 
 from inferflux_core.api.admin import add_admin_routes
+from inferflux_core.api.embeddings import EmbeddingResource
 from inferflux_core.api.errors import install_error_handlers
 from inferflux_core.api.generation import GenerationResource
 from inferflux_core.api.health import HealthResource, MetricsResource, ReadyResource
@@ -59,7 +60,7 @@ class RequestIdMiddleware:
         resp.set_header("X-Request-ID", req.context.request_id)
 
 
-def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon.asgi.App:
+def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon.asgi.App[Any, Any]:
     """The ASGI app serving ``engine``'s models through the OpenAI API.
 
     ``access`` holds the policy store, OIDC, limits, guardrails and audit; by default it is
@@ -67,9 +68,12 @@ def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon
     ``PolicyAdmin(access.store).create_key(...)``, or set ``auth.mode: disabled``).
     """
     access = access or AccessControl.from_settings(engine.settings, engine.plugins)
-    app = falcon.asgi.App(
-        middleware=[EngineLifespan(engine), RequestIdMiddleware(), AccessMiddleware(access)]
-    )
+    middleware: list[Any] = [
+        EngineLifespan(engine),
+        RequestIdMiddleware(),
+        AccessMiddleware(access),
+    ]
+    app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = False
     install_error_handlers(app)
     limit = engine.settings.server.max_body_bytes
@@ -80,6 +84,10 @@ def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon
     app.add_route(
         "/v1/completions",
         GenerationResource(engine.completion_service, "completions", limit, access),
+    )
+    app.add_route(
+        "/v1/embeddings",
+        EmbeddingResource(engine.embedding_service, "embeddings", limit, access),
     )
     add_token_routes(app, TokenService(engine), limit)
     models = ModelsResource(engine)
@@ -94,5 +102,5 @@ def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon
         app.add_route(
             "/metrics", MetricsResource(engine, public=engine.settings.auth.public_metrics)
         )
-    engine.plugins.hook.register_routes(app=app, engine=engine)
+    engine.plugins.call_each("register_routes", app=app, engine=engine)
     return app

@@ -75,7 +75,7 @@ async def handle_unexpected(
     render_error(req, resp, InferfluxError("internal server error"))
 
 
-def install_error_handlers(app: falcon.asgi.App) -> None:
+def install_error_handlers(app: falcon.asgi.App[Any, Any]) -> None:
     """Route every exception through the handlers above."""
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import falcon.asgi
 
@@ -15,6 +15,7 @@ from inferflux_core.guardrails import filter_stream
 if TYPE_CHECKING:
     from inferflux_core.auth.access import AccessControl
     from inferflux_core.serving import ChatService, CompletionService
+    from inferflux_core.serving.embeddings import EmbeddingService
 
 
 class GenerationResource:
@@ -28,7 +29,7 @@ class GenerationResource:
 
     def __init__(
         self,
-        service: ChatService | CompletionService,
+        service: ChatService | CompletionService | EmbeddingService,
         endpoint: str,
         max_body_bytes: int,
         access: AccessControl,
@@ -37,11 +38,11 @@ class GenerationResource:
         self._endpoint = endpoint
         self._max_body_bytes = max_body_bytes
         self._guardrails = access.guardrails
-        self._needs_text = bool(access.guardrails) or access.audit is not None
-        self._audit = access.audit is not None
+        self._audit = access.records_requests
+        self._needs_text = bool(access.guardrails) or self._audit
 
-    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        """Generate; stream if the body says ``"stream": true``."""
+    async def admit(self, req: falcon.asgi.Request) -> tuple[Any, Exchange]:
+        """Read the body; check the caller may use its model and the guardrails pass it."""
         body = await read_json(req, self._max_body_bytes)
         exchange: Exchange = req.context.exchange
         exchange.endpoint = self._endpoint
@@ -53,8 +54,15 @@ class GenerationResource:
             exchange.prompt = self._service.input_text(body)
         if self._guardrails:
             await self._guardrails.check_input(exchange.guardrail_input())
+        return body, exchange
+
+    async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        """Generate; stream if the body says ``"stream": true``."""
+        body, exchange = await self.admit(req)
         if isinstance(body, dict) and body.get("stream") is True:
-            chunks = self._service.open_stream(body, exchange.usage)
+            # EmbeddingResource has its own on_post: here the service generates.
+            service = cast("ChatService | CompletionService", self._service)
+            chunks = service.open_stream(body, exchange.usage)
             if self._guardrails:
                 chunks = filter_stream(chunks, self._guardrails, exchange.guardrail_input())
             if self._audit:
@@ -64,7 +72,7 @@ class GenerationResource:
             resp.sse = sse_stream(chunks)
         else:
             result: dict[str, Any] = await self._service.create(body, exchange.usage)
-            texts = exchange.record_response(result)
+            exchange.record_response(result)
             if self._guardrails:
-                self._guardrails.check_output(texts, exchange.guardrail_input())
+                self._guardrails.filter_result(result, exchange.guardrail_input())
             resp.media = result

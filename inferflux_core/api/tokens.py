@@ -37,7 +37,9 @@ class TokenResource:
         resp.media = self._handle(self._service, body)
 
 
-def add_token_routes(app: falcon.asgi.App, service: TokenService, max_body_bytes: int) -> None:
+def add_token_routes(
+    app: falcon.asgi.App[Any, Any], service: TokenService, max_body_bytes: int
+) -> None:
     """Mount ``/tokenize`` and ``/detokenize``."""
     app.add_route("/tokenize", TokenResource(service, TokenService.tokenize, max_body_bytes))
     app.add_route("/detokenize", TokenResource(service, TokenService.detokenize, max_body_bytes))

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
-from inferflux_core.audit import AuditLog
+from inferflux_core.audit import AuditLog, audit_record
 from inferflux_core.auth.keys import PREFIX, key_matches, parse_key_id
 from inferflux_core.auth.oidc import MAX_TOKEN_BYTES, OidcVerifier, looks_like_jwt
 from inferflux_core.auth.principal import Principal, anonymous
 from inferflux_core.auth.scopes import resolve_scopes
+from inferflux_core.auth.store_guard import GuardedPolicyStore
 from inferflux_core.config import Settings
 from inferflux_core.contracts import Policy, PolicyStore, RateLimits
-from inferflux_core.errors import AuthenticationError, ConfigError
+from inferflux_core.errors import AuthenticationError, ConfigError, InferfluxError, PluginError
 from inferflux_core.guardrails import GuardrailChain
 from inferflux_core.plugins import PluginHost
 from inferflux_core.ratelimit import RateLimiter
@@ -24,16 +26,29 @@ from inferflux_core.ratelimit import RateLimiter
 log = logging.getLogger(__name__)
 
 MAX_SUBJECT_CHARS = 128
+REQUEST_FINISHED = "on_request_finished"
 
 
 def open_policy_store(settings: Settings, plugins: PluginHost) -> PolicyStore:
-    """Construct the configured policy store (which refuses data it cannot trust)."""
-    factory = plugins.get("policy_stores", settings.policy.store)
+    """Construct the configured policy store (which refuses data it cannot trust).
+
+    The store is wrapped in a :class:`GuardedPolicyStore`, so that a failure while serving
+    refuses the request (503) instead of letting it through or answering 500.
+    """
+    name = settings.policy.store
+    factory = plugins.get("policy_stores", name)
+    plugin = plugins.plugin_of("policy_stores", name)
     try:
         store: PolicyStore = factory(**settings.policy.options)
     except TypeError as exc:
         raise ConfigError(f"policy.options: {exc}") from None
-    return store
+    except InferfluxError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"policy store {name!r} (plugin {plugin!r}) failed to open: {type(exc).__name__}: {exc}"
+        ) from exc
+    return GuardedPolicyStore(store, name=name, plugin=plugin)
 
 
 def bearer_token(header: str | None) -> str:
@@ -64,8 +79,10 @@ class AccessControl:
         verifier: OidcVerifier | None = None,
         guardrails: GuardrailChain | None = None,
         audit: AuditLog | None = None,
+        plugins: PluginHost | None = None,
     ) -> None:
         self.settings = settings
+        self.plugins = plugins
         self.store = store
         self.verifier = verifier
         self.guardrails = guardrails or GuardrailChain()
@@ -93,7 +110,36 @@ class AccessControl:
             verifier=OidcVerifier(oidc) if oidc is not None else None,
             guardrails=GuardrailChain.from_config(settings.guardrails, plugins),
             audit=AuditLog(settings.audit) if settings.audit.enabled else None,
+            plugins=plugins,
         )
+
+    @property
+    def records_requests(self) -> bool:
+        """Whether finished requests are recorded: the audit log, or a plugin's
+        ``on_request_finished``."""
+        return self.audit is not None or self._has_request_sinks
+
+    @property
+    def _has_request_sinks(self) -> bool:
+        return self.plugins is not None and self.plugins.has_implementations(REQUEST_FINISHED)
+
+    def record_finished(
+        self, entry: dict[str, Any], *, prompt: str | None, response: str | None
+    ) -> None:
+        """Write the audit line and tell ``on_request_finished`` plugins (whose failures are
+        logged naming them, never raised)."""
+        if not self.records_requests:
+            return
+        record = audit_record(
+            entry,
+            prompt=prompt,
+            response=response,
+            record_text=self.settings.audit.record_text,
+        )
+        if self.audit is not None:
+            self.audit.write_record(record)
+        if self.plugins is not None and self._has_request_sinks:
+            self.plugins.notify(REQUEST_FINISHED, record=record)
 
     @property
     def enabled(self) -> bool:

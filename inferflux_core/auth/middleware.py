@@ -105,7 +105,6 @@ class AccessMiddleware:
             self._access.limiter.charge(
                 principal.key_id, principal.limits, exchange.usage.total_tokens
             )
-        if self._access.audit is not None:
-            self._access.audit.write(
-                exchange.audit_entry(status), prompt=exchange.prompt, response=exchange.response
-            )
+        self._access.record_finished(
+            exchange.audit_entry(status), prompt=exchange.prompt, response=exchange.response
+        )

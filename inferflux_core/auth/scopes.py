@@ -8,6 +8,7 @@ Public routes are not declared here: they are one exact list in :mod:`inferflux_
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 INFERENCE = "inference"
 MODELS_READ = "models:read"
@@ -51,4 +52,4 @@ def required_scope(resource: object, method: str) -> str | None:
     declared = getattr(resource, "scopes", None)
     if declared is None:
         return ADMIN
-    return declared.get(method)
+    return cast("str | None", declared.get(method))

@@ -26,12 +26,28 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list loaded plugins and what they register")
     _add_config_args(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.add_argument(
+        "--check",
+        action="store_true",
+        help="run every plugin's self-check; exit 1 if any fails",
+    )
 
     devices = commands.add_parser("devices", help="list devices and whether they are present")
     _add_config_args(devices)
 
     config = commands.add_parser("config", help="print the effective configuration")
     _add_config_args(config)
+
+    new_plugin = commands.add_parser(
+        "new-plugin", help="write a new plugin package that passes the conformance kit"
+    )
+    from inferflux_core.scaffold import KINDS
+
+    new_plugin.add_argument("kind", choices=list(KINDS), help="what the plugin provides")
+    new_plugin.add_argument("name", help="its registered name: lower-case letters, digits, _")
+    new_plugin.add_argument(
+        "--dir", default=".", help="where to create the inferflux-NAME folder (default: here)"
+    )
 
     from inferflux_core.cli.admin import add_admin_parser
 
@@ -47,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; errors are one clear message and exit status 2, not a traceback."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "new-plugin":
+            return _new_plugin(args)
         settings = _settings(args)
         logging.basicConfig(
             level=settings.server.log_level.upper(),
@@ -72,6 +90,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _new_plugin(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from inferflux_core.scaffold import create_plugin
+
+    target = create_plugin(args.kind, args.name, Path(args.dir))
+    print(f"created {target}")
+    print(f"next: pip install -e {target} && python -m pytest {target / 'tests'}")
+    return 0
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from inferflux_core.cli.serve import serve
 
@@ -83,6 +112,10 @@ def _plugins(args: argparse.Namespace, settings: Settings) -> int:
     from inferflux_core.plugins import PluginHost
 
     host = PluginHost(autoload=settings.plugins.autoload, disable=settings.plugins.disable)
+    if args.check:
+        from inferflux_core.cli.plugin_check import check_plugins, print_checks
+
+        return print_checks(check_plugins(host), as_json=args.json)
     records = sorted(host.records.values(), key=lambda r: r.name)
     if args.json:
         print(json.dumps([_record_dict(r) for r in records], indent=2))

@@ -6,8 +6,10 @@ from inferflux_core.contracts.backend import (
     SamplingParams,
     SequenceChunk,
     StepBackend,
+    TokenLogprob,
 )
 from inferflux_core.contracts.device import DeviceContext, DeviceInfo
+from inferflux_core.contracts.embedding import EmbeddingInfo
 from inferflux_core.contracts.guardrail import (
     ALLOW,
     Guardrail,
@@ -32,6 +34,7 @@ __all__ = [
     "BackendSpec",
     "DeviceContext",
     "DeviceInfo",
+    "EmbeddingInfo",
     "Guardrail",
     "GuardrailInput",
     "GuardrailVerdict",
@@ -51,4 +54,5 @@ __all__ = [
     "SequenceStatus",
     "StepBackend",
     "StepPlan",
+    "TokenLogprob",
 ]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from inferflux_core.contracts.device import DeviceInfo
+from inferflux_core.contracts.embedding import EmbeddingInfo
 from inferflux_core.errors import InvalidRequestError
 
 
@@ -27,7 +28,10 @@ class SamplingParams:
     ``temperature <= 0`` means greedy decoding. ``top_k == 0``, ``top_p == 1`` and
     ``min_p == 0`` disable those filters. ``seed`` makes a sampled sequence reproducible.
     ``grammar`` (GBNF text, start rule ``root``) limits sampling to tokens the grammar allows;
-    the sequence may only end once the grammar is complete.
+    the sequence may only end once the grammar is complete. ``logprobs`` (only asked of
+    backends with ``supports_logprobs``) asks for each sampled token's log-probability and
+    the ``logprobs`` most likely alternatives (0: the sampled token's only), see
+    :meth:`StepBackend.take_logprobs`.
     """
 
     temperature: float = 1.0
@@ -41,11 +45,26 @@ class SamplingParams:
     penalty_last_n: int = 64
     logit_bias: Mapping[int, float] | None = None
     grammar: str | None = None
+    logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
         """True when the sampler picks the most likely token."""
         return self.temperature <= 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A sampled token's log-probability and the most likely tokens at its position.
+
+    Log-probabilities are the log-softmax of the model's raw logits (before logit bias,
+    penalties, temperature or any filter); ``top`` holds ``(token, logprob)`` pairs, most
+    likely first.
+    """
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,8 @@ class ModelInfo:
     eos_token: str
     add_bos: bool
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Fill-in-the-middle tokens ``(prefix, suffix, middle)``, or None if the model has none.
+    fim_tokens: tuple[int, int, int] | None = None
 
 
 class StepBackend(ABC):
@@ -108,6 +129,17 @@ class StepBackend(ABC):
     #: True if :meth:`save_sequence` / :meth:`restore_sequence` work: the engine can then
     #: preempt a running sequence and resume it later with the same output.
     supports_preemption: bool = False
+    #: Prompt chunks of 2 up to this many tokens minus one compute each token's KV the same
+    #: way whatever else the chunk holds (0: no such promise). The engine then also reuses
+    #: cached prefixes that end inside such a short last chunk, not only whole
+    #: ``prefill_chunk`` s.
+    independent_rows_below: int = 0
+    #: True if sequences opened with ``SamplingParams.logprobs`` set get their tokens'
+    #: log-probabilities from :meth:`take_logprobs`; otherwise the API refuses ``logprobs``.
+    supports_logprobs: bool = False
+    #: True if :attr:`embedding_info` and :meth:`embed` work: the model then serves
+    #: ``/v1/embeddings`` (unless its config says ``embeddings: false``).
+    supports_embeddings: bool = False
 
     @property
     @abstractmethod
@@ -161,6 +193,15 @@ class StepBackend(ABC):
         later ``open_sequence(..., keep_tokens=n)`` or :meth:`copy_prefix` from this seq_id.
         """
 
+    def take_logprobs(self) -> Mapping[int, TokenLogprob]:
+        """``{seq_id: TokenLogprob}`` for the tokens the last :meth:`decode` sampled.
+
+        Only sequences opened with ``params.logprobs`` set appear; the engine calls this after
+        a decode that sampled such a sequence. Only backends with ``supports_logprobs``
+        implement it.
+        """
+        return {}
+
     def check_grammar(self, grammar: str) -> None:
         """Raise :class:`~inferflux_core.errors.InvalidRequestError` unless ``grammar`` (GBNF)
         can constrain a sequence. Thread-safe: the HTTP layer calls it before submitting.
@@ -191,6 +232,23 @@ class StepBackend(ABC):
     def restore_sequence(self, seq_id: int, saved: object) -> None:
         """Put a saved sequence back under the free ``seq_id``; it continues where it stopped."""
         raise NotImplementedError(f"{type(self).__name__} does not support preemption")
+
+    @property
+    def embedding_info(self) -> EmbeddingInfo:
+        """Vector size and batching limits of :meth:`embed` (thread-safe, cheap)."""
+        raise NotImplementedError(f"{type(self).__name__} does not produce embeddings")
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """One pooled vector per input (token ids), in order; called on the step thread.
+
+        Each input holds 1 to ``embedding_info.max_input_tokens`` tokens. The vectors need
+        not be normalized: the engine scales them to unit length. Inputs must not influence
+        each other beyond float rounding, however they are batched. A backend splits a call
+        larger than its batch limits itself. Raises
+        :class:`~inferflux_core.errors.InvalidRequestError` for a request the model cannot
+        serve (400) and :class:`~inferflux_core.errors.BackendError` if the pass fails.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not produce embeddings")
 
     def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release the model. Called once, after the last step."""

@@ -29,7 +29,9 @@ class DeviceContext(ABC):
     priority wins.
     """
 
+    #: The device kind this context detects: ``cpu``, ``cuda``, ``rocm``, ``metal``, ...
     kind: ClassVar[str]
+    #: Preference for ``device: auto``: the present device with the highest priority wins.
     priority: ClassVar[int] = 0
 
     @abstractmethod

@@ -50,8 +50,11 @@ class OutputFilter(ABC):
 class Guardrail(ABC):
     """A check every generation request passes through, configured under ``guardrails``.
 
-    Constructed with the entry's ``options`` as keyword arguments. A guardrail that raises
-    fails closed: the request is refused. Guardrails must be safe to call concurrently.
+    Constructed with the entry's ``options`` as keyword arguments (raise ``ValueError`` or
+    ``TypeError`` for a bad one: startup stops naming the entry). A guardrail that raises
+    while serving fails closed: the request is refused with 503 ``guardrail_unavailable`` and
+    the error is logged with the guardrail's and the plugin's names. Guardrails must be safe
+    to call concurrently.
     """
 
     def __init__(self, **options: Any) -> None:

@@ -111,7 +111,9 @@ class PolicyStore(ABC):
     Constructed with ``policy.options`` as keyword arguments. A store that cannot open its
     data (wrong passphrase, tampered file) raises
     :class:`~inferflux_core.errors.PolicyStoreError` from its constructor: it never starts
-    empty in place of data it could not read.
+    empty in place of data it could not read. While serving, any exception from
+    :meth:`read` or :meth:`update` refuses the request (503 ``policy_store_unavailable``) and
+    is logged with the store's and the plugin's names.
     """
 
     #: Whether the policy outlives the process (the server only makes a development key

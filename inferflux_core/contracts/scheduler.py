@@ -98,6 +98,10 @@ class SchedulerLimits:
     #: Tokens a sequence may decode before yielding its slot to an equal or higher waiting
     #: request (0: no timeslice). Only with ``preemption``.
     timeslice_tokens: int = 0
+    #: Sequences whose prompts are fed in one step (0: as many as the budget allows). Fewer
+    #: means earlier first tokens: prompts that arrive together finish prefill one after the
+    #: other instead of all at the end.
+    prefill_sequences: int = 0
 
 
 class Scheduler(ABC):

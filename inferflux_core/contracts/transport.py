@@ -18,7 +18,14 @@ class KVBlock:
 
 
 class KVTransport(ABC):
-    """Moves :class:`KVBlock` s between a sender and a receiver, in order, with back-pressure."""
+    """Moves :class:`KVBlock` s between a sender and a receiver, in order, with back-pressure.
+
+    Constructed with the transport's options as keyword arguments (an unknown one is a
+    ``TypeError``). When either end goes away (:meth:`close`, or a lost peer), nothing hangs:
+    sends, waiting ones included, raise
+    :class:`~inferflux_core.errors.KVTransportClosedError`, and :meth:`receive` returns the
+    blocks already delivered, then raises it too.
+    """
 
     def __init__(self, **options: Any) -> None:
         self.options = options
@@ -29,7 +36,7 @@ class KVTransport(ABC):
 
     @abstractmethod
     async def receive(self) -> KVBlock:
-        """The next block, in the order sent."""
+        """The next block, in the order sent. A cancelled call loses no block."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
-        """Release connections and buffers."""
+        """Stop: wake waiting senders and receivers with ``KVTransportClosedError``."""

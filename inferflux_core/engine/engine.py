@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from inferflux_core.config import Settings, load_config
@@ -43,9 +43,11 @@ class Engine:
         self.metrics = EngineMetrics()
         self.models: dict[str, LoadedModel] = {}
         from inferflux_core.serving import ChatService, CompletionService
+        from inferflux_core.serving.embeddings import EmbeddingService
 
         self.chat_service = ChatService(self)
         self.completion_service = CompletionService(self)
+        self.embedding_service = EmbeddingService(self)
 
     @classmethod
     def from_config(
@@ -64,12 +66,12 @@ class Engine:
         except BaseException:
             self.unload()
             raise
-        self.plugins.hook.on_startup(engine=self)
+        self.plugins.call_each("on_startup", engine=self)
 
     def unload(self) -> None:
         """Stop every step loop and release every model (blocking)."""
         if self.models:
-            self.plugins.hook.on_shutdown(engine=self)
+            self.plugins.notify("on_shutdown", engine=self)
         for model in self.models.values():
             model.runner.stop()
             model.backend.close()
@@ -97,6 +99,12 @@ class Engine:
         """Queue a tokenized request; iterate the returned stream for its events."""
         return self.model(model).runner.submit(request)
 
+    def submit_group(
+        self, model: str, requests: Sequence[GenerationRequest]
+    ) -> list[RequestStream]:
+        """Queue requests that share one prompt (``n > 1``); the prompt is prefilled once."""
+        return self.model(model).runner.submit_group(requests)
+
     async def generate(
         self, model: str, request: GenerationRequest
     ) -> AsyncIterator[GenerationEvent]:
@@ -119,3 +127,7 @@ class Engine:
     def stream_complete(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """OpenAI text-completion chunks for a streaming request body."""
         return self.completion_service.open_stream(body)
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        """OpenAI embeddings (``{"object": "list", "data": [...]}``) for a request body."""
+        return await self.embedding_service.create(body)

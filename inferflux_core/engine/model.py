@@ -42,6 +42,11 @@ class LoadedModel:
             )
         return self.template.render(messages, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def serves_embeddings(self) -> bool:
+        """True if ``/v1/embeddings`` may use this model (its backend can, its config allows)."""
+        return self.config.embeddings and self.backend.supports_embeddings
+
     def tokenize_prompt(self, text: str) -> list[int]:
         """Tokenize a rendered prompt, adding BOS only where the model wants it and lacks it."""
         info = self.backend.info
@@ -90,6 +95,7 @@ def load_model(
             preemption=scheduler_config.preemption and backend.supports_preemption,
             aging_per_second=scheduler_config.aging_per_second,
             timeslice_tokens=scheduler_config.timeslice_tokens,
+            prefill_sequences=scheduler_config.prefill_sequences,
         )
         if scheduler_config.preemption and not backend.supports_preemption:
             log.warning("model %s: its backend cannot preempt; preemption is off", config.name)
@@ -108,6 +114,7 @@ def load_model(
             eog_tokens=eog_tokens,
             prefix_reuse=scheduler_config.prefix_reuse,
             queue_timeout=scheduler_config.queue_timeout,
+            max_queue=scheduler_config.max_queue,
         )
     except BaseException:
         backend.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from inferflux_core.contracts import SamplingParams
+from inferflux_core.contracts import SamplingParams, TokenLogprob
 
 
 def new_request_id(prefix: str = "req") -> str:
@@ -33,7 +33,10 @@ class GenerationEvent:
 
     The last event of a sequence has ``finish_reason`` set: ``stop`` (EOS or a stop string),
     ``length`` (``max_tokens`` or the context), ``cancelled`` or ``error`` (then ``error`` holds
-    the exception).
+    the exception). With ``sampling.logprobs`` set, ``logprobs`` holds one entry per token
+    whose text this event releases (text held back for a stop string waits with its tokens;
+    tokens of a stop string that is cut off are never reported, nor are end-of-generation
+    tokens).
     """
 
     text: str
@@ -42,3 +45,4 @@ class GenerationEvent:
     n_generated_tokens: int
     finish_reason: str | None = None
     error: Exception | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()

@@ -10,7 +10,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from inferflux_core.contracts import (
     SamplingParams,
@@ -20,7 +20,10 @@ from inferflux_core.contracts import (
     SequenceStatus,
     StepBackend,
     StepPlan,
+    TokenLogprob,
 )
+from inferflux_core.engine.embedding import EmbeddingQueue
+from inferflux_core.engine.groups import copy_source, followers_to_fork, waits_for_leader
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
 from inferflux_core.engine.slots import KVSlots
 from inferflux_core.engine.stream import RequestState, RequestStream
@@ -60,6 +63,7 @@ class ModelRunner:
         eog_tokens: Sequence[int] = (),
         prefix_reuse: bool = True,
         queue_timeout: float = 0.0,
+        max_queue: int = 256,
     ) -> None:
         self.model_name = model_name
         self.backend = backend
@@ -71,6 +75,7 @@ class ModelRunner:
             max_sequences,
             reuse=prefix_reuse and backend.supports_prefix_reuse,
             align=scheduler.limits.prefill_chunk,
+            independent_below=backend.independent_rows_below,
         )
         self._next_deadline_check = 0.0
         self._live: dict[str, ScheduledSequence] = {}
@@ -79,6 +84,10 @@ class ModelRunner:
         self._stopping = False
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestState, GenerationEvent]]]
         self._outbox = {}
+        #: Embedding requests, run on the step thread between generation steps.
+        self.embeddings = EmbeddingQueue(
+            model_name, backend, metrics, self._wake, max_queue=max_queue
+        )
         self._thread = threading.Thread(
             target=self._run, name=f"inferflux-step-{model_name}", daemon=True
         )
@@ -117,9 +126,37 @@ class ModelRunner:
         for sequence in list(self._live.values()):
             self._finish(sequence, "error", ServiceUnavailableError("the server is shutting down"))
         self._flush()
+        self.embeddings.fail_all(ServiceUnavailableError("the server is shutting down"))
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         """Queue a request; raises ContextLengthError / QueueFullError / ServiceUnavailable."""
+        self._check(request)
+        return self._queue(request, None)
+
+    def submit_group(self, requests: Sequence[GenerationRequest]) -> list[RequestStream]:
+        """Queue requests with one prompt (``n > 1``): the first prefills it, the rest copy it.
+
+        With a backend that supports prefix reuse, the others wait while the first prefills
+        the prompt and then copy its KV (all but the last prompt token, which each decodes to
+        get its own first token), so the prompt is prefilled once. All are queued, or none.
+        """
+        for request in requests:
+            self._check(request)
+        if len({tuple(r.prompt_tokens) for r in requests}) > 1:
+            raise ValueError("submit_group needs requests with the same prompt")
+        streams: list[RequestStream] = []
+        leader: ScheduledSequence | None = None
+        try:
+            for request in requests:
+                streams.append(self._queue(request, leader))
+                leader = leader or self._live[request.request_id]
+        except BaseException:
+            for stream in streams:
+                stream.cancel()
+            raise
+        return streams
+
+    def _check(self, request: GenerationRequest) -> None:
         if self._stopping:
             raise ServiceUnavailableError("the server is shutting down")
         n_prompt = len(request.prompt_tokens)
@@ -131,12 +168,16 @@ class ModelRunner:
             )
         if n_prompt == 0:
             raise InvalidRequestError("the prompt is empty", param="prompt")
+
+    def _queue(self, request: GenerationRequest, leader: ScheduledSequence | None) -> RequestStream:
         state = RequestState(
             request=request,
             loop=asyncio.get_running_loop(),
             assembler=TextAssembler(self.backend.token_bytes, request.stop),
             submitted_at=time.monotonic(),
         )
+        if leader is not None and self.backend.supports_prefix_reuse:
+            state.leader = leader
         sequence = ScheduledSequence(
             request_id=request.request_id,
             prompt_tokens=list(request.prompt_tokens),
@@ -144,6 +185,8 @@ class ModelRunner:
             payload=state,
         )
         state.sequence = sequence
+        if state.leader is not None:
+            state.leader.payload.followers.append(sequence)
         self.scheduler.add(sequence)
         self._live[request.request_id] = sequence
         self._m_waiting.set(self.scheduler.waiting_count)
@@ -161,11 +204,13 @@ class ModelRunner:
             self._wake.clear()
             self._reap_cancelled()
             self._expire_waiting()
+            self.embeddings.run_batch()
             plan = self.scheduler.plan_step()
             if not plan:
                 self._m_active.set(0)
                 self._m_waiting.set(self.scheduler.waiting_count)
-                self._wake.wait(IDLE_WAIT_SECONDS)
+                if not self.embeddings.pending:
+                    self._wake.wait(IDLE_WAIT_SECONDS)
                 continue
             try:
                 self._step(plan)
@@ -185,9 +230,12 @@ class ModelRunner:
         for sequence in plan.preempt:
             self._preempt(sequence)
         chunks: list[SequenceChunk] = []
+        fed: list[ScheduledSequence] = []
         by_seq_id: dict[int, ScheduledSequence] = {}
         for planned in plan.chunks:
             sequence = planned.sequence
+            if waits_for_leader(sequence):
+                continue
             if sequence.seq_id is None:
                 self._open(sequence)
             seq_id = sequence.seq_id
@@ -201,22 +249,45 @@ class ModelRunner:
                 end = min(start + planned.n_tokens, len(sequence.prompt_tokens))
                 prompt = sequence.prompt_tokens
                 chunks.append(SequenceChunk(seq_id, prompt[start:end], end == len(prompt)))
+            fed.append(sequence)
+        if not chunks:
+            return
         sampled = self.backend.decode(chunks)
+        logprobs = self.backend.take_logprobs() if self._wants_logprobs(fed) else {}
         self._m_step.observe(len(chunks))
-        for planned, chunk in zip(plan.chunks, chunks, strict=True):
-            sequence = planned.sequence
+        for sequence, chunk in zip(fed, chunks, strict=True):
             if not sequence.prefill_done:
                 sequence.n_prefilled += len(chunk.tokens)
                 self._m_prompt.inc(len(chunk.tokens))
                 if sequence.prefill_done:
                     self.slots.prompt_prefilled(chunk.seq_id, sequence.prompt_tokens)
+                    self._fork_followers(sequence)
         for seq_id, token in sampled.items():
-            self._accept(by_seq_id[seq_id], token)
+            self._accept(by_seq_id[seq_id], token, logprobs)
         self._m_active.set(self.scheduler.running_count)
         self._m_waiting.set(self.scheduler.waiting_count)
 
+    @staticmethod
+    def _wants_logprobs(sequences: list[ScheduledSequence]) -> bool:
+        return any(s.payload.request.sampling.logprobs is not None for s in sequences)
+
+    def _fork_followers(self, leader: ScheduledSequence) -> None:
+        """The leader's prompt is in its KV: admitted followers copy it now, before the
+        leader can finish and give its KV up."""
+        for follower in followers_to_fork(leader):
+            self._open(follower)
+
+    def _sampling(self, state: RequestState) -> SamplingParams:
+        params = state.request.sampling
+        if state.request.ignore_eos and self._ignore_eos_bias:
+            bias = dict(params.logit_bias or {})
+            bias.update(self._ignore_eos_bias)
+            params = _with_logit_bias(params, bias)
+        return params
+
     def _open(self, sequence: ScheduledSequence) -> None:
-        """Give an admitted sequence a KV id: restore it, reuse a cached prefix, or start empty."""
+        """Give an admitted sequence a KV id: restore it, copy its leader's prompt, reuse a
+        cached prefix, or start empty."""
         if sequence.saved is not None:
             seq_id = self._allocate()
             self.backend.restore_sequence(seq_id, sequence.saved)
@@ -224,11 +295,11 @@ class ModelRunner:
             sequence.seq_id = seq_id
             return
         state: RequestState = sequence.payload
-        params = state.request.sampling
-        if state.request.ignore_eos and self._ignore_eos_bias:
-            bias = dict(params.logit_bias or {})
-            bias.update(self._ignore_eos_bias)
-            params = _with_logit_bias(params, bias)
+        params = self._sampling(state)
+        leader = copy_source(sequence)
+        if leader is not None:
+            self._fork(sequence, leader, params)
+            return
         hit = self.slots.find_prefix(sequence.prompt_tokens) if self.slots.reuse else None
         if self.slots.reuse:
             self._m_lookups.inc()
@@ -246,6 +317,22 @@ class ModelRunner:
             self._m_hits.inc()
             self._m_reused.inc(hit.n_tokens)
 
+    def _fork(
+        self, sequence: ScheduledSequence, leader: ScheduledSequence, params: SamplingParams
+    ) -> None:
+        """Copy all but the last prompt token from the leader's KV; the sequence decodes the
+        last one itself, for logits of its own to sample from."""
+        assert leader.seq_id is not None
+        seq_id = self._allocate()
+        self.backend.open_sequence(seq_id, params)
+        sequence.seq_id = seq_id
+        n_copy = len(sequence.prompt_tokens) - 1
+        if n_copy > 0:
+            self.backend.copy_prefix(leader.seq_id, seq_id, n_copy)
+            sequence.n_prefilled = n_copy
+            self._m_hits.inc()
+            self._m_reused.inc(n_copy)
+
     def _allocate(self) -> int:
         seq_id = self.slots.allocate()
         if seq_id is None:
@@ -261,9 +348,15 @@ class ModelRunner:
         sequence.seq_id = None
         self._m_preemptions.inc()
 
-    def _accept(self, sequence: ScheduledSequence, token: int) -> None:
+    def _accept(
+        self, sequence: ScheduledSequence, token: int, logprobs: Mapping[int, TokenLogprob]
+    ) -> None:
         state: RequestState = sequence.payload
         request = state.request
+        assert sequence.seq_id is not None
+        logprob = logprobs.get(sequence.seq_id)
+        if request.sampling.logprobs is not None and logprob is None:
+            raise BackendError(f"the backend gave no logprobs for sequence {sequence.seq_id}")
         sequence.generated.append(token)
         n_generated = len(sequence.generated)
         if n_generated == 1:
@@ -275,6 +368,8 @@ class ModelRunner:
                 finish = "stop"
                 text = state.assembler.flush()
         else:
+            if logprob is not None:
+                state.pending_logprobs.append(logprob)
             text, stopped = state.assembler.push(token)
             if stopped:
                 finish = "stop"
@@ -283,7 +378,8 @@ class ModelRunner:
         ):
             finish = "length"
             text += state.assembler.flush()
-        self._emit(state, sequence, text, (token,), finish)
+        released = state.release_logprobs(finished=finish is not None)
+        self._emit(state, sequence, text, (token,), finish, logprobs=released)
         if finish is not None:
             self._release(sequence, finish)
 
@@ -295,6 +391,8 @@ class ModelRunner:
         tokens: tuple[int, ...],
         finish: str | None,
         error: Exception | None = None,
+        *,
+        logprobs: tuple[TokenLogprob, ...] = (),
     ) -> None:
         event = GenerationEvent(
             text=text,
@@ -303,6 +401,7 @@ class ModelRunner:
             n_generated_tokens=len(sequence.generated),
             finish_reason=finish,
             error=error,
+            logprobs=logprobs,
         )
         self._outbox.setdefault(state.loop, []).append((state, event))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import cast
 
 from inferflux_core.engine.radix import RadixTree
 
@@ -25,34 +26,60 @@ class KVSlots:
     prompt that shares a prefix either takes over the idle id holding it (no copy) or gets a
     copy from a running one. Reused lengths are cut to a multiple of ``align`` (the prefill
     chunk), so the reused KV was computed by exactly the chunks a fresh prefill would run and
-    the output is the same with reuse on or off. Idle ids are evicted least recently used
-    first when an id is needed.
+    the output is the same with reuse on or off. When the backend computes chunks shorter than
+    ``independent_below`` tokens row by row (its ``independent_rows_below``), a prefix may also
+    end inside the last chunk, provided that chunk is that short (and longer than one token)
+    both in the new prompt and in the prompt that left the KV, and at least two tokens are
+    left to prefill: every token involved is then computed the same way either way. Idle ids
+    are evicted least recently used first when an id is needed.
     """
 
-    def __init__(self, n_slots: int, *, reuse: bool, align: int) -> None:
+    def __init__(
+        self, n_slots: int, *, reuse: bool, align: int, independent_below: int = 0
+    ) -> None:
         self.reuse = reuse
         self.align = max(1, align)
+        self.independent_below = independent_below
         self.tree = RadixTree()
         self._free = list(range(n_slots - 1, -1, -1))
         self._idle: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._prompt_lengths: dict[int, int] = {}
 
     def find_prefix(self, prompt: list[int]) -> PrefixHit | None:
         """The best reusable prefix of ``prompt`` (at least one token is left to prefill)."""
         if not self.reuse or not self.tree:
             return None
         matched, holders = self.tree.longest_match(prompt)
-        usable = (min(matched, len(prompt) - 1) // self.align) * self.align
-        if usable <= 0:
-            return None
-        idle = [seq_id for seq_id in holders if seq_id in self._idle]
-        if idle:
-            return PrefixHit(usable, idle[0], idle=True)
-        return PrefixHit(usable, min(holders), idle=False)  # type: ignore[type-var]
+        limit = min(matched, len(prompt) - 1)
+        # Idle holders first (taken over without a copy), then the lowest id.
+        seq_ids = cast("set[int]", holders)  # this tree's owners are seq ids
+        ordered = sorted(seq_ids, key=lambda seq_id: (seq_id not in self._idle, seq_id))
+        best: PrefixHit | None = None
+        for seq_id in ordered:
+            usable = self._usable(limit, len(prompt), self._prompt_lengths[seq_id])
+            if usable > 0 and (best is None or usable > best.n_tokens):
+                best = PrefixHit(usable, seq_id, idle=seq_id in self._idle)
+        return best
+
+    def _usable(self, limit: int, n_prompt: int, n_source: int) -> int:
+        """How much of a ``limit``-token shared prefix may be reused with identical output."""
+        aligned = (limit // self.align) * self.align
+        if aligned == limit or not self.independent_below:
+            return aligned
+        # The chunk that starts at ``aligned``, in the new prompt and in the source's. A
+        # one-token chunk is computed like a decode step, not like a row of a longer chunk:
+        # the source's must be longer, and at least two tokens are left to prefill.
+        ours = min(self.align, n_prompt - aligned)
+        theirs = min(self.align, n_source - aligned)
+        partial = min(limit, n_prompt - 2)
+        if partial > aligned and theirs >= 2 and max(ours, theirs) < self.independent_below:
+            return partial
+        return aligned
 
     def take_idle(self, seq_id: int) -> int:
         """Claim an idle id (its KV stays) for a new sequence."""
         del self._idle[seq_id]
-        self.tree.remove(seq_id)
+        self._forget_prompt(seq_id)
         return seq_id
 
     def allocate(self) -> int | None:
@@ -61,20 +88,22 @@ class KVSlots:
             return self._free.pop()
         if self._idle:
             seq_id, _ = self._idle.popitem(last=False)
-            self.tree.remove(seq_id)
+            self._forget_prompt(seq_id)
             return seq_id
         return None
 
     def prompt_prefilled(self, seq_id: int, prompt: list[int]) -> None:
         """A running sequence's whole prompt is in its KV: others may copy from it."""
         if self.reuse:
-            self.tree.insert(seq_id, prompt)
+            self._remember_prompt(seq_id, prompt)
 
     def release(self, seq_id: int, prompt_in_kv: list[int]) -> bool:
         """The sequence ended. True if its id stays idle with its KV, False if it is free."""
-        self.tree.remove(seq_id)
-        if self.reuse and len(prompt_in_kv) >= self.align:
-            self.tree.insert(seq_id, prompt_in_kv)
+        self._forget_prompt(seq_id)
+        n_kept = len(prompt_in_kv)
+        # Kept if a prompt that goes on from this one could reuse any of it.
+        if self.reuse and self._usable(n_kept, n_kept + 2, n_kept) > 0:
+            self._remember_prompt(seq_id, prompt_in_kv)
             self._idle[seq_id] = None
             return True
         self._free.append(seq_id)
@@ -82,6 +111,14 @@ class KVSlots:
 
     def forget(self, seq_id: int) -> None:
         """The id's KV is gone (saved elsewhere or wiped): it is free."""
-        self.tree.remove(seq_id)
+        self._forget_prompt(seq_id)
         self._idle.pop(seq_id, None)
         self._free.append(seq_id)
+
+    def _remember_prompt(self, seq_id: int, prompt: list[int]) -> None:
+        self.tree.insert(seq_id, prompt)
+        self._prompt_lengths[seq_id] = len(prompt)
+
+    def _forget_prompt(self, seq_id: int) -> None:
+        self.tree.remove(seq_id)
+        self._prompt_lengths.pop(seq_id, None)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from inferflux_core.contracts import ScheduledSequence
+from inferflux_core.contracts import ScheduledSequence, TokenLogprob
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
 from inferflux_core.engine.text import TextAssembler
 
 
 @dataclass(eq=False, slots=True)
 class RequestState:
-    """Per-request state the step thread keeps next to the scheduled sequence."""
+    """Per-request state the step thread keeps next to the scheduled sequence.
+
+    ``leader`` is set on the other sequences of an ``n > 1`` group: they copy the leader's
+    prompt KV instead of prefilling it. ``pending_logprobs`` holds the logprobs of tokens
+    whose text the assembler still holds back.
+    """
 
     request: GenerationRequest
     loop: asyncio.AbstractEventLoop
@@ -21,6 +27,18 @@ class RequestState:
     queue: asyncio.Queue[GenerationEvent] = field(default_factory=asyncio.Queue)
     submitted_at: float = 0.0
     sequence: ScheduledSequence | None = None
+    leader: ScheduledSequence | None = None
+    followers: list[ScheduledSequence] = field(default_factory=list)
+    pending_logprobs: collections.deque[TokenLogprob] = field(default_factory=collections.deque)
+
+    def release_logprobs(self, *, finished: bool) -> tuple[TokenLogprob, ...]:
+        """The logprobs of the tokens whose text the assembler just released, in order."""
+        pending = self.pending_logprobs
+        n_released = min(self.assembler.take_released(), len(pending))
+        released = tuple(pending.popleft() for _ in range(n_released))
+        if finished:
+            pending.clear()  # a cut stop string's tokens are never reported
+        return released
 
 
 class RequestStream:

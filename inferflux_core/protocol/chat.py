@@ -10,6 +10,8 @@ from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.common import OpenAIModel, SamplingFields
 from inferflux_core.protocol.tools import MAX_TOOLS, ToolCall, ToolDefinition
 
+MAX_TOP_LOGPROBS = 20
+
 
 class TextPart(OpenAIModel):
     """A content part; only text is supported."""
@@ -50,7 +52,7 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: dict[str, Any] | None = None
     tools: list[ToolDefinition] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: Any = None
@@ -65,6 +67,18 @@ class ChatCompletionRequest(SamplingFields):
                 "set models[].chat_template in the server's configuration",
                 param="chat_template",
             )
+
+    @property
+    def logprobs_requested(self) -> int | None:
+        """Alternatives per token to report (0: only the sampled token's), None for none;
+        400 for ``top_logprobs`` without ``logprobs``, as OpenAI."""
+        if not self.logprobs:
+            if self.top_logprobs is not None:
+                raise InvalidRequestError(
+                    "top_logprobs: needs logprobs set to true", param="top_logprobs"
+                )
+            return None
+        return self.top_logprobs or 0
 
     @property
     def requested_max_tokens(self) -> int | None:

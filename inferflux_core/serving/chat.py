@@ -7,8 +7,16 @@ from typing import Any
 
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.protocol.chat import ChatCompletionRequest
-from inferflux_core.protocol.common import parse_body, reject_unsupported
-from inferflux_core.serving.common import Service, Usage, collect, raise_if_failed, usage
+from inferflux_core.protocol.common import parse_body
+from inferflux_core.serving.common import (
+    Service,
+    Usage,
+    collect_all,
+    merge,
+    raise_if_failed,
+    usage,
+)
+from inferflux_core.serving.logprobs import TokenBytes, chat_logprobs
 from inferflux_core.structured import response_format_grammar
 from inferflux_core.tools import (
     ChoiceOutput,
@@ -27,10 +35,11 @@ class ChatService(Service):
 
     def _submit(
         self, body: Any, usage_meter: Usage
-    ) -> tuple[ChatCompletionRequest, ToolPlan, RequestStream]:
+    ) -> tuple[ChatCompletionRequest, ToolPlan, list[RequestStream], TokenBytes]:
+        """Submit the request's ``n`` choices; also returns the tool plan and the model's
+        ``token_bytes``."""
         request = parse_body(ChatCompletionRequest, body)
         request.refuse_request_template()
-        reject_unsupported({"logprobs": request.logprobs})
         model = self.engine.model(request.model)
         tools = plan_tools(request, model.backend)
         grammar = tools.grammar or response_format_grammar(
@@ -41,11 +50,18 @@ class ChatService(Service):
         )
         tokens = model.tokenize_prompt(render_prompt(model, request, tools))
         generation = self.generation_request(
-            model, request, tokens, request.requested_max_tokens, grammar
+            model,
+            request,
+            tokens,
+            request.requested_max_tokens,
+            grammar,
+            request.logprobs_requested,
         )
-        stream = self.engine.submit(model.name, generation)
-        usage_meter.update(0, stream.n_prompt_tokens, 0)
-        return request, tools, stream
+        streams = self.submit_choices(model, generation, request.n)
+        usage_meter.per_prompt = request.n
+        for index, stream in enumerate(streams):
+            usage_meter.update(index, stream.n_prompt_tokens, 0)
+        return request, tools, streams, model.backend.token_bytes
 
     def input_text(self, body: Any) -> str:
         """The conversation's text as guardrails and the audit log see it: each message's
@@ -55,24 +71,31 @@ class ChatService(Service):
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
         """A complete ``chat.completion``; ``usage_meter`` is kept up to date."""
         usage_meter = usage_meter or Usage()
-        request, tools, stream = self._submit(body, usage_meter)
-        result = await collect(stream)
-        usage_meter.update(0, result.n_prompt_tokens, result.n_generated_tokens)
-        message, finish_reason = chat_message(tools, result.text, result.finish_reason)
+        request, tools, streams, token_bytes = self._submit(body, usage_meter)
+        results = await collect_all(streams)
+        messages = []
+        for index, result in enumerate(results):
+            usage_meter.update(index, result.n_prompt_tokens, result.n_generated_tokens)
+            messages.append(chat_message(tools, result.text, result.finish_reason))
         return {
-            "id": stream.request_id,
+            "id": streams[0].request_id,
             "object": "chat.completion",
             "created": self.created(),
             "model": request.model,
             "choices": [
                 {
-                    "index": 0,
+                    "index": index,
                     "message": message,
-                    "logprobs": None,
+                    "logprobs": (
+                        chat_logprobs(token_bytes, result.logprobs) if request.logprobs else None
+                    ),
                     "finish_reason": finish_reason,
                 }
+                for index, (result, (message, finish_reason)) in enumerate(
+                    zip(results, messages, strict=True)
+                )
             ],
-            "usage": usage(result.n_prompt_tokens, result.n_generated_tokens),
+            "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
         }
 
     def open_stream(
@@ -83,49 +106,70 @@ class ChatService(Service):
         ``usage_meter`` is kept up to date as events arrive.
         """
         usage_meter = usage_meter or Usage()
-        request, tools, stream = self._submit(body, usage_meter)
-        return self._chunks(request, ChoiceOutput(tools), stream, usage_meter)
+        request, tools, streams, token_bytes = self._submit(body, usage_meter)
+        outputs = [ChoiceOutput(tools) for _ in streams]
+        return self._chunks(request, outputs, streams, token_bytes, usage_meter)
 
     async def _chunks(
         self,
         request: ChatCompletionRequest,
-        output: ChoiceOutput,
-        stream: RequestStream,
+        outputs: list[ChoiceOutput],
+        streams: list[RequestStream],
+        token_bytes: TokenBytes,
         usage_meter: Usage,
     ) -> AsyncIterator[dict[str, Any]]:
         created = self.created()
         include_usage = request.include_usage
+        request_id = streams[0].request_id
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        def chunk(
+            index: int,
+            delta: dict[str, Any],
+            finish: str | None = None,
+            logprobs: dict[str, Any] | None = None,
+        ) -> dict[str, Any]:
             out: dict[str, Any] = {
-                "id": stream.request_id,
+                "id": request_id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": request.model,
                 "choices": [
-                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                    {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
                 ],
             }
             if include_usage:
                 out["usage"] = None
             return out
 
-        yield chunk({"role": "assistant", "content": ""})
-        async for event in stream:
-            usage_meter.update(0, event.n_prompt_tokens, event.n_generated_tokens)
-            for delta in output.push(event.text):
-                yield chunk(delta)
+        try:  # a client gone before the first event must free its sequences too
+            for index in range(len(streams)):
+                yield chunk(index, {"role": "assistant", "content": ""})
+        except BaseException:
+            for stream in streams:
+                stream.cancel()
+            raise
+        async for index, event in merge(streams):
+            usage_meter.update(index, event.n_prompt_tokens, event.n_generated_tokens)
+            output = outputs[index]
+            deltas = output.push(event.text)
+            if event.logprobs and not deltas:
+                deltas = [{"content": ""}]
+            for position, delta in enumerate(deltas):
+                logprobs = None
+                if request.logprobs and position == 0:
+                    logprobs = chat_logprobs(token_bytes, event.logprobs)
+                yield chunk(index, delta, logprobs=logprobs)
             if event.finish_reason is not None:
                 raise_if_failed(event)
                 for delta in output.finish():
-                    yield chunk(delta)
-                yield chunk({}, output.finish_reason(event.finish_reason))
-                if include_usage:
-                    yield {
-                        "id": stream.request_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": request.model,
-                        "choices": [],
-                        "usage": usage(event.n_prompt_tokens, event.n_generated_tokens),
-                    }
+                    yield chunk(index, delta)
+                yield chunk(index, {}, output.finish_reason(event.finish_reason))
+        if include_usage:
+            yield {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": request.model,
+                "choices": [],
+                "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
+            }

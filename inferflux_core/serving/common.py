@@ -9,13 +9,16 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from inferflux_core.contracts import SamplingParams
+from inferflux_core.contracts import SamplingParams, TokenLogprob
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest, new_request_id
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.errors import InferfluxError, InvalidRequestError
-from inferflux_core.protocol.common import SamplingFields, reject_unsupported
+from inferflux_core.protocol.common import SamplingFields
 
 MAX_LOGIT_BIAS = 100
+SEED_MASK = (1 << 64) - 1
+#: Odd 64-bit constant (the golden ratio's): choice seeds far apart for nearby request seeds.
+SEED_STRIDE = 0x9E3779B97F4A7C15
 
 if TYPE_CHECKING:
     from inferflux_core.engine.engine import Engine
@@ -30,6 +33,12 @@ class Collected:
     finish_reason: str
     n_prompt_tokens: int
     n_generated_tokens: int
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    @property
+    def cumulative_logprob(self) -> float:
+        """The sum of the reported tokens' logprobs (how ``best_of`` ranks candidates)."""
+        return sum(entry.logprob for entry in self.logprobs)
 
 
 @dataclass(slots=True)
@@ -42,9 +51,16 @@ class Usage:
 
     sequences: dict[int, tuple[int, int]] = field(default_factory=dict)
 
+    #: Sequences per prompt (``n``, or ``best_of``): they share the prompt, counted once.
+    per_prompt: int = 1
+
     def update(self, index: int, n_prompt: int, n_generated: int) -> None:
-        """Sequence ``index`` has ``n_prompt`` prompt tokens and has generated ``n_generated``."""
-        self.sequences[index] = (n_prompt, n_generated)
+        """Sequence ``index`` has ``n_prompt`` prompt tokens and has generated ``n_generated``.
+
+        Only the first sequence of each prompt's group counts its prompt tokens.
+        """
+        shared = index % max(1, self.per_prompt) != 0
+        self.sequences[index] = (0 if shared else n_prompt, n_generated)
 
     @property
     def prompt_tokens(self) -> int:
@@ -82,8 +98,10 @@ def raise_if_failed(event: GenerationEvent) -> None:
 async def collect(stream: RequestStream) -> Collected:
     """Run a stream to its end and gather its text."""
     pieces: list[str] = []
+    logprobs: list[TokenLogprob] = []
     async for event in stream:
         pieces.append(event.text)
+        logprobs.extend(event.logprobs)
         if event.finish_reason is not None:
             raise_if_failed(event)
             return Collected(
@@ -91,8 +109,25 @@ async def collect(stream: RequestStream) -> Collected:
                 event.finish_reason,
                 event.n_prompt_tokens,
                 event.n_generated_tokens,
+                logprobs,
             )
     raise InferfluxError("the request ended without a result")
+
+
+async def collect_all(streams: Sequence[RequestStream]) -> list[Collected]:
+    """Every stream's output; all are cancelled if one fails or the caller goes away."""
+    try:
+        return list(await asyncio.gather(*(collect(s) for s in streams)))
+    finally:
+        for stream in streams:
+            stream.cancel()
+
+
+def derive_seed(seed: int | None, index: int) -> int | None:
+    """Choice ``index``'s seed: the request's for the first, distinct reproducible ones after."""
+    if seed is None or index == 0:
+        return seed
+    return (seed + index * SEED_STRIDE) & SEED_MASK
 
 
 async def merge(streams: Sequence[RequestStream]) -> AsyncIterator[tuple[int, GenerationEvent]]:
@@ -137,10 +172,16 @@ class Service:
         prompt_tokens: list[int],
         requested_max_tokens: int | None,
         grammar: str | None = None,
+        logprobs: int | None = None,
     ) -> GenerationRequest:
-        """The engine request for one prompt, with limits applied; ``grammar`` constrains it."""
-        if fields.n > 1:
-            reject_unsupported({"n > 1": True})
+        """The engine request for one prompt, with limits applied; ``grammar`` constrains it,
+        ``logprobs`` asks for token logprobs with that many alternatives."""
+        if logprobs is not None and not model.backend.supports_logprobs:
+            raise InvalidRequestError(
+                f"logprobs: the backend of model {model.name!r} cannot report token logprobs",
+                param="logprobs",
+                code="unsupported",
+            )
         room = model.backend.info.context_length - len(prompt_tokens)
         limit = model.config.max_tokens_limit
         max_tokens = min(requested_max_tokens or limit, limit, max(room, 1))
@@ -151,6 +192,7 @@ class Service:
                 sampling_params(fields),
                 grammar=grammar,
                 logit_bias=self.logit_bias(model, fields.logit_bias),
+                logprobs=logprobs,
             ),
             stop=fields.stop_strings(),
             ignore_eos=fields.ignore_eos,
@@ -158,6 +200,24 @@ class Service:
             priority=fields.priority,
             request_id=new_request_id(self.object_prefix),
         )
+
+    def submit_choices(
+        self, model: LoadedModel, generation: GenerationRequest, n: int
+    ) -> list[RequestStream]:
+        """Queue ``n`` sequences of one prompt (the prompt is prefilled once); choice ``i``
+        samples with :func:`derive_seed` of the request's seed."""
+        if n == 1:
+            return [self.engine.submit(model.name, generation)]
+        seed = generation.sampling.seed
+        choices = [
+            dataclasses.replace(
+                generation,
+                sampling=dataclasses.replace(generation.sampling, seed=derive_seed(seed, i)),
+                request_id=generation.request_id if i == 0 else new_request_id(self.object_prefix),
+            )
+            for i in range(n)
+        ]
+        return self.engine.submit_group(model.name, choices)
 
     def logit_bias(
         self, model: LoadedModel, bias: dict[str, float] | None

@@ -2,43 +2,67 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.errors import InvalidRequestError
-from inferflux_core.protocol.common import parse_body, reject_unsupported
+from inferflux_core.protocol.common import parse_body
 from inferflux_core.protocol.completions import CompletionRequest
 from inferflux_core.serving.common import (
+    Collected,
     Service,
     Usage,
-    collect,
+    collect_all,
     merge,
     raise_if_failed,
     usage,
 )
+from inferflux_core.serving.infill import infill_tokens
+from inferflux_core.serving.logprobs import CompletionLogprobs, TokenBytes
+
+if TYPE_CHECKING:
+    from inferflux_core.engine.model import LoadedModel
 
 MAX_PROMPTS = 64
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A submitted completion request: ``candidates`` streams per prompt, prompt after prompt,
+    and what each prompt's choices start with when ``echo`` asks."""
+
+    request: CompletionRequest
+    streams: list[RequestStream]
+    candidates: int
+    echoes: list[str]
+    echo_tokens: list[list[int]]
+    token_bytes: TokenBytes
+
+    def new_logprobs(self, prompt_index: int) -> CompletionLogprobs | None:
+        """A choice's logprobs object, holding its echoed prompt; None if not asked for."""
+        if self.request.logprobs is None:
+            return None
+        logprobs = CompletionLogprobs(self.token_bytes)
+        logprobs.add_prompt(self.echo_tokens[prompt_index])
+        logprobs.offset = len(self.echoes[prompt_index])
+        return logprobs
+
+
 class CompletionService(Service):
-    """``text_completion`` objects from request bodies; a list of prompts gives one choice each."""
+    """``text_completion`` objects from request bodies.
+
+    A list of prompts gives ``n`` choices each; choice ``prompt_index * n + i`` is the i-th of
+    that prompt, as OpenAI numbers them.
+    """
 
     object_prefix = "cmpl"
 
-    def _submit(
-        self, body: Any, usage_meter: Usage
-    ) -> tuple[CompletionRequest, list[RequestStream], list[str]]:
-        """Submit one sequence per prompt; also returns each choice's echo (``echo``)."""
+    def _submit(self, body: Any, usage_meter: Usage) -> Submitted:
+        """Submit ``best_of`` (or ``n``) sequences per prompt."""
         request = parse_body(CompletionRequest, body)
-        reject_unsupported(
-            {
-                "suffix": request.suffix,
-                "logprobs": request.logprobs is not None,
-                "best_of": request.best_of not in (None, 1),
-            }
-        )
+        candidates = request.candidates
         model = self.engine.model(request.model)
         prompts = request.prompts()
         if not prompts:
@@ -47,29 +71,52 @@ class CompletionService(Service):
             raise InvalidRequestError(
                 f"prompt: at most {MAX_PROMPTS} prompts per request", param="prompt"
             )
-        generations = []
-        for prompt in prompts:
-            if isinstance(prompt, str):
-                tokens = model.tokenize_prompt(prompt)
-            else:
-                tokens = list(prompt)
-                self.check_token_ids(model, tokens, "prompt")
-            generations.append(self.generation_request(model, request, tokens, request.max_tokens))
+        # Ranking best_of candidates needs their logprobs even when the client asks for none.
+        logprobs = request.logprobs
+        if logprobs is None and candidates > request.n:
+            logprobs = 0
+        generations = [
+            self.generation_request(
+                model,
+                request,
+                self._prompt_tokens(model, request, p),
+                request.max_tokens,
+                logprobs=logprobs,
+            )
+            for p in prompts
+        ]
         streams: list[RequestStream] = []
         try:
             for generation in generations:
-                streams.append(self.engine.submit(model.name, generation))
+                streams.extend(self.submit_choices(model, generation, candidates))
         except BaseException:
             for stream in streams:
                 stream.cancel()
             raise
+        usage_meter.per_prompt = candidates
         for index, stream in enumerate(streams):
             usage_meter.update(index, stream.n_prompt_tokens, 0)
-        echoes = [
-            (p if isinstance(p, str) else model.backend.detokenize(p)) if request.echo else ""
-            for p in prompts
-        ]
-        return request, streams, echoes
+        echo = request.echo
+        return Submitted(
+            request,
+            streams,
+            candidates,
+            echoes=[
+                (p if isinstance(p, str) else model.backend.detokenize(p)) if echo else ""
+                for p in prompts
+            ],
+            echo_tokens=[g.prompt_tokens if echo else [] for g in generations],
+            token_bytes=model.backend.token_bytes,
+        )
+
+    def _prompt_tokens(
+        self, model: LoadedModel, request: CompletionRequest, prompt: str | list[int]
+    ) -> list[int]:
+        if isinstance(prompt, list):
+            self.check_token_ids(model, prompt, "prompt")
+        if request.suffix:
+            return infill_tokens(model, prompt, request.suffix)
+        return model.tokenize_prompt(prompt) if isinstance(prompt, str) else list(prompt)
 
     def input_text(self, body: Any) -> str:
         """The prompts' text as guardrails and the audit log see it, joined by newlines;
@@ -88,28 +135,33 @@ class CompletionService(Service):
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
         """A complete ``text_completion``; ``usage_meter`` is kept up to date."""
         usage_meter = usage_meter or Usage()
-        request, streams, echoes = self._submit(body, usage_meter)
-        try:
-            results = await asyncio.gather(*(collect(s) for s in streams))
-        finally:
-            for stream in streams:
-                stream.cancel()
+        submitted = self._submit(body, usage_meter)
+        request = submitted.request
+        results = await collect_all(submitted.streams)
         for index, result in enumerate(results):
             usage_meter.update(index, result.n_prompt_tokens, result.n_generated_tokens)
+        choices: list[dict[str, Any]] = []
+        for prompt_index in range(len(submitted.echoes)):
+            start = prompt_index * submitted.candidates
+            group = best(results[start : start + submitted.candidates], request.n)
+            for result in group:
+                logprobs = submitted.new_logprobs(prompt_index)
+                if logprobs is not None:
+                    logprobs.add(result.logprobs)
+                choices.append(
+                    {
+                        "index": len(choices),
+                        "text": submitted.echoes[prompt_index] + result.text,
+                        "logprobs": logprobs.take() if logprobs is not None else None,
+                        "finish_reason": result.finish_reason,
+                    }
+                )
         return {
-            "id": streams[0].request_id,
+            "id": submitted.streams[0].request_id,
             "object": "text_completion",
             "created": self.created(),
             "model": request.model,
-            "choices": [
-                {
-                    "index": i,
-                    "text": echoes[i] + r.text,
-                    "logprobs": None,
-                    "finish_reason": r.finish_reason,
-                }
-                for i, r in enumerate(results)
-            ],
+            "choices": choices,
             "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
         }
 
@@ -121,27 +173,32 @@ class CompletionService(Service):
         ``usage_meter`` is kept up to date as events arrive.
         """
         usage_meter = usage_meter or Usage()
-        request, streams, echoes = self._submit(body, usage_meter)
-        return self._chunks(request, streams, echoes, usage_meter)
+        return self._chunks(self._submit(body, usage_meter), usage_meter)
 
     async def _chunks(
-        self,
-        request: CompletionRequest,
-        streams: list[RequestStream],
-        echoes: list[str],
-        usage_meter: Usage,
+        self, submitted: Submitted, usage_meter: Usage
     ) -> AsyncIterator[dict[str, Any]]:
+        request = submitted.request
+        streams = submitted.streams
         created = self.created()
         request_id = streams[0].request_id
+        n = submitted.candidates  # best_of is refused with stream: one candidate per choice
+        logprobs = [submitted.new_logprobs(index // n) for index in range(len(streams))]
 
         def chunk(index: int, text: str, finish: str | None) -> dict[str, Any]:
+            choice_logprobs = logprobs[index]
             out: dict[str, Any] = {
                 "id": request_id,
                 "object": "text_completion",
                 "created": created,
                 "model": request.model,
                 "choices": [
-                    {"index": index, "text": text, "logprobs": None, "finish_reason": finish}
+                    {
+                        "index": index,
+                        "text": text,
+                        "logprobs": choice_logprobs.take() if choice_logprobs else None,
+                        "finish_reason": finish,
+                    }
                 ],
             }
             if request.include_usage:
@@ -149,7 +206,8 @@ class CompletionService(Service):
             return out
 
         try:  # a client gone during the echo must free its sequences too
-            for index, echo in enumerate(echoes):
+            for index in range(len(streams)):
+                echo = submitted.echoes[index // n]
                 if echo:
                     yield chunk(index, echo, None)
         except BaseException:
@@ -161,8 +219,11 @@ class CompletionService(Service):
             finish = event.finish_reason
             if finish is not None:
                 raise_if_failed(event)
-            if not event.text and finish is None:
+            if not event.text and not event.logprobs and finish is None:
                 continue
+            choice_logprobs = logprobs[index]
+            if choice_logprobs is not None:
+                choice_logprobs.add(event.logprobs)
             yield chunk(index, event.text, finish)
         if request.include_usage:
             yield {
@@ -173,3 +234,11 @@ class CompletionService(Service):
                 "choices": [],
                 "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
             }
+
+
+def best(candidates: list[Collected], n: int) -> list[Collected]:
+    """The ``n`` candidates with the highest cumulative logprob, best first (``best_of``);
+    all of them, in order, when there are only ``n``."""
+    if len(candidates) <= n:
+        return candidates
+    return sorted(candidates, key=lambda c: c.cumulative_logprob, reverse=True)[:n]

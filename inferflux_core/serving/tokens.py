@@ -41,7 +41,9 @@ class TokenService(Service):
 
 def _tokens(model: LoadedModel, request: TokenizeRequest) -> list[int]:
     if request.messages is not None:
-        messages = [{"role": m.role, "content": m.text(i)} for i, m in enumerate(request.messages)]
+        messages: list[dict[str, object]] = [
+            {"role": m.role, "content": m.text(i)} for i, m in enumerate(request.messages)
+        ]
         text = model.render_chat(messages, add_generation_prompt=request.add_generation_prompt)
         add_special = bool(request.add_special_tokens)
     else:

@@ -80,7 +80,7 @@ def _cached_grammar(key: str, param: str, rule: str, first: tuple[str, ...]) -> 
 def _bounded_converter(base: type, prop_order: dict[str, int]) -> Any:
     """An instance of the converter, extended with bounds and strict string characters."""
 
-    class BoundedConverter(base):  # type: ignore[misc, valid-type]
+    class BoundedConverter(base):  # type: ignore[misc]
         def visit(self, schema: dict[str, Any], name: str) -> str:
             kind = schema.get("type")
             if kind in ("integer", "number") and any(k in schema for k in BOUND_KEYWORDS):

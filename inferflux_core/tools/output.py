@@ -70,7 +70,7 @@ class ChoiceOutput:
 
 def _extends(deltas: list[dict[str, Any]], index: int) -> bool:
     """Whether the last delta is about call ``index``, so its arguments can grow."""
-    calls = deltas[-1].get("tool_calls") if deltas else None
+    calls: list[dict[str, Any]] = deltas[-1].get("tool_calls") or [] if deltas else []
     return bool(calls) and calls[0]["index"] == index and "id" not in calls[0]
 
 

@@ -9,6 +9,9 @@ from inferflux_plugins.devices.cuda import CudaContext
 from inferflux_plugins.devices.metal import MetalContext
 from inferflux_plugins.devices.rocm import RocmContext
 
+#: The version of inferflux's hook contract this plugin was written against.
+INFERFLUX_HOOKSPEC_VERSION = 1
+
 
 @hookimpl
 def register_device_contexts() -> dict[str, type[DeviceContext]]:
@@ -19,3 +22,18 @@ def register_device_contexts() -> dict[str, type[DeviceContext]]:
         "rocm": RocmContext,
         "metal": MetalContext,
     }
+
+
+@hookimpl
+def self_check() -> list[str]:
+    """Every device context detects without raising, and the CPU is present."""
+    problems = []
+    for kind, context in register_device_contexts().items():
+        try:
+            info = context().detect()
+        except Exception as exc:
+            problems.append(f"detecting {kind} raised {type(exc).__name__}: {exc}")
+            continue
+        if kind == "cpu" and not info.present:
+            problems.append(f"the CPU was not detected: {info.reason or 'no reason given'}")
+    return problems

@@ -22,6 +22,9 @@ from inferflux_core.contracts import (
 from inferflux_core.hookspecs import hookimpl
 from inferflux_core.matching import partial_match_length
 
+#: The version of inferflux's hook contract this plugin was written against.
+INFERFLUX_HOOKSPEC_VERSION = 1
+
 
 class PhraseFilter(OutputFilter):
     """Holds back the longest tail of the output that begins a phrase, like stop strings."""

@@ -21,6 +21,9 @@ import httpx
 from inferflux_core.contracts import Guardrail, GuardrailInput, GuardrailVerdict
 from inferflux_core.hookspecs import hookimpl
 
+#: The version of inferflux's hook contract this plugin was written against.
+INFERFLUX_HOOKSPEC_VERSION = 1
+
 MAX_ANSWER_BYTES = 64 * 1024
 
 

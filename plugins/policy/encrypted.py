@@ -37,6 +37,9 @@ from inferflux_core.errors import PolicyStoreError
 from inferflux_core.hookspecs import hookimpl
 from inferflux_plugins.policy.sealed import SealedCodec, SealError, is_sealed
 
+#: The version of inferflux's hook contract this plugin was written against.
+INFERFLUX_HOOKSPEC_VERSION = 1
+
 log = logging.getLogger(__name__)
 
 PASSPHRASE_ENV = "INFERFLUX_POLICY_PASSPHRASE"
@@ -221,3 +224,20 @@ class EncryptedFilePolicyStore(PolicyStore):
 def register_policy_stores() -> dict[str, type[PolicyStore]]:
     """The sealed file store, as ``encrypted_file``."""
     return {"encrypted_file": EncryptedFilePolicyStore}
+
+
+@hookimpl
+def self_check() -> list[str]:
+    """The crypto this store needs: AES-256-GCM from ``cryptography``, and ``hashlib.scrypt``."""
+    problems = []
+    if not hasattr(hashlib, "scrypt"):
+        problems.append("hashlib.scrypt is missing: Python must be built with OpenSSL 1.1+")
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        cipher, nonce = AESGCM(bytes(32)), bytes(12)
+        if cipher.decrypt(nonce, cipher.encrypt(nonce, b"check", None), None) != b"check":
+            problems.append("cryptography's AES-256-GCM does not round-trip")
+    except Exception as exc:
+        problems.append(f"cryptography's AES-256-GCM is unusable: {type(exc).__name__}: {exc}")
+    return problems

@@ -9,6 +9,9 @@ from typing import Any
 from inferflux_core.contracts import Policy, PolicyStore
 from inferflux_core.hookspecs import hookimpl
 
+#: The version of inferflux's hook contract this plugin was written against.
+INFERFLUX_HOOKSPEC_VERSION = 1
+
 
 class MemoryPolicyStore(PolicyStore):
     """Keeps the policy in this process; nothing survives it."""

@@ -24,7 +24,8 @@ class ContinuousBatchingScheduler(Scheduler):
 
     Each step first gives one token to every running sequence that has finished its prompt,
     so streams never stall behind a long prompt; the rest of the token budget prefills prompts
-    in chunks of ``prefill_chunk`` tokens (the last one shorter), oldest admission first. Chunk
+    in chunks of ``prefill_chunk`` tokens (the last one shorter), oldest admission first, at most
+    ``prefill_sequences`` prompts per step (0: no limit). Chunk
     boundaries never depend on what else runs, so a sequence is computed the same way alone or
     in a batch. A waiting sequence is admitted while fewer than ``max_sequences`` run and its
     prompt fits in the free KV cells; the one with the highest priority plus
@@ -75,13 +76,15 @@ class ContinuousBatchingScheduler(Scheduler):
                 chunk.sequence.slice_tokens += 1
             budget = self.limits.token_budget - len(chunks)
             self._admit(now)
+            prompts_left = self.limits.prefill_sequences or len(self._running)
             for sequence in self._running:
                 if not sequence.prefill_done:
                     n_tokens = min(sequence.remaining_prompt, self.limits.prefill_chunk)
-                    if n_tokens > budget:
+                    if n_tokens > budget or prompts_left == 0:
                         break
                     chunks.append(ScheduledChunk(sequence, n_tokens))
                     budget -= n_tokens
+                    prompts_left -= 1
             return StepPlan(chunks, preempt)
 
     def finish(self, sequence: ScheduledSequence) -> None:

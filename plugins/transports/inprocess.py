@@ -3,26 +3,54 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections import deque
 
 from inferflux_core.contracts import KVBlock, KVTransport
+from inferflux_core.errors import KVTransportClosedError
 from inferflux_core.hookspecs import hookimpl
+
+#: The version of inferflux's hook contract this plugin was written against.
+INFERFLUX_HOOKSPEC_VERSION = 1
 
 
 class InProcessTransport(KVTransport):
-    """Blocks in order through an ``asyncio.Queue`` of ``max_pending`` blocks (default 8)."""
+    """Blocks in order through a queue of at most ``max_pending`` blocks (default 8)."""
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._queue: asyncio.Queue[KVBlock] = asyncio.Queue(int(options.get("max_pending", 8)))
+    def __init__(self, *, max_pending: int = 8) -> None:
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise TypeError(f"max_pending must be a positive integer, not {max_pending!r}")
+        super().__init__(max_pending=max_pending)
+        self._max_pending = max_pending
+        self._blocks: deque[KVBlock] = deque()
+        self._changed = asyncio.Condition()
+        self._closed = False
 
     async def send(self, block: KVBlock) -> None:
         """Enqueue; waits while ``max_pending`` blocks are undelivered."""
-        await self._queue.put(block)
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._closed or len(self._blocks) < self._max_pending
+            )
+            if self._closed:
+                raise KVTransportClosedError("the KV transport is closed; the block was not sent")
+            self._blocks.append(block)
+            self._changed.notify_all()
 
     async def receive(self) -> KVBlock:
-        """The oldest undelivered block."""
-        return await self._queue.get()
+        """The oldest undelivered block; once closed and drained, KVTransportClosedError."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._closed or bool(self._blocks))
+            if not self._blocks:
+                raise KVTransportClosedError("the KV transport is closed and holds no block")
+            block = self._blocks.popleft()
+            self._changed.notify_all()
+            return block
+
+    async def close(self) -> None:
+        """Refuse further sends and wake everyone waiting."""
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
 
 @hookimpl

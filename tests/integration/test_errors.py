@@ -117,13 +117,10 @@ def test_unknown_route_is_404_json(http: httpx.Client) -> None:
 
 
 def test_unsupported_feature_is_400_not_ignored(http: httpx.Client) -> None:
-    body = {
-        "model": MODEL_NAME,
-        "messages": [{"role": "user", "content": "hi"}],
-        "logprobs": True,
-    }
-    error = _error(http.post(CHAT, json=body), 400)
-    assert error["param"] == "logprobs"
+    # The default model has no fill-in-the-middle tokens, so it cannot honour a suffix.
+    body = {"model": MODEL_NAME, "prompt": "def add(a, b):\n", "suffix": "\n    return c"}
+    error = _error(http.post("/v1/completions", json=body), 400)
+    assert (error["param"], error["code"]) == ("suffix", "unsupported")
 
 
 def test_token_id_outside_vocabulary_is_400(http: httpx.Client) -> None:

@@ -215,3 +215,18 @@ def test_runnable_example_config_serves_a_chat(name: str, monkeypatch: pytest.Mo
         return reply["choices"][0]["message"]["content"]
 
     assert asyncio.run(ask())
+
+
+def test_bigram_refuses_logprobs_and_still_gives_n_choices(bigram_client: openai.OpenAI) -> None:
+    """A backend without ``supports_logprobs`` gets a clear 400; ``n`` works without prefix
+    reuse (each choice prefills its own prompt)."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        bigram_client.chat.completions.create(
+            model="bigram", messages=HELLO, max_tokens=5, logprobs=True
+        )
+    assert caught.value.body["param"] == "logprobs"  # type: ignore[index]
+    reply = bigram_client.chat.completions.create(
+        model="bigram", messages=HELLO, max_tokens=20, temperature=1.0, seed=2, n=3
+    )
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert len({c.message.content for c in reply.choices}) > 1

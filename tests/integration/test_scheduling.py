@@ -96,6 +96,36 @@ def test_multi_turn_chat_reuses_the_earlier_turns(reuse_on: Engine, reuse_off: E
     assert outputs["on"] == outputs["off"]
 
 
+def test_concurrent_short_chats_share_the_template_prefix_with_identical_output(
+    reuse_on: Engine, reuse_off: Engine
+) -> None:
+    """Short prompts that arrive together are prefilled one after the other, and each reuses
+    the chat template's opening from the one before, though it ends inside a prefill chunk."""
+    questions = ["Name a blue fruit.", "Name a green fruit.", "Name a red fruit."]
+
+    async def together(engine: Engine) -> list[str]:
+        bodies = [
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": q}],
+                "temperature": 0,
+                "max_tokens": 16,
+            }
+            for q in questions
+        ]
+        replies = await asyncio.gather(*(engine.chat(b) for b in bodies))
+        return [str(r["choices"][0]["message"]["content"]) for r in replies]
+
+    hits = _counter(reuse_on, "inferflux_prefix_hits_total")
+    reused = _counter(reuse_on, "inferflux_prefix_reused_tokens_total")
+    assert asyncio.run(together(reuse_on)) == asyncio.run(together(reuse_off))
+    new_hits = _counter(reuse_on, "inferflux_prefix_hits_total") - hits
+    new_reused = _counter(reuse_on, "inferflux_prefix_reused_tokens_total") - reused
+    assert new_hits >= 2
+    # Every prompt here is shorter than one 128-token chunk: only partial reuse can hit.
+    assert 0 < new_reused / new_hits < 128
+
+
 async def _collect(engine: Engine, request: GenerationRequest, log: list[str]) -> list[int]:
     tokens: list[int] = []
     async for event in engine.submit(MODEL, request):

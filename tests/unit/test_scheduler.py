@@ -97,6 +97,29 @@ def test_running_streams_decode_before_new_prompts_prefill() -> None:
     assert (plan[1].sequence.request_id, plan[1].n_tokens) == ("newcomer", 8)
 
 
+def test_prompts_that_arrive_together_are_prefilled_one_after_the_other() -> None:
+    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=3, prefill_sequences=1))
+    for i in range(3):
+        scheduler.add(_seq(f"r{i}", n_prompt=10, arrival=i))
+    steps = [[(c.sequence.request_id, c.n_tokens) for c in _run(scheduler)] for _ in range(3)]
+    assert steps == [
+        [("r0", 10)],
+        [("r0", 1), ("r1", 10)],
+        [("r0", 1), ("r1", 1), ("r2", 10)],
+    ]
+
+
+def test_without_a_prefill_limit_the_budget_alone_bounds_a_step() -> None:
+    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=3, prefill_sequences=0))
+    for i in range(3):
+        scheduler.add(_seq(f"r{i}", n_prompt=10, arrival=i))
+    assert [(c.sequence.request_id, c.n_tokens) for c in _run(scheduler)] == [
+        ("r0", 10),
+        ("r1", 10),
+        ("r2", 10),
+    ]
+
+
 def test_higher_priority_submitted_last_is_admitted_first() -> None:
     scheduler = ContinuousBatchingScheduler(_limits(max_sequences=1))
     scheduler.add(_seq("low-1", arrival=0))

@@ -57,3 +57,50 @@ def test_multibyte_character_split_across_tokens_comes_out_whole() -> None:
     assembler = TextAssembler(lambda i: [data[:1], data[1:]][i])
     assert assembler.push(0) == ("", False)
     assert assembler.push(1) == ("€", False)
+
+
+def _released(pieces: list[bytes], stop: tuple[str, ...]) -> tuple[str, list[int]]:
+    """Output text, and for each push (and the final flush) how many tokens it released."""
+    assembler = TextAssembler(lambda i: pieces[i], stop)
+    out, counts = [], []
+    for i in range(len(pieces)):
+        text, stopped = assembler.push(i)
+        out.append(text)
+        counts.append(assembler.take_released())
+        if stopped:
+            return "".join(out), counts
+    out.append(assembler.flush())
+    counts.append(assembler.take_released())
+    return "".join(out), counts
+
+
+def test_tokens_are_released_with_their_text() -> None:
+    assert _released([b"Hel", b"lo", b" wo", b"rld"], ("lo w",)) == ("Hel", [0, 1, 0])
+    assert _released([b"a", b"b", b"c"], ("bx",)) == ("abc", [1, 0, 2, 0])
+    assert _released([b"a", b"b", b"c"], ()) == ("abc", [1, 1, 1, 0])
+
+
+def test_a_token_holding_part_of_a_character_is_released_at_once() -> None:
+    data = "€".encode()
+    assert _released([data[:2], data[2:], b"!"], ()) == ("€!", [1, 1, 1, 0])
+    # the character held back for a stop string: its last token waits with it
+    assert _released([data[:2], data[2:], b"!"], ("€?",)) == ("€!", [1, 0, 2, 0])
+
+
+@given(
+    st.text(alphabet="abcé€ ", max_size=40),
+    st.text(alphabet="abcé€ ", min_size=1, max_size=4),
+    st.lists(st.integers(0, 400), max_size=12),
+)
+def test_released_tokens_are_those_that_added_output(text: str, stop: str, cuts: list[int]) -> None:
+    pieces = _pieces(text, cuts)
+    output, counts = _released(pieces, (stop,))
+    n_released = sum(counts)
+    assert n_released <= len(pieces)
+    released_bytes = b"".join(pieces[:n_released])
+    if stop not in text:
+        assert n_released == len(pieces)
+    else:
+        # every released token but a trailing character's tail starts inside the output
+        assert released_bytes.decode(errors="ignore").startswith(output)
+        assert len(b"".join(pieces[: n_released - 1])) < len(output.encode()) or not output

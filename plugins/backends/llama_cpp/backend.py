@@ -18,15 +18,23 @@ from typing import Any
 
 from inferflux_core.contracts import (
     BackendSpec,
+    EmbeddingInfo,
     ModelInfo,
     SamplingParams,
     SequenceChunk,
     StepBackend,
+    TokenLogprob,
 )
 from inferflux_core.errors import BackendError, ConfigError, ModelFileError
 from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
+from inferflux_plugins.backends.llama_cpp.embedding import (
+    EmbeddingContext,
+    EmbeddingSettings,
+    resolve_pooling,
+)
 from inferflux_plugins.backends.llama_cpp.grammar import ConstrainedSampler, GrammarCache
+from inferflux_plugins.backends.llama_cpp.logprobs import LogprobReader
 from inferflux_plugins.backends.llama_cpp.options import (
     LlamaCppOptions,
     decide_repack,
@@ -56,6 +64,11 @@ class SavedSequence:
     chain: Any
     position: int
     grammar: Any = None
+    logprobs: int | None = None
+
+
+#: Query tokens per KV stream from which llama.cpp's CPU flash attention uses its tiled kernel.
+CPU_FLASH_ATTENTION_TILE = 64
 
 
 class LlamaCppBackend(StepBackend):
@@ -64,13 +77,18 @@ class LlamaCppBackend(StepBackend):
     supported_devices = ("cpu", "metal", "cuda", "rocm")
     supports_prefix_reuse = True
     supports_preemption = True
+    supports_logprobs = True
+    supports_embeddings = True
 
     def __init__(self, spec: BackendSpec) -> None:
         self._model: Any = None
         self._ctx: Any = None
+        self._embedder: EmbeddingContext | None = None
         self._chains: dict[int, Any] = {}
         self._grammars: GrammarCache | None = None
         self._grammar_of: dict[int, Any] = {}
+        self._logprobs_of: dict[int, int] = {}
+        self._logprobs: dict[int, TokenLogprob] = {}
         options = parse_options(spec.options)
         if spec.max_sequences < 1:
             raise ConfigError("max_sequences must be at least 1", param="max_sequences")
@@ -83,16 +101,28 @@ class LlamaCppBackend(StepBackend):
             self._vocab = Vocab(llama, llama.llama_model_get_vocab(self._model))
             self._grammars = GrammarCache(llama, self._vocab.handle)
             self._constrained = ConstrainedSampler(llama, self._vocab.size)
+            self._logprob_reader = LogprobReader(llama, self._vocab.size)
             self._mem = llama.llama_get_memory(self._ctx)
             self._n_ctx = min(llama.llama_n_ctx_seq(self._ctx), spec.context_length)
             self._kv_capacity = llama.llama_n_ctx(self._ctx)
             self._kv_unified = options.kv_unified
+            self.independent_rows_below = independent_rows_below(spec.device.kind, options)
             self._n_batch = min(llama.llama_n_batch(self._ctx), llama.llama_n_ubatch(self._ctx))
             self._batch = TokenBatch(llama, self._n_batch, spec.max_sequences)
             self._positions = [0] * spec.max_sequences
             self._decode_fn = llama.llama_decode
             self._sample_fn = llama.llama_sampler_sample
             self._info = self._read_info(header)
+            self._embedder = EmbeddingContext(
+                llama,
+                self._model,
+                EmbeddingSettings(
+                    pooling=resolve_pooling(options.embedding_pooling, header),
+                    batch_tokens=min(options.batch_size, self._n_ctx),
+                    threads=_threads(spec, options),
+                    flash_attn=FLASH_ATTN[options.flash_attn],
+                ),
+            )
         except BaseException:
             self.close()
             raise
@@ -140,7 +170,7 @@ class LlamaCppBackend(StepBackend):
         params = llama.llama_context_default_params()
         per_sequence = spec.context_length if spec.context_length > 0 else context_length(header)
         n_ctx = (per_sequence or 0) * spec.max_sequences
-        threads = options.threads or spec.device.cores or usable_cores()
+        threads = _threads(spec, options)
         batch_size = max(options.batch_size, spec.max_sequences)
         params.n_ctx = n_ctx
         params.n_seq_max = spec.max_sequences
@@ -180,7 +210,17 @@ class LlamaCppBackend(StepBackend):
             eos_token=vocab.special_text(llama.llama_vocab_eos(vocab.handle)),
             add_bos=bool(llama.llama_vocab_get_add_bos(vocab.handle)),
             metadata=metadata,
+            fim_tokens=self._fim_tokens(),
         )
+
+    def _fim_tokens(self) -> tuple[int, int, int] | None:
+        llama, handle = self._llama, self._vocab.handle
+        tokens = (
+            llama.llama_vocab_fim_pre(handle),
+            llama.llama_vocab_fim_suf(handle),
+            llama.llama_vocab_fim_mid(handle),
+        )
+        return tokens if all(t >= 0 for t in tokens) else None
 
     # -- the contract ----------------------------------------------------------------------
 
@@ -227,6 +267,13 @@ class LlamaCppBackend(StepBackend):
         self._chains[seq_id] = chain
         if grammar is not None:
             self._grammar_of[seq_id] = grammar
+        if params.logprobs is not None:
+            self._logprobs_of[seq_id] = params.logprobs
+
+    def take_logprobs(self) -> dict[int, TokenLogprob]:
+        """Logprobs of the last decode's tokens, for sequences opened with ``logprobs``."""
+        taken, self._logprobs = self._logprobs, {}
+        return taken
 
     def copy_prefix(self, src_seq_id: int, dst_seq_id: int, n_tokens: int) -> None:
         """``dst_seq_id`` gets the first ``n_tokens`` of ``src_seq_id``'s KV.
@@ -258,7 +305,8 @@ class LlamaCppBackend(StepBackend):
         if written != size:
             raise BackendError(f"could not save sequence {seq_id} ({written} of {size} bytes)")
         grammar = self._grammar_of.pop(seq_id, None)
-        saved = SavedSequence(buffer, size, chain, self._positions[seq_id], grammar)
+        n_top = self._logprobs_of.pop(seq_id, None)
+        saved = SavedSequence(buffer, size, chain, self._positions[seq_id], grammar, n_top)
         del self._chains[seq_id]
         self._truncate(seq_id, 0)
         return saved
@@ -277,6 +325,21 @@ class LlamaCppBackend(StepBackend):
         self._chains[seq_id] = saved.chain
         if saved.grammar is not None:
             self._grammar_of[seq_id] = saved.grammar
+        if saved.logprobs is not None:
+            self._logprobs_of[seq_id] = saved.logprobs
+
+    @property
+    def embedding_info(self) -> EmbeddingInfo:
+        """The model's embedding size; inputs up to ``batch_size`` tokens, many per batch."""
+        if self._embedder is None:
+            raise BackendError("the llama_cpp backend is closed")
+        return self._embedder.info
+
+    def embed(self, inputs: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Pooled vectors from the embedding context (created on the first call)."""
+        if self._embedder is None:
+            raise BackendError("the llama_cpp backend is closed")
+        return self._embedder.embed(inputs)
 
     def _check_free(self, seq_id: int) -> None:
         if not 0 <= seq_id < self._spec.max_sequences:
@@ -304,45 +367,64 @@ class LlamaCppBackend(StepBackend):
         batch = self._batch
         chains = self._chains
         positions = self._positions
+        self._logprobs = {}
         sampled: dict[int, int] = {}
         pending: list[tuple[int, Any, int]] = []
         starts: list[tuple[int, int]] = []
         try:
-            # llama.cpp splits a batch whose sequences are not in ascending seq_id order into
-            # several ubatches when each sequence has its own KV stream: a step then costs up
-            # to twice as much (measured: 113 vs 195 tok/s for 8 sequences).
-            for chunk in sorted(chunks, key=_seq_id):
-                seq_id = chunk.seq_id
-                chain = chains.get(seq_id)
-                tokens = chunk.tokens
-                remaining = len(tokens)
-                if chain is None or not remaining:
-                    raise BackendError(
-                        f"sequence {seq_id} is not open"
-                        if chain is None
-                        else f"empty chunk for sequence {seq_id}"
-                    )
-                starts.append((seq_id, positions[seq_id]))
-                offset = 0
-                while remaining:
-                    if not batch.room:
-                        self._run(pending, sampled)
-                        pending = []
-                    take = min(remaining, batch.room)
-                    remaining -= take
-                    want = chunk.sample and not remaining
-                    index = batch.add(seq_id, tokens, offset, take, positions[seq_id], want)
-                    positions[seq_id] += take
-                    offset += take
-                    if want:
-                        pending.append((seq_id, chain, index))
-            if batch.n_tokens:
-                self._run(pending, sampled)
+            for group in self._call_groups(chunks):
+                for chunk in group:
+                    seq_id = chunk.seq_id
+                    chain = chains.get(seq_id)
+                    tokens = chunk.tokens
+                    remaining = len(tokens)
+                    if chain is None or not remaining:
+                        raise BackendError(
+                            f"sequence {seq_id} is not open"
+                            if chain is None
+                            else f"empty chunk for sequence {seq_id}"
+                        )
+                    starts.append((seq_id, positions[seq_id]))
+                    offset = 0
+                    while remaining:
+                        if not batch.room:
+                            self._run(pending, sampled)
+                            pending = []
+                        take = min(remaining, batch.room)
+                        remaining -= take
+                        want = chunk.sample and not remaining
+                        index = batch.add(seq_id, tokens, offset, take, positions[seq_id], want)
+                        positions[seq_id] += take
+                        offset += take
+                        if want:
+                            pending.append((seq_id, chain, index))
+                if batch.n_tokens:
+                    self._run(pending, sampled)
+                    pending = []
         except BaseException:
             batch.clear()
             self._roll_back(starts)
             raise
         return sampled
+
+    def _call_groups(self, chunks: Sequence[SequenceChunk]) -> list[list[SequenceChunk]]:
+        """The chunks each ``llama_decode`` call gets, in ascending seq_id order.
+
+        llama.cpp splits a batch whose sequences are not in ascending seq_id order into
+        several ubatches when each sequence has its own KV stream (a step then costs up to
+        twice as much: 113 vs 195 tok/s measured for 8 sequences). It also cuts every ubatch
+        to the same number of tokens per sequence, so a prompt chunk batched with one-token
+        decode steps would lose its first token to a one-row ubatch, which llama.cpp's
+        attention computes differently. With per-sequence streams, the decode steps therefore
+        share one call and every prompt chunk gets its own: each token is computed the same
+        way whatever else runs. A unified KV stream gives no such promise; all share a call.
+        """
+        ordered = sorted(chunks, key=_seq_id)
+        if self._kv_unified:
+            return [ordered]
+        steps = [chunk for chunk in ordered if len(chunk.tokens) == 1]
+        prompts = [[chunk] for chunk in ordered if len(chunk.tokens) != 1]
+        return [steps, *prompts] if steps else prompts
 
     def _run(self, pending: list[tuple[int, Any, int]], sampled: dict[int, int]) -> None:
         """One ``llama_decode`` of the filled batch, then the samples it makes possible."""
@@ -356,12 +438,17 @@ class LlamaCppBackend(StepBackend):
             raise BackendError(self._decode_error(code, n_tokens))
         sample = self._sample_fn
         grammars = self._grammar_of
+        wants_logprobs = self._logprobs_of
         for seq_id, chain, index in pending:
             grammar = grammars.get(seq_id)
             if grammar is None:
-                sampled[seq_id] = sample(chain, ctx, index)
+                token = sample(chain, ctx, index)
             else:
-                sampled[seq_id] = self._constrained.sample(chain, grammar, ctx, index)
+                token = self._constrained.sample(chain, grammar, ctx, index)
+            sampled[seq_id] = token
+            n_top = wants_logprobs.get(seq_id)
+            if n_top is not None:
+                self._logprobs[seq_id] = self._logprob_reader.read(ctx, index, token, n_top)
 
     def _decode_error(self, code: int, n_tokens: int) -> str:
         if code == 1:
@@ -389,6 +476,7 @@ class LlamaCppBackend(StepBackend):
         grammar = self._grammar_of.pop(seq_id, None)
         if grammar is not None:
             self._llama.llama_sampler_free(grammar)
+        self._logprobs_of.pop(seq_id, None)
         if not keep_kv and self._ctx is not None and 0 <= seq_id < len(self._positions):
             self._llama.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
             self._positions[seq_id] = 0
@@ -405,6 +493,9 @@ class LlamaCppBackend(StepBackend):
         if self._grammars is not None:
             self._grammars.close()
             self._grammars = None
+        if self._embedder is not None:
+            self._embedder.close()
+            self._embedder = None
         if self._ctx is not None:
             llama.llama_free(self._ctx)
             self._ctx = None
@@ -418,5 +509,23 @@ class LlamaCppBackend(StepBackend):
             self.close()
 
 
+def _threads(spec: BackendSpec, options: LlamaCppOptions) -> int:
+    """Threads for llama.cpp's decode: the option, else the device's cores, else ours."""
+    return options.threads or spec.device.cores or usable_cores()
+
+
 def _seq_id(chunk: SequenceChunk) -> int:
     return chunk.seq_id
+
+
+def independent_rows_below(device_kind: str, options: LlamaCppOptions) -> int:
+    """Chunk lengths below which every token's KV is computed independently of the others.
+
+    On the CPU, with one KV stream per sequence, the matrix products work row by row, and so
+    does flash attention for fewer than 64 query tokens (``GGML_FA_TILE_Q``; from 64 it
+    switches to a tiled kernel that rounds differently). A shared KV stream mixes other
+    sequences' tokens into that count, and GPU kernels depend on the batch shape: no promise.
+    """
+    if device_kind != "cpu" or options.kv_unified:
+        return 0
+    return CPU_FLASH_ATTENTION_TILE

@@ -29,6 +29,10 @@ class LlamaCppOptions(BaseModel):
     #: it is batched with (llama.cpp switches attention kernels once one stream receives 64
     #: query tokens in a call) and is faster at 8 sequences.
     kv_unified: bool = False
+    #: How ``/v1/embeddings`` pools a sequence's hidden states into one vector: ``auto`` takes
+    #: the GGUF's own pooling (an embedding model's) and ``mean`` for a model without one
+    #: (a chat model); ``none`` keeps one vector per token, which the OpenAI API cannot return.
+    embedding_pooling: Literal["auto", "mean", "cls", "last", "none"] = "auto"
 
 
 def parse_options(options: Mapping[str, Any]) -> LlamaCppOptions:

@@ -1,0 +1,50 @@
+"""``POST /v1/embeddings`` request body (OpenAI's shape)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, StrictInt, StrictStr, TypeAdapter, ValidationError, field_validator
+
+from inferflux_core.protocol.common import OpenAIModel
+
+#: OpenAI's limit on inputs per request.
+MAX_INPUTS = 2048
+
+EmbeddingInput = StrictStr | list[StrictStr] | list[StrictInt] | list[list[StrictInt]]
+_INPUT = TypeAdapter(EmbeddingInput)
+
+
+class EmbeddingRequest(OpenAIModel):
+    """Text or token ids to embed: one string or token list, or a list of either.
+
+    ``dimensions`` shortens the vectors, for models configured with Matryoshka sizes;
+    ``encoding_format: base64`` sends each vector as little-endian float32 bytes.
+    """
+
+    model: str = Field(min_length=1)
+    input: EmbeddingInput
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    @field_validator("input", mode="wrap")
+    @classmethod
+    def _one_shape(cls, value: object, handler: object) -> EmbeddingInput:
+        """One message for every wrong shape, instead of one per member of the union."""
+        try:
+            return _INPUT.validate_python(value)
+        except ValidationError:
+            raise ValueError(
+                "must be a string, a list of strings, a list of token ids, "
+                "or a list of lists of token ids"
+            ) from None
+
+    def inputs(self) -> list[str | list[int]]:
+        """Every input on its own: a string, or a list of token ids."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and all(isinstance(item, int) for item in value):
+            return [list(value)]  # type: ignore[arg-type]
+        return list(value)  # type: ignore[arg-type]
