@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any, cast
 
 import falcon.asgi
@@ -10,6 +11,7 @@ from inferflux_core.api.body import read_json
 from inferflux_core.api.exchange import Exchange
 from inferflux_core.api.sse import sse_stream
 from inferflux_core.auth.scopes import INFERENCE
+from inferflux_core.errors import ServiceUnavailableError
 from inferflux_core.guardrails import filter_stream
 
 if TYPE_CHECKING:
@@ -71,7 +73,14 @@ class GenerationResource:
             resp.set_header("X-Accel-Buffering", "no")
             resp.sse = sse_stream(chunks)
         else:
-            result: dict[str, Any] = await self._service.create(body, exchange.usage)
+            try:
+                result: dict[str, Any] = await self._service.create(body, exchange.usage)
+            except asyncio.CancelledError:
+                # uvicorn cancels what still runs when its graceful shutdown times out: the
+                # client gets a 503 to retry elsewhere, not a bare 500.
+                raise ServiceUnavailableError(
+                    "the server is shutting down; retry the request"
+                ) from None
             exchange.record_response(result)
             if self._guardrails:
                 self._guardrails.filter_result(result, exchange.guardrail_input())

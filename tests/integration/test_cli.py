@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -47,6 +48,7 @@ def test_serve_with_no_config_serves_the_default_model() -> None:
     )
     lines: list[str] = []
     reader = _read_lines(process, lines)
+    stopping = False
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -72,8 +74,29 @@ def test_serve_with_no_config_serves_the_default_model() -> None:
             model=MODEL_NAME, messages=[{"role": "user", "content": "Hello!"}], max_tokens=8
         )
         assert reply.choices[0].message.content
+        # A request still generating when the graceful shutdown times out gets a 503.
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                httpx.post,
+                f"http://127.0.0.1:{port}/v1/completions",
+                headers={"Authorization": f"Bearer {keys[0]}"},
+                json={
+                    "model": MODEL_NAME,
+                    "prompt": "Once upon a time",
+                    "max_tokens": 4000,
+                    "ignore_eos": True,
+                },
+                timeout=60,
+            )
+            time.sleep(1.0)
+            process.send_signal(signal.SIGTERM)
+            stopping = True
+            cut_short = pending.result()
+        assert cut_short.status_code == 503, cut_short.text
+        assert cut_short.json()["error"]["message"].startswith("the server is shutting down")
     finally:
-        process.send_signal(signal.SIGTERM)
+        if not stopping:  # a second signal would make uvicorn skip its graceful shutdown
+            process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         reader.join(timeout=10)
     output = "".join(lines)
