@@ -33,7 +33,7 @@ os.environ["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
 
 import agents
 import instructor
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
@@ -174,8 +174,10 @@ def test_langchain_stream_concatenates_to_the_greedy_answer(
 ) -> None:
     prompt = "Tell me a short story about a cat."
     whole = chat.invoke(prompt, max_tokens=24)
-    chunks = list(chat.stream(prompt, max_tokens=24))
-    assert recorder.last("/chat/completions").get("stream") is True
+    chunks = list(chat.stream(prompt, max_tokens=24, stream_usage=True))
+    sent = recorder.last("/chat/completions")
+    assert sent.get("stream") is True
+    assert sent["stream_options"] == {"include_usage": True}
     assert len(chunks) > 2, "the answer came in one piece, not streamed"
     assert all(isinstance(chunk, AIMessageChunk) for chunk in chunks)
     assert "".join(str(chunk.content) for chunk in chunks) == whole.content
@@ -184,6 +186,28 @@ def test_langchain_stream_concatenates_to_the_greedy_answer(
         merged = merged + chunk
     assert merged.content == whole.content
     assert merged.response_metadata["finish_reason"] == whole.response_metadata["finish_reason"]
+    assert merged.usage_metadata is not None and whole.usage_metadata is not None
+    for count in ("input_tokens", "output_tokens", "total_tokens"):
+        assert merged.usage_metadata[count] == whole.usage_metadata[count]
+
+
+def test_langchain_logprobs_cover_the_answer(chat: ChatOpenAI) -> None:
+    reply = chat.bind(logprobs=True, top_logprobs=2).invoke("Say hello.", max_tokens=12)
+    entries = reply.response_metadata["logprobs"]["content"]
+    assert "".join(entry["token"] for entry in entries) == reply.content
+    for entry in entries:
+        assert entry["logprob"] <= 0
+        assert len(entry["top_logprobs"]) == 2
+        # Greedy: the chosen token is the likeliest.
+        assert entry["logprob"] == pytest.approx(entry["top_logprobs"][0]["logprob"])
+
+
+def test_langchain_n_gives_that_many_generations(chat: ChatOpenAI) -> None:
+    sampling = chat.model_copy(update={"n": 3, "temperature": 1.0, "seed": 7})
+    result = sampling.generate([[HumanMessage("Name a color.")]], max_tokens=8)
+    generations = result.generations[0]
+    assert len(generations) == 3
+    assert all(isinstance(g.message, AIMessage) and g.message.content for g in generations)
 
 
 @tool
@@ -284,6 +308,28 @@ def test_instructor_returns_a_validated_instance(
         assert sent["response_format"]["json_schema"]["schema"]["title"] == "PetCount"
 
 
+def test_instructor_partial_stream_ends_in_a_validated_instance(
+    sdk_client: openai.OpenAI, recorder: Recorder
+) -> None:
+    client = instructor.from_openai(sdk_client, mode=instructor.Mode.TOOLS)
+    partials = list(
+        client.chat.completions.create_partial(
+            model=MODEL_NAME,
+            response_model=PetCount,
+            messages=[{"role": "user", "content": "I have two cats and a dog. How many cats?"}],
+            max_retries=0,
+            max_tokens=64,
+            temperature=0,
+            # instructor validates partials strictly, where a str is no StrEnum member.
+            strict=False,
+        )
+    )
+    assert recorder.last("/chat/completions")["stream"] is True
+    assert len(partials) > 1, "the arguments should arrive in pieces"
+    final = PetCount.model_validate(partials[-1].model_dump())
+    assert 0 <= final.count <= 10
+
+
 # -- OpenAI Agents SDK ---------------------------------------------------------------------------
 
 
@@ -314,12 +360,13 @@ def run_agent(
     server: RunningServer,
     recorder: Recorder,
     calls: ForecastCalls,
+    streamed: bool = False,
     **agent_options: Any,
-) -> agents.RunResult:
+) -> agents.RunResult | agents.RunResultStreaming:
     """Run an agent with the recording tool on the test server, at most three turns."""
     agents.set_tracing_disabled(True)
 
-    async def run() -> agents.RunResult:
+    async def run() -> agents.RunResult | agents.RunResultStreaming:
         async with httpx.AsyncClient(
             timeout=120, event_hooks={"request": [recorder.record_async]}
         ) as http:
@@ -333,7 +380,12 @@ def run_agent(
                 tools=[calls.tool()],
                 **agent_options,
             )
-            return await agents.Runner.run(agent, QUESTION, max_turns=3)
+            if not streamed:
+                return await agents.Runner.run(agent, QUESTION, max_turns=3)
+            result = agents.Runner.run_streamed(agent, QUESTION, max_turns=3)
+            async for _event in result.stream_events():
+                pass
+            return result
 
     return asyncio.run(run())
 
@@ -342,19 +394,25 @@ def forced(tool_choice: str) -> agents.ModelSettings:
     return agents.ModelSettings(tool_choice=tool_choice, temperature=0, max_tokens=64)
 
 
-@pytest.mark.parametrize("tool_choice", ["get_weather", "required"])
+@pytest.mark.parametrize(
+    ("tool_choice", "streamed"),
+    [("get_weather", False), ("required", False), ("get_weather", True)],
+    ids=["named", "required", "named-streamed"],
+)
 def test_agents_sdk_forced_tool_call_runs_the_tool_with_valid_arguments(
-    server: RunningServer, recorder: Recorder, tool_choice: str
+    server: RunningServer, recorder: Recorder, tool_choice: str, streamed: bool
 ) -> None:
     calls = ForecastCalls()
     result = run_agent(
         server,
         recorder,
         calls,
+        streamed=streamed,
         model_settings=forced(tool_choice),
         tool_use_behavior="stop_on_first_tool",
     )
     first = recorder.all("/chat/completions")[0]
+    assert first.get("stream", False) is streamed
     expected = (
         {"type": "function", "function": {"name": "get_weather"}}
         if tool_choice == "get_weather"
