@@ -34,7 +34,8 @@ class ToolPlan:
     """How one chat request uses tools."""
 
     #: ``none``: no tools shown, output not parsed; ``auto``: tools shown, calls parsed out of
-    #: free output; ``forced``: the grammar makes the output one call (several in parallel).
+    #: free output; ``forced``: the grammar makes the output one call (with ``required`` and
+    #: parallel calls allowed, one or more).
     mode: Mode = "none"
     offered: tuple[ToolDefinition, ...] = ()
     grammar: str | None = None
@@ -74,6 +75,11 @@ def plan_tools(request: ChatCompletionRequest, backend: StepBackend) -> ToolPlan
             "(the output ends when the call is complete)",
             param="ignore_eos" if request.ignore_eos else "min_tokens",
         )
+    if isinstance(request.tool_choice, dict):
+        # A named function is called once, as OpenAI and vLLM do: clients that force one
+        # (instructor, LangChain's bind_tools) expect a single call, and a small model
+        # otherwise repeats the call until max_tokens cuts it off.
+        max_calls = 1
     chosen = [tool for tool in tools if tool.function.name in forced]
     grammar = forced_call_grammar(chosen, parallel=max_calls is None)
     backend.check_grammar(grammar)

@@ -66,7 +66,8 @@ class _State(enum.Enum):
 class ToolCallParser:
     """Tool calls and text from output fed in pieces; see the module docstring.
 
-    ``max_calls`` (``parallel_tool_calls: false`` makes it 1) drops calls past that many.
+    ``max_calls`` (1 for ``parallel_tool_calls: false`` or a named function) drops calls past
+    that many.
     Whitespace-only text is held until more text follows; :meth:`finish` drops it when the
     output made a call, so an answer that is only calls has no content.
     """

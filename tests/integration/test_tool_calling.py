@@ -124,6 +124,29 @@ def test_a_named_function_is_the_one_called(client: openai.OpenAI, seed: int) ->
     assert_valid_calls(calls, {"get_time"})
 
 
+@pytest.mark.parametrize("parallel", [None, True])
+def test_a_named_function_is_called_once_even_with_parallel_calls_allowed(
+    client: openai.OpenAI, parallel: bool | None
+) -> None:
+    # Left to repeat, the small model calls again and again until max_tokens cuts it off;
+    # instructor and LangChain force a named function without parallel_tool_calls.
+    extra = {} if parallel is None else {"parallel_tool_calls": parallel}
+    reply = client.chat.completions.create(
+        model=MODEL_NAME,
+        messages=QUESTION,  # type: ignore[arg-type]
+        tools=TOOLS,  # type: ignore[arg-type]
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        temperature=0,
+        max_tokens=300,
+        **extra,  # type: ignore[arg-type]
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    calls = choice.message.tool_calls
+    assert calls is not None and len(calls) == 1
+    assert_valid_calls(calls, {"get_weather"})
+
+
 def test_streamed_forced_call_follows_openais_delta_sequence(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(

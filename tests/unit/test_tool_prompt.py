@@ -12,7 +12,8 @@ from inferflux_core.chat_template import ChatTemplate
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.tools import ToolDefinition
-from inferflux_core.tools.grammar import forced_call_grammar
+from inferflux_core.tools import plan_tools
+from inferflux_core.tools.grammar import MAX_PARALLEL_CALLS, forced_call_grammar
 from inferflux_core.tools.prompt import conversation
 
 CHATML = (
@@ -155,3 +156,38 @@ def test_forced_grammar_compiles_and_keeps_each_functions_definitions_apart() ->
     parallel = forced_call_grammar(definitions, parallel=True)
     LlamaGrammar.from_string(parallel, verbose=False)
     assert parallel.splitlines()[0].endswith("){0,7}")
+
+
+class GrammarChecker:
+    """The one backend method ``plan_tools`` calls: llama.cpp's own grammar parser."""
+
+    def check_grammar(self, grammar: str) -> None:
+        LlamaGrammar.from_string(grammar, verbose=False)
+
+
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "parallel", "max_calls"),
+    [
+        (NAMED, None, 1),
+        (NAMED, True, 1),
+        (NAMED, False, 1),
+        ("required", None, MAX_PARALLEL_CALLS),
+        ("required", True, MAX_PARALLEL_CALLS),
+        ("required", False, 1),
+    ],
+)
+def test_a_named_function_is_forced_once_and_required_may_call_in_parallel(
+    tool_choice: Any, parallel: bool | None, max_calls: int
+) -> None:
+    fields: dict[str, Any] = {"tools": [WEATHER], "tool_choice": tool_choice}
+    if parallel is not None:
+        fields["parallel_tool_calls"] = parallel
+    checked = request([{"role": "user", "content": "hi"}], **fields)
+    plan = plan_tools(checked, GrammarChecker())  # type: ignore[arg-type]
+    assert plan.mode == "forced" and plan.grammar is not None
+    repeats = plan.grammar.splitlines()[0].endswith(f"){{0,{MAX_PARALLEL_CALLS - 1}}}")
+    assert repeats == (max_calls > 1)
+    assert plan.max_calls == (None if max_calls > 1 else 1)
