@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import heapq
 from dataclasses import dataclass
 from typing import cast
 
@@ -41,7 +42,7 @@ class KVSlots:
         self.align = max(1, align)
         self.independent_below = independent_below
         self.tree = RadixTree()
-        self._free = list(range(n_slots - 1, -1, -1))
+        self._free = list(range(n_slots))  # a heap: the lowest free id goes first
         self._idle: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._prompt_lengths: dict[int, int] = {}
 
@@ -83,9 +84,12 @@ class KVSlots:
         return seq_id
 
     def allocate(self) -> int | None:
-        """A free id, else the least recently used idle one (its cache dropped), else None."""
+        """The lowest free id, else the least recently used idle one (its cache dropped), else
+        None."""
         if self._free:
-            return self._free.pop()
+            # The lowest id keeps running ids contiguous where it can: llama.cpp puts only
+            # consecutive seq_ids into one ubatch, and each gap costs a graph pass.
+            return heapq.heappop(self._free)
         if self._idle:
             seq_id, _ = self._idle.popitem(last=False)
             self._forget_prompt(seq_id)
@@ -106,14 +110,14 @@ class KVSlots:
             self._remember_prompt(seq_id, prompt_in_kv)
             self._idle[seq_id] = None
             return True
-        self._free.append(seq_id)
+        heapq.heappush(self._free, seq_id)
         return False
 
     def forget(self, seq_id: int) -> None:
         """The id's KV is gone (saved elsewhere or wiped): it is free."""
         self._forget_prompt(seq_id)
         self._idle.pop(seq_id, None)
-        self._free.append(seq_id)
+        heapq.heappush(self._free, seq_id)
 
     def _remember_prompt(self, seq_id: int, prompt: list[int]) -> None:
         self.tree.insert(seq_id, prompt)

@@ -80,3 +80,11 @@ def test_a_repeated_prompt_leaves_two_tokens_to_prefill() -> None:
     assert seq_id is not None
     slots.release(seq_id, prompt)
     assert slots.find_prefix(prompt) == PrefixHit(38, seq_id, idle=True)
+
+
+def test_the_lowest_free_id_goes_first_so_running_ids_stay_contiguous() -> None:
+    slots = KVSlots(4, reuse=False, align=16)
+    assert [slots.allocate() for _ in range(3)] == [0, 1, 2]
+    slots.release(2, [])
+    slots.release(0, [])
+    assert [slots.allocate(), slots.allocate(), slots.allocate()] == [0, 2, 3]
