@@ -1,15 +1,21 @@
 """Token buckets per key: requests per minute and tokens (prompt + completion) per minute.
 
-A request takes one token from the key's request bucket. The token bucket is charged after
-generation with what the request really used, and may go into debt; a key in debt is refused
-until the bucket refills above zero, so a burst cannot use more than the limit for long, and
-no token count has to be guessed in advance. Limits are read per request, so a limit changed
-through the admin API applies to the next request. Headers use OpenAI's names.
+A request takes one token from the key's request bucket. A generating request then reserves
+its worst case from the token bucket as soon as its prompt is tokenized (prompt tokens plus
+``max_tokens`` for each of its ``n``/``best_of`` sequences), before it is queued: a
+reservation that does not fit is refused with 429, so concurrent requests cannot together
+spend more than the limit. When the request ends the reservation is settled with what it
+really used and the unused part goes back. A request whose worst case exceeds the whole
+per-minute limit runs only on a full bucket, alone, and leaves the bucket in debt; a key in
+debt is refused until it refills above zero, so over time the limit holds. Limits are read
+per request, so a limit changed through the admin API applies to the next request. Headers
+use OpenAI's names.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +75,8 @@ class RateLimiter:
         self._clock = clock
         self._requests: dict[str, TokenBucket] = {}
         self._tokens: dict[str, TokenBucket] = {}
+        # Reservations may come from worker threads (the serving layer tokenizes there).
+        self._lock = threading.Lock()
 
     def admit(self, key_id: str, limits: RateLimits, *, generates: bool) -> dict[str, str]:
         """Count one request; 429 (with ``Retry-After``) if the key is over a limit.
@@ -76,42 +84,87 @@ class RateLimiter:
         ``generates`` says whether the request will use tokens (then a key whose token bucket
         is in debt is refused too). Returns the ``x-ratelimit-*`` headers.
         """
-        now = self._clock()
-        requests = self._bucket(self._requests, key_id, limits.requests_per_minute, now)
-        tokens = self._bucket(self._tokens, key_id, limits.tokens_per_minute, now)
-        waits = {}
-        if requests is not None and requests.level < 1:
-            waits["requests"] = requests.seconds_until(1)
-        if generates and tokens is not None and tokens.level <= 0:
-            waits["tokens"] = tokens.seconds_until(1)
-        if waits:
-            kind, wait = max(waits.items(), key=lambda item: item[1])
-            headers = self._headers(requests, tokens)
-            headers["Retry-After"] = str(max(1, math.ceil(wait)))
-            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
-            raise RateLimitError(
-                f"rate limit reached for {kind} per minute; retry in {headers['Retry-After']} s",
-                headers=headers,
-            )
-        if requests is not None:
-            requests.level -= 1
-        return self._headers(requests, tokens)
+        with self._lock:
+            now = self._clock()
+            requests = self._bucket(self._requests, key_id, limits.requests_per_minute, now)
+            tokens = self._bucket(self._tokens, key_id, limits.tokens_per_minute, now)
+            waits = {}
+            if requests is not None and requests.level < 1:
+                waits["requests"] = requests.seconds_until(1)
+            if generates and tokens is not None and tokens.level <= 0:
+                waits["tokens"] = tokens.seconds_until(1)
+            if waits:
+                kind, wait = max(waits.items(), key=lambda item: item[1])
+                raise self._refusal(
+                    f"rate limit reached for {kind} per minute;", wait, requests, tokens
+                )
+            if requests is not None:
+                requests.level -= 1
+            return self._headers(requests, tokens)
 
-    def charge(self, key_id: str, limits: RateLimits, n_tokens: int) -> None:
-        """Take the tokens a finished request used from the key's token bucket."""
+    def reserve(self, key_id: str, limits: RateLimits, n_tokens: int) -> None:
+        """Set aside the most tokens a request can use, before it runs; 429 if they do not fit.
+
+        A request larger than the whole limit needs a full bucket (and then runs alone).
+        """
         if n_tokens <= 0:
             return
-        bucket = self._bucket(self._tokens, key_id, limits.tokens_per_minute, self._clock())
-        if bucket is not None:
-            bucket.level -= n_tokens
+        with self._lock:
+            now = self._clock()
+            tokens = self._bucket(self._tokens, key_id, limits.tokens_per_minute, now)
+            if tokens is None:
+                return
+            needed = min(n_tokens, tokens.limit)
+            if tokens.level < needed:
+                requests = self._bucket(self._requests, key_id, limits.requests_per_minute, now)
+                if n_tokens > tokens.limit:
+                    detail = (
+                        f"this request may use up to {n_tokens} tokens (prompt + max_tokens for "
+                        f"each choice), more than the limit of {tokens.limit} tokens per "
+                        "minute, so it needs the whole budget: lower max_tokens, or"
+                    )
+                else:
+                    detail = (
+                        f"this request may use up to {n_tokens} tokens (prompt + max_tokens for "
+                        f"each choice) and {max(0, math.floor(tokens.level))} are left:"
+                    )
+                raise self._refusal(
+                    f"rate limit reached for tokens per minute; {detail}",
+                    tokens.seconds_until(needed),
+                    requests,
+                    tokens,
+                )
+            tokens.level -= n_tokens
+
+    def settle(self, key_id: str, limits: RateLimits, used: int, reserved: int = 0) -> None:
+        """Replace a finished request's reservation with the tokens it used."""
+        if used == reserved:
+            return
+        with self._lock:
+            bucket = self._bucket(self._tokens, key_id, limits.tokens_per_minute, self._clock())
+            if bucket is not None:
+                bucket.level = min(float(bucket.limit), bucket.level + reserved - used)
 
     def headers(self, key_id: str, limits: RateLimits) -> dict[str, str]:
         """The ``x-ratelimit-*`` headers as of now."""
-        now = self._clock()
-        return self._headers(
-            self._bucket(self._requests, key_id, limits.requests_per_minute, now),
-            self._bucket(self._tokens, key_id, limits.tokens_per_minute, now),
-        )
+        with self._lock:
+            now = self._clock()
+            return self._headers(
+                self._bucket(self._requests, key_id, limits.requests_per_minute, now),
+                self._bucket(self._tokens, key_id, limits.tokens_per_minute, now),
+            )
+
+    def _refusal(
+        self,
+        message: str,
+        wait: float,
+        requests: TokenBucket | None,
+        tokens: TokenBucket | None,
+    ) -> RateLimitError:
+        headers = self._headers(requests, tokens)
+        headers["Retry-After"] = str(max(1, math.ceil(wait)))
+        headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+        return RateLimitError(f"{message} retry in {headers['Retry-After']} s", headers=headers)
 
     def _bucket(
         self, buckets: dict[str, TokenBucket], key_id: str, limit: int | None, now: float

@@ -7,13 +7,17 @@ Order, for each request:
    ``Authorization`` header (401). No header other than ``Authorization`` is consulted:
    ``Host`` and ``X-Forwarded-*`` never matter.
 2. ``process_resource`` (after routing): check the scope the resource declares for the
-   method (403), then the key's request rate (429).
-3. ``process_response``: charge the tokens the request used, add the ``x-ratelimit-*``
-   headers and write the audit line — for a stream, once its last event is sent.
+   method (403), then the key's request rate (429); a generating request gets the token
+   reservation hook on its usage meter, which the serving layer calls with the request's
+   worst case once the prompt is tokenized (429 if it does not fit).
+3. ``process_response``: settle the reservation with the tokens the request used, add the
+   ``x-ratelimit-*`` headers and write the audit line — for a stream, once its last event
+   is sent.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,9 +61,14 @@ class AccessMiddleware:
         if scope is None:
             return
         principal.require(scope)
-        req.context.rate_headers = self._access.limiter.admit(
+        limiter = self._access.limiter
+        req.context.rate_headers = limiter.admit(
             principal.key_id, principal.limits, generates=scope == INFERENCE
         )
+        if scope == INFERENCE and principal.limits.tokens_per_minute is not None:
+            req.context.exchange.usage.on_reserve = functools.partial(
+                limiter.reserve, principal.key_id, principal.limits
+            )
 
     async def process_response(
         self,
@@ -102,8 +111,9 @@ class AccessMiddleware:
         exchange.closed = True
         principal = exchange.principal
         if principal is not None:
-            self._access.limiter.charge(
-                principal.key_id, principal.limits, exchange.usage.total_tokens
+            usage = exchange.usage
+            self._access.limiter.settle(
+                principal.key_id, principal.limits, usage.total_tokens, usage.reserved
             )
         self._access.record_finished(
             exchange.audit_entry(status), prompt=exchange.prompt, response=exchange.response

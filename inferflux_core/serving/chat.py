@@ -15,6 +15,7 @@ from inferflux_core.serving.common import (
     merge,
     raise_if_failed,
     usage,
+    worst_case,
 )
 from inferflux_core.serving.logprobs import TokenBytes, chat_logprobs
 from inferflux_core.structured import response_format_grammar
@@ -57,6 +58,7 @@ class ChatService(Service):
             grammar,
             request.logprobs_requested,
         )
+        usage_meter.reserve(worst_case([generation], request.n))
         streams = self.submit_choices(model, generation, request.n)
         usage_meter.per_prompt = request.n
         for index, stream in enumerate(streams):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,17 @@ class Usage:
     #: Sequences per prompt (``n``, or ``best_of``): they share the prompt, counted once.
     per_prompt: int = 1
 
+    #: The rate limiter's reservation (set by the access layer): called by :meth:`reserve`,
+    #: it raises a 429 when the tokens do not fit the key's limit.
+    on_reserve: Callable[[int], None] | None = None
+    reserved: int = 0
+
+    def reserve(self, n_tokens: int) -> None:
+        """Set aside the most tokens the request can use; call before submitting it."""
+        if self.on_reserve is not None:
+            self.on_reserve(n_tokens)
+        self.reserved += n_tokens
+
     def update(self, index: int, n_prompt: int, n_generated: int) -> None:
         """Sequence ``index`` has ``n_prompt`` prompt tokens and has generated ``n_generated``.
 
@@ -76,6 +87,12 @@ class Usage:
     def total_tokens(self) -> int:
         """Prompt plus completion tokens."""
         return self.prompt_tokens + self.completion_tokens
+
+
+def worst_case(generations: Sequence[GenerationRequest], n: int) -> int:
+    """The most tokens ``generations`` can use, each prompt once plus ``n`` sequences of up to
+    ``max_tokens`` (what :meth:`Usage.reserve` sets aside)."""
+    return sum(len(g.prompt_tokens) + g.max_tokens * n for g in generations)
 
 
 def usage(n_prompt: int, n_generated: int) -> dict[str, int]:

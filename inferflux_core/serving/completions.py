@@ -18,6 +18,7 @@ from inferflux_core.serving.common import (
     merge,
     raise_if_failed,
     usage,
+    worst_case,
 )
 from inferflux_core.serving.infill import infill_tokens
 from inferflux_core.serving.logprobs import CompletionLogprobs, TokenBytes
@@ -85,6 +86,7 @@ class CompletionService(Service):
             )
             for p in prompts
         ]
+        usage_meter.reserve(worst_case(generations, candidates))
         streams: list[RequestStream] = []
         try:
             for generation in generations:

@@ -30,6 +30,7 @@ class EmbeddingService(Service):
         size = self._dimensions(model, request.dimensions, info.size)
         inputs = self._token_lists(model, request, info.max_input_tokens)
         n_tokens = sum(len(tokens) for tokens in inputs)
+        usage_meter.reserve(n_tokens)
         usage_meter.update(0, n_tokens, 0)
         vectors = await model.runner.embeddings.submit(inputs)
         data = [

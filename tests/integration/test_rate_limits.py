@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -104,3 +105,83 @@ def test_default_limits_from_the_admin_api_cover_keys_without_their_own(
     finally:
         http.put("/v1/admin/limits", json={}, headers=admin)
     assert http.get("/v1/admin/limits", headers=admin).json()["requests_per_minute"] is None
+
+
+async def _burst(server: RunningServer, key: str, body: dict[str, Any], n: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+        return list(
+            await asyncio.gather(
+                *(client.post("/v1/completions", json=body, headers=_bearer(key)) for _ in range(n))
+            )
+        )
+
+
+def test_a_concurrent_burst_cannot_spend_more_than_the_token_limit(
+    server: RunningServer, http: httpx.Client
+) -> None:
+    _, key = _new_key(http, server, tokens_per_minute=30)
+    body = {"model": MODEL_NAME, "prompt": "Once upon a time", "max_tokens": 8}
+    responses = asyncio.run(_burst(server, key, body, 6))
+    assert server.wait_idle()
+    admitted = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(admitted) + len(refused) == 6
+    assert admitted and refused
+    worst = admitted[0].json()["usage"]["prompt_tokens"] + 8
+    assert len(admitted) <= 30 // worst
+    assert sum(r.json()["usage"]["total_tokens"] for r in admitted) <= 30
+    limited = refused[0]
+    error = limited.json()["error"]
+    assert error["type"] == "rate_limit_error" and error["code"] == "rate_limit_exceeded"
+    assert "tokens per minute" in error["message"] and f"up to {worst} tokens" in error["message"]
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.headers["x-ratelimit-limit-tokens"] == "30"
+    assert int(limited.headers["x-ratelimit-remaining-tokens"]) < worst
+    _, other = _new_key(http, server, tokens_per_minute=1000)
+    assert http.post("/v1/completions", json=body, headers=_bearer(other)).status_code == 200
+    assert server.wait_idle()
+
+
+def test_a_concurrent_chat_burst_is_refused_before_it_holds_a_sequence(
+    server: RunningServer, http: httpx.Client
+) -> None:
+    _, key = _new_key(http, server, tokens_per_minute=40)
+    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
+            return list(
+                await asyncio.gather(
+                    *(
+                        client.post("/v1/chat/completions", json=body, headers=_bearer(key))
+                        for _ in range(6)
+                    )
+                )
+            )
+
+    responses = asyncio.run(burst())
+    assert server.wait_idle()
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200 and statuses[-1] == 429 and set(statuses) == {200, 429}
+    used = sum(r.json()["usage"]["total_tokens"] for r in responses if r.status_code == 200)
+    assert used <= 40
+
+
+def test_the_unused_part_of_a_reservation_is_given_back(
+    server: RunningServer, http: httpx.Client
+) -> None:
+    prompt = {"model": MODEL_NAME, "prompt": "Once upon a time", "temperature": 0}
+    probe = http.post(
+        "/v1/completions", json={**prompt, "max_tokens": 6}, headers=server.auth_headers
+    )
+    words = probe.json()["choices"][0]["text"].split()
+    assert len(words) >= 2, "the model wrote too little to take a stop phrase from"
+    _, key = _new_key(http, server, tokens_per_minute=1000)
+    body = {**prompt, "max_tokens": 400, "stop": [words[1]]}
+    response = http.post("/v1/completions", json=body, headers=_bearer(key))
+    assert server.wait_idle()
+    assert response.status_code == 200
+    used = response.json()["usage"]["total_tokens"]
+    assert used < 100  # stopped early, far below the 400 + prompt it reserved
+    remaining = int(response.headers["x-ratelimit-remaining-tokens"])
+    assert 1000 - used <= remaining <= 1000 - used + 10
