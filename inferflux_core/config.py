@@ -125,7 +125,14 @@ class OidcConfig(_Strict):
     )
     roles_claim: str = Field("roles", min_length=1, description="dotted path to the roles")
     role_map: dict[str, list[str]] = Field(
-        default_factory=dict, description="claim value -> inferflux roles (default: same name)"
+        default_factory=dict,
+        description="claim value -> inferflux roles (default: same name, never a role with admin)",
+    )
+    max_priority: int = Field(
+        0, ge=0, le=1_000_000, description="the highest request priority a token may ask for"
+    )
+    max_token_lifetime_seconds: int = Field(
+        86_400, ge=60, le=30 * 86_400, description="refuse tokens valid longer (exp - iat)"
     )
     leeway_seconds: int = Field(30, ge=0, le=300)
     jwks_cache_seconds: int = Field(300, ge=1)

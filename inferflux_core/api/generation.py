@@ -52,6 +52,8 @@ class GenerationResource:
         if isinstance(model, str) and exchange.principal is not None:
             exchange.principal.require_model(model)
             exchange.model = model
+        if isinstance(body, dict) and exchange.principal is not None:
+            exchange.principal.require_priority(body.get("priority"))
         if self._needs_text:
             exchange.prompt = self._service.input_text(body)
         if self._guardrails:

@@ -178,6 +178,8 @@ class AccessControl:
             scopes=resolve_scopes(record.roles, record.scopes, policy.roles),
             models=record.models,
             limits=record.limits.over(self.default_limits(policy)),
+            max_priority=record.max_priority,
+            expires_at=record.expires_at,
         )
 
     async def _token_principal(self, token: str) -> Principal:
@@ -189,6 +191,7 @@ class AccessControl:
             kind="oidc",
             scopes=resolve_scopes(self.verifier.roles(claims), (), policy.roles),
             limits=self.default_limits(policy),
+            max_priority=self.verifier.config.max_priority,
         )
 
     async def close(self) -> None:

@@ -18,6 +18,7 @@ from inferflux_core.auth.jwks import is_loopback
 from inferflux_core.auth.keys import hash_key, parse_key_id
 from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
 from inferflux_core.contracts import ApiKeyRecord, Policy
+from inferflux_core.contracts.policy import MAX_PRIORITY_CAP
 from inferflux_core.errors import ConfigError
 
 #: The variable ``inferctl`` reads its key from; ``inferflux serve`` adopts it as the dev key.
@@ -67,7 +68,7 @@ def _has_usable_key(policy: Policy) -> bool:
 def _make_dev_key(access: AccessControl, given: str | None) -> DevKey:
     if not given:
         created = PolicyAdmin(access.store).create_key(
-            KeyCreate(name=DEV_KEY_NAME, roles=["admin"])
+            KeyCreate(name=DEV_KEY_NAME, roles=["admin"], max_priority=MAX_PRIORITY_CAP)
         )
         return DevKey(created["key"], created["id"], from_environment=False)
     key_id = parse_key_id(given)
@@ -82,6 +83,7 @@ def _make_dev_key(access: AccessControl, given: str | None) -> DevKey:
         key_hash=hash_key(given),
         roles=("admin",),
         created_at=time.time(),
+        max_priority=MAX_PRIORITY_CAP,
     )
     access.store.put_key(record)
     return DevKey(given, key_id, from_environment=True)

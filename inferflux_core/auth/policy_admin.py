@@ -3,10 +3,15 @@ the admin API, ``inferflux admin`` (on the store directly) and the development k
 
 Every change is one atomic :meth:`~inferflux_core.contracts.PolicyStore.update`, so it reaches
 the next request of every server reading the store; a revoked key fails from then on.
+
+Methods that grant take the ``caller``: the admin API passes the credential of the request,
+and what it creates or changes must fit inside it (:mod:`inferflux_core.auth.grants`);
+``inferflux admin`` passes None, the operator, who may grant anything.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterable
@@ -14,16 +19,21 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from inferflux_core.auth.grants import check_key_within, check_limits_within, check_scopes_within
 from inferflux_core.auth.keys import generate_key, hash_key
+from inferflux_core.auth.principal import Principal
 from inferflux_core.auth.scopes import BUILTIN_ROLES, SCOPES, all_roles
 from inferflux_core.contracts import ApiKeyRecord, Policy, PolicyStore, RateLimits
-from inferflux_core.contracts.policy import KEY_ID_PATTERN, ROLE_NAME_PATTERN
+from inferflux_core.contracts.policy import KEY_ID_PATTERN, MAX_PRIORITY_CAP, ROLE_NAME_PATTERN
 from inferflux_core.errors import InvalidRequestError, NotFoundError
 from inferflux_core.protocol.common import parse_body
 
+#: The longest a key may be made to last: ``expires_at`` lies between now and this from now.
+MAX_KEY_LIFETIME = 10 * 365 * 86_400
+
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class KeyCreate(_Body):
@@ -34,8 +44,11 @@ class KeyCreate(_Body):
     scopes: list[str] = Field(default_factory=list)
     models: list[str] = Field(default_factory=list)
     expires_at: float | None = Field(None, description="seconds since the epoch")
-    expires_in: float | None = Field(None, gt=0, description="seconds from now")
+    expires_in: float | None = Field(
+        None, gt=0, le=MAX_KEY_LIFETIME, description="seconds from now"
+    )
     limits: RateLimits = Field(default_factory=RateLimits)
+    max_priority: int = Field(0, ge=0, le=MAX_PRIORITY_CAP)
 
 
 class KeyUpdate(_Body):
@@ -47,6 +60,7 @@ class KeyUpdate(_Body):
     models: list[str] | None = None
     expires_at: float | None = None
     limits: RateLimits | None = None
+    max_priority: int | None = Field(None, ge=0, le=MAX_PRIORITY_CAP)
 
 
 class RoleBody(_Body):
@@ -63,13 +77,15 @@ class PolicyAdmin:
 
     # -- keys ---------------------------------------------------------------------------------
 
-    def create_key(self, spec: KeyCreate) -> dict[str, Any]:
+    def create_key(self, spec: KeyCreate, caller: Principal | None = None) -> dict[str, Any]:
         """A new key: ``{"key": "ifx-...", ...record}``. The key is in no store, log or list."""
         key, key_id = generate_key()
         now = time.time()
         expires_at = spec.expires_at
         if spec.expires_in is not None:
             expires_at = now + spec.expires_in
+        else:
+            _check_expiry(expires_at, now)
         record = ApiKeyRecord(
             key_id=key_id,
             name=spec.name,
@@ -80,10 +96,12 @@ class PolicyAdmin:
             created_at=now,
             expires_at=expires_at,
             limits=spec.limits,
+            max_priority=spec.max_priority,
         )
 
         def add(policy: Policy) -> Policy:
             _check_grants(record.roles, record.scopes, policy)
+            check_key_within(caller, record, policy)
             return policy.with_key(record)
 
         self.store.update(add)
@@ -97,18 +115,25 @@ class PolicyAdmin:
         """One key's record; 404 if there is none."""
         return _record(self.store.read(), key_id).public()
 
-    def update_key(self, key_id: str, changes: KeyUpdate) -> dict[str, Any]:
+    def update_key(
+        self, key_id: str, changes: KeyUpdate, caller: Principal | None = None
+    ) -> dict[str, Any]:
         """Replace the fields ``changes`` sets; effective from the next request."""
         fields = changes.model_dump(exclude_unset=True)
+        if "expires_at" in fields:
+            _check_expiry(fields["expires_at"], time.time())
+        if fields.get("max_priority", 0) is None:
+            fields["max_priority"] = 0
         for name in ("roles", "scopes", "models"):
             if name in fields:
-                fields[name] = tuple(fields[name])
+                fields[name] = tuple(fields[name] or ())
         if "limits" in fields:
             fields["limits"] = RateLimits.model_validate(fields["limits"] or {})
 
         def change(policy: Policy) -> Policy:
             record = _record(policy, key_id).model_copy(update=fields)
             _check_grants(record.roles, record.scopes, policy)
+            check_key_within(caller, record, policy)
             return policy.with_key(record)
 
         return self.store.update(change).keys[key_id].public()
@@ -135,10 +160,13 @@ class PolicyAdmin:
             for name, scopes in sorted(all_roles(self.store.read().roles).items())
         }
 
-    def set_role(self, name: str, body: RoleBody) -> dict[str, list[str]]:
-        """Create or replace a custom role."""
+    def set_role(
+        self, name: str, body: RoleBody, caller: Principal | None = None
+    ) -> dict[str, list[str]]:
+        """Create or replace a custom role (with no scope ``caller`` lacks)."""
         _check_role_name(name)
         _check_scopes(body.scopes)
+        check_scopes_within(caller, body.scopes)
         self.store.update(lambda policy: policy.with_role(name, body.scopes))
         return {name: list(body.scopes)}
 
@@ -157,8 +185,10 @@ class PolicyAdmin:
         """The default limits stored in the policy."""
         return self.store.read().default_limits.model_dump()
 
-    def set_limits(self, limits: RateLimits) -> dict[str, Any]:
-        """Replace the default limits; effective from the next request."""
+    def set_limits(self, limits: RateLimits, caller: Principal | None = None) -> dict[str, Any]:
+        """Replace the default limits (none looser than ``caller``'s); effective from the next
+        request."""
+        check_limits_within(caller, limits)
         return self.store.update(
             lambda p: p.with_default_limits(limits)
         ).default_limits.model_dump()
@@ -167,16 +197,20 @@ class PolicyAdmin:
         """The whole policy, hashes included (never keys): for backups and ``import_policy``."""
         return self.store.read().model_dump(mode="json")
 
-    def import_policy(self, document: Any) -> dict[str, Any]:
-        """Replace roles, limits and keys with ``document`` (as ``export`` wrote it)."""
+    def import_policy(self, document: Any, caller: Principal | None = None) -> dict[str, Any]:
+        """Replace roles, limits and keys with ``document`` (as ``export`` wrote it); every
+        role, key and default limit in it must fit inside ``caller``."""
         if not isinstance(document, dict):
             raise InvalidRequestError("the policy must be a JSON object")
         incoming = parse_body(Policy, {**document, "version": 0})
         for name, scopes in incoming.roles.items():
             _check_role_name(name)
             _check_scopes(scopes)
+            check_scopes_within(caller, scopes)
+        check_limits_within(caller, incoming.default_limits, prefix="default_limits.")
         for record in incoming.keys.values():
             _check_scopes(record.scopes)  # roles may name deleted ones: they grant nothing
+            check_key_within(caller, record, incoming)
         stored = self.store.update(lambda p: incoming.model_copy(update={"version": p.version}))
         return {"version": stored.version, "keys": len(stored.keys), "roles": len(stored.roles)}
 
@@ -186,6 +220,18 @@ def _record(policy: Policy, key_id: str) -> ApiKeyRecord:
     if record is None:
         raise NotFoundError(f"there is no API key with id {key_id!r}")
     return record
+
+
+def _check_expiry(expires_at: float | None, now: float) -> None:
+    """400 unless ``expires_at`` is unset or a time from now to ten years on."""
+    if expires_at is None:
+        return
+    if not (math.isfinite(expires_at) and now <= expires_at <= now + MAX_KEY_LIFETIME):
+        raise InvalidRequestError(
+            "expires_at: must be a time (seconds since the epoch) between now and ten years "
+            "from now",
+            param="expires_at",
+        )
 
 
 def _check_grants(roles: Iterable[str], scopes: Iterable[str], policy: Policy) -> None:

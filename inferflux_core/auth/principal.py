@@ -18,6 +18,10 @@ class Principal:
     scopes: frozenset[str]
     models: tuple[str, ...] = ()
     limits: RateLimits = field(default_factory=RateLimits)
+    #: The highest request ``priority`` allowed; None: no cap.
+    max_priority: int | None = 0
+    #: When the credential expires (seconds since the epoch); None: never.
+    expires_at: float | None = None
 
     def require(self, scope: str) -> None:
         """403 unless the caller has ``scope``."""
@@ -40,7 +44,23 @@ class Principal:
                 code="model_not_allowed",
             )
 
+    def require_priority(self, priority: object) -> None:
+        """403 if ``priority`` is above this caller's cap; lowering it is always allowed.
+
+        Anything but a number passes: the request model reports it.
+        """
+        cap = self.max_priority
+        if cap is None or isinstance(priority, bool) or not isinstance(priority, int | float):
+            return
+        if priority > cap:
+            shown = f"got {priority}" if abs(priority) <= 10**9 else "got a larger one"
+            raise PermissionDeniedError(
+                f"priority: this credential may ask for a priority of at most {cap} ({shown})",
+                param="priority",
+                code="priority_not_allowed",
+            )
+
 
 def anonymous(limits: RateLimits) -> Principal:
-    """The caller when ``auth.mode`` is ``disabled``: every scope, shared limits."""
-    return Principal("anonymous", "anonymous", frozenset(SCOPES), (), limits)
+    """The caller when ``auth.mode`` is ``disabled``: every scope, shared limits, no cap."""
+    return Principal("anonymous", "anonymous", frozenset(SCOPES), (), limits, max_priority=None)

@@ -2,9 +2,10 @@
 a running server's admin API): the same commands, the same validation, JSON out.
 
     admin keys create --name NAME [--role R]... [--scope S]... [--model M]...
-                      [--expires-in SECONDS] [--rpm N] [--tpm N]
+                      [--expires-in SECONDS] [--rpm N] [--tpm N] [--max-priority N]
     admin keys list | show ID | revoke ID
     admin keys update ID [--name N] [--role R]... [--scope S]... [--model M]... [--rpm N] [--tpm N]
+                      [--max-priority N]
     admin roles list | set NAME --scope S... | delete NAME
     admin limits show | set [--rpm N] [--tpm N]
     admin policy show | import FILE
@@ -133,6 +134,9 @@ def _grant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--role", action="append", dest="roles", help="repeatable")
     parser.add_argument("--scope", action="append", dest="scopes", help="repeatable")
     parser.add_argument("--model", action="append", dest="models", help="repeatable")
+    parser.add_argument(
+        "--max-priority", type=int, help="the highest request priority the key may ask for"
+    )
     _limit_args(parser)
 
 
@@ -183,7 +187,7 @@ def run_admin(args: argparse.Namespace, backend: AdminBackend) -> int:
 def _grants(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {
         name: getattr(args, name)
-        for name in ("roles", "scopes", "models")
+        for name in ("roles", "scopes", "models", "max_priority")
         if getattr(args, name) is not None
     }
     limits = _limits(args)

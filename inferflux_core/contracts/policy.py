@@ -20,6 +20,8 @@ KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
 #: How a key's hash is stored: the algorithm, then the hex digest.
 KEY_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
 ROLE_NAME_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
+#: The highest ``max_priority`` a key can be given.
+MAX_PRIORITY_CAP = 1_000_000
 
 
 class _Frozen(BaseModel):
@@ -49,11 +51,17 @@ class ApiKeyRecord(_Frozen):
     roles: tuple[str, ...] = ("user",)
     scopes: tuple[str, ...] = ()
     models: tuple[str, ...] = Field((), description="models it may use; empty means all")
-    created_at: float = 0.0
-    expires_at: float | None = None
+    created_at: float = Field(0.0, allow_inf_nan=False)
+    expires_at: float | None = Field(None, allow_inf_nan=False)
     revoked: bool = False
-    revoked_at: float | None = None
+    revoked_at: float | None = Field(None, allow_inf_nan=False)
     limits: RateLimits = Field(default_factory=RateLimits)
+    max_priority: int = Field(
+        0,
+        ge=0,
+        le=MAX_PRIORITY_CAP,
+        description="the highest request priority the key may ask for (lower is always allowed)",
+    )
 
     def public(self) -> dict[str, Any]:
         """The record as the admin API shows it: everything but the hash."""

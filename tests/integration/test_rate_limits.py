@@ -107,7 +107,9 @@ def test_default_limits_from_the_admin_api_cover_keys_without_their_own(
     assert http.get("/v1/admin/limits", headers=admin).json()["requests_per_minute"] is None
 
 
-async def _burst(server: RunningServer, key: str, body: dict[str, Any], n: int) -> list[httpx.Response]:
+async def _burst(
+    server: RunningServer, key: str, body: dict[str, Any], n: int
+) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
         return list(
             await asyncio.gather(
