@@ -14,7 +14,7 @@ from inferflux_core.audit import AuditLog, audit_record
 from inferflux_core.auth.keys import PREFIX, key_matches, parse_key_id
 from inferflux_core.auth.oidc import MAX_TOKEN_BYTES, OidcVerifier, looks_like_jwt
 from inferflux_core.auth.principal import Principal, anonymous
-from inferflux_core.auth.scopes import resolve_scopes
+from inferflux_core.auth.scopes import admin_roles, resolve_scopes
 from inferflux_core.auth.store_guard import GuardedPolicyStore
 from inferflux_core.config import Settings
 from inferflux_core.contracts import Policy, PolicyStore, RateLimits
@@ -189,7 +189,9 @@ class AccessControl:
         return Principal(
             key_id=f"oidc:{claims['sub'][:MAX_SUBJECT_CHARS]}",
             kind="oidc",
-            scopes=resolve_scopes(self.verifier.roles(claims), (), policy.roles),
+            scopes=resolve_scopes(
+                self.verifier.roles(claims, admin_roles(policy)), (), policy.roles
+            ),
             limits=self.default_limits(policy),
             max_priority=self.verifier.config.max_priority,
         )

@@ -3,8 +3,13 @@
 What the token says about how to verify it is not trusted: the algorithm is the one the
 issuer's key type implies (RSA: RS256, EC P-256: ES256), from a list fixed here and narrowed by
 config; ``jku``, ``x5u``, ``x5c`` and embedded ``jwk`` headers are refused, never fetched; a
-``crit`` header is refused (no extension is understood); a token over 16 KB is refused before
-it is decoded; ``iss`` must equal the configured issuer exactly.
+``crit`` header is refused (no extension is understood); a token over 16 KB, or whose header
+is over 2 KB or nested, is refused before it is parsed; ``iss`` must equal the configured
+issuer exactly; ``exp``, ``iat`` and ``nbf`` must be numbers, and a token may not be valid for
+longer than ``max_token_lifetime_seconds`` (from ``iat``, and from now).
+
+Roles: with an empty ``role_map`` the claim's values name inferflux roles directly, except a
+role that grants the ``admin`` scope: that only ever comes from an explicit ``role_map`` entry.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Collection, Iterable
 from typing import Any
 
 import jwt
@@ -27,6 +34,9 @@ from inferflux_core.errors import AuthenticationError
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 16 * 1024
+#: A JOSE header is a few short fields: anything larger or nested is refused unparsed.
+MAX_HEADER_BYTES = 2048
+MAX_HEADER_DEPTH = 2
 MIN_RSA_BITS = 2048
 #: The only algorithms ever accepted, and the key type each needs.
 KEY_TYPE_OF = {"RS256": "RSA", "ES256": "EC"}
@@ -62,7 +72,14 @@ class OidcVerifier:
         """The verified claims of ``token``."""
         try:
             return await self._verify(token)
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            KeyError,
+            AttributeError,
+            ArithmeticError,
+            RecursionError,
+        ) as exc:
             # A shape no check above foresaw: still a refusal, never a 500.
             log.warning("token refused on an unexpected shape: %s: %s", type(exc).__name__, exc)
             raise _invalid("it is malformed") from None
@@ -90,8 +107,12 @@ class OidcVerifier:
             raise _invalid("its algorithm does not match the issuer's key")
         return self._decode(token, key, expected)
 
-    def roles(self, claims: dict[str, Any]) -> list[str]:
-        """inferflux roles from the configured claim (a list, or a space-separated string)."""
+    def roles(self, claims: dict[str, Any], privileged: Collection[str] = ("admin",)) -> list[str]:
+        """inferflux roles from the configured claim (a list, or a space-separated string).
+
+        Without a ``role_map``, claim values are role names, but never one of ``privileged``
+        (the roles granting ``admin``): only the operator's ``role_map`` can grant those.
+        """
         value: Any = claims
         for part in self.config.roles_claim.split("."):
             value = value.get(part) if isinstance(value, dict) else None
@@ -101,11 +122,15 @@ class OidcVerifier:
             names = value
         else:
             return []
+        role_map = self.config.role_map
         roles: list[str] = []
         for name in names:
             if not isinstance(name, str):
                 continue
-            roles.extend(self.config.role_map.get(name, [] if self.config.role_map else [name]))
+            if role_map:
+                roles.extend(role_map.get(name, []))
+            elif name not in privileged:
+                roles.append(name)
         return roles
 
     def _decode(self, token: str, key: Any, algorithm: str) -> dict[str, Any]:
@@ -138,19 +163,72 @@ class OidcVerifier:
             raise _invalid("it comes from another issuer (iss)")
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise _invalid("its subject ('sub') is not a string")
+        self._check_lifetime(claims)
         return claims
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """Numeric times, and no validity longer than ``max_token_lifetime_seconds``."""
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if name in claims and not _is_time(value):
+                raise _invalid(f"its {name!r} is not a time")
+        longest = self.config.max_token_lifetime_seconds + self.config.leeway_seconds
+        exp = claims["exp"]
+        if exp > time.time() + longest:
+            raise _invalid(
+                f"it is valid for longer than {self.config.max_token_lifetime_seconds} s (exp)"
+            )
+        start = claims.get("iat", claims.get("nbf"))
+        if start is not None and exp - start > longest:
+            raise _invalid(
+                f"it is valid for longer than {self.config.max_token_lifetime_seconds} s "
+                "(exp - iat)"
+            )
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _header(token: str) -> dict[str, Any]:
     encoded = token.split(".", 1)[0]
+    if len(encoded) > MAX_HEADER_BYTES * 4 // 3 + 4:
+        raise _invalid(f"its header is larger than {MAX_HEADER_BYTES} bytes")
     try:
         raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        header = json.loads(raw)
     except (binascii.Error, ValueError):
+        raise _invalid("its header is not base64url JSON") from None
+    if _nesting(raw) > MAX_HEADER_DEPTH:
+        raise _invalid("its header is nested too deeply")
+    try:
+        header = json.loads(raw)
+    except ValueError:
         raise _invalid("its header is not base64url JSON") from None
     if not isinstance(header, dict):
         raise _invalid("its header is not a JSON object")
     return header
+
+
+def _nesting(raw: bytes) -> int:
+    """How deeply JSON arrays and objects nest in ``raw`` (brackets in strings not counted)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
 
 
 def _public_key(jwk: dict[str, Any]) -> tuple[Any, str]:

@@ -8,7 +8,10 @@ Public routes are not declared here: they are one exact list in :mod:`inferflux_
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import cast
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from inferflux_core.contracts import Policy
 
 INFERENCE = "inference"
 MODELS_READ = "models:read"
@@ -31,6 +34,11 @@ BUILTIN_ROLES: Mapping[str, tuple[str, ...]] = {
 def all_roles(custom: Mapping[str, Iterable[str]]) -> dict[str, tuple[str, ...]]:
     """Built-in roles plus the policy's custom ones."""
     return {**{k: tuple(v) for k, v in custom.items()}, **BUILTIN_ROLES}
+
+
+def admin_roles(policy: Policy) -> frozenset[str]:
+    """The roles, built-in and the policy's, that grant :data:`ADMIN`."""
+    return frozenset(name for name, scopes in all_roles(policy.roles).items() if ADMIN in scopes)
 
 
 def resolve_scopes(

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import MODEL_NAME, SecuredServer
-from tests.fakes import Issuer
+from tests.fakes import Issuer, b64url
 
 
 @pytest.fixture
@@ -99,3 +99,45 @@ def test_fuzzed_jwt_claims_are_refused_with_401_or_403_never_500(
         assert all(claims[k] == valid[k] for k in ("iss", "aud", "sub", "exp"))
     else:
         assert response.status_code in (401, 403), (claims, response.text)
+
+
+def test_a_deeply_nested_token_header_is_401_not_500(
+    secured: SecuredServer, issuer: Issuer, anonymous: httpx.Client
+) -> None:
+    nested = b'{"alg":"RS256","kid":"rsa-1","x":' + b"[" * 4000 + b"]" * 4000 + b"}"
+    token = ".".join([b64url(nested), b64url(b"{}"), "AA"])  # under 16 KB: it reaches parsing
+    response = _get(anonymous, token)
+    assert response.status_code == 401, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_token"
+    assert "nested too deeply" in error["message"] or "larger than" in error["message"]
+    shallow = b'{"alg":"RS256","kid":"rsa-1","x":' + b"[" * 300 + b"]" * 300 + b"}"
+    response = _get(anonymous, ".".join([b64url(shallow), b64url(b"{}"), "AA"]))
+    assert response.status_code == 401
+    assert "nested too deeply" in response.json()["error"]["message"]
+    assert _get(anonymous, issuer.token()).status_code == 200
+    assert secured.running.wait_idle()
+
+
+def test_a_token_valid_for_centuries_is_401(issuer: Issuer, anonymous: httpx.Client) -> None:
+    token = issuer.token(issuer.claims(exp=1_000_000_000_000, roles=["boss"]))
+    response = _get(anonymous, token, "/v1/admin/keys")
+    assert response.status_code == 401
+    error = response.json()["error"]
+    assert error["code"] == "invalid_token" and "valid for longer than" in error["message"]
+    assert (
+        _get(anonymous, issuer.token(issuer.claims(roles=["boss"])), "/v1/admin/keys").status_code
+        == 200
+    )
+
+
+def test_a_token_asking_for_priority_is_capped_at_zero(
+    secured: SecuredServer, issuer: Issuer, anonymous: httpx.Client
+) -> None:
+    headers = {"Authorization": f"Bearer {issuer.token()}"}
+    body = {"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 2}
+    refused = anonymous.post("/v1/completions", json={**body, "priority": 1}, headers=headers)
+    assert refused.status_code == 403 and refused.json()["error"]["param"] == "priority"
+    ok = anonymous.post("/v1/completions", json={**body, "priority": 0}, headers=headers)
+    assert ok.status_code == 200
+    assert secured.running.wait_idle()

@@ -17,10 +17,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.jwks import JwksCache
 from inferflux_core.auth.oidc import OidcVerifier
-from inferflux_core.config import OidcConfig
+from inferflux_core.config import OidcConfig, Settings
+from inferflux_core.contracts import Policy
 from inferflux_core.errors import AuthenticationError, ConfigError
+from inferflux_plugins.policy.memory import MemoryPolicyStore
 from tests.fakes import Issuer, b64url
 
 
@@ -224,7 +227,10 @@ def test_the_configured_algorithms_narrow_the_fixed_list(issuer: Issuer) -> None
 
 def test_roles_come_from_the_configured_claim(issuer: Issuer) -> None:
     direct = _verifier(issuer, roles_claim="realm_access.roles")
-    assert direct.roles({"realm_access": {"roles": ["user", 3, "admin"]}}) == ["user", "admin"]
+    assert direct.roles({"realm_access": {"roles": ["user", 3, "operator"]}}) == [
+        "user",
+        "operator",
+    ]
     mapped = _verifier(issuer, roles_claim="scope", role_map={"llm": ["user"], "ops": ["operator"]})
     assert mapped.roles({"scope": "openid llm ops"}) == ["user", "operator"]
     assert mapped.roles({"scope": 7}) == []
@@ -273,3 +279,80 @@ def test_fuzzed_claims_and_headers_are_only_ever_refused_with_401(
         assert exc.status == 401
     else:  # only a token a real issuer could have made gets through
         assert verified["iss"] == issuer.issuer and verified["exp"] > time.time() - 60
+
+
+def test_without_a_role_map_a_claimed_admin_role_grants_nothing(issuer: Issuer) -> None:
+    direct = _verifier(issuer)
+    assert direct.roles({"roles": ["admin", "user"]}) == ["user"]
+    assert direct.roles({"roles": "root user"}, privileged={"admin", "root"}) == ["user"]
+    mapped = _verifier(issuer, role_map={"idp-admins": ["admin"]})
+    assert mapped.roles({"roles": ["admin", "idp-admins"]}) == ["admin"]
+
+
+def _deep(depth: int) -> str:
+    header = b'{"alg":"RS256","kid":"rsa-1","x":' + b"[" * depth + b"]" * depth + b"}"
+    return ".".join([b64url(header), b64url(b"{}"), "AA"])
+
+
+@pytest.mark.parametrize("depth", [3, 100, 5000])
+def test_a_nested_or_large_header_is_refused_before_it_is_parsed(
+    verifier: OidcVerifier, depth: int
+) -> None:
+    _refused(verifier, _deep(depth), "nested too deeply|larger than 2048")
+
+
+def test_a_header_with_brackets_inside_strings_is_not_nested(
+    issuer: Issuer, verifier: OidcVerifier
+) -> None:
+    token = issuer.token(headers={"typ": '[[[{{{JWT\\"[['})
+    assert _verify(verifier, token)["sub"] == "alice"
+    _refused(verifier, issuer.token(headers={"typ": "x" * 3000}), "larger than 2048")
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"exp": 995_000_000_000}, "longer than 86400 s \\(exp\\)"),  # the year 33000
+        ({"exp": int(time.time()) + 86_400 * 2}, "longer than 86400 s"),
+        ({"iat": 0}, "longer than 86400 s \\(exp - iat\\)"),
+        ({"iat": None, "nbf": 1}, "longer than 86400 s \\(exp - iat\\)"),
+        ({"iat": int(time.time()) + 3600}, "not valid yet"),
+        ({"nbf": 10**15}, "not valid yet"),
+        ({"iat": "now"}, "not a time|malformed"),
+        ({"exp": 1e400}, "malformed|not a time"),
+        ({"exp": True}, "not a time|malformed|expired"),
+    ],
+)
+def test_absurd_token_times_are_refused(
+    issuer: Issuer, verifier: OidcVerifier, claims: dict[str, Any], reason: str
+) -> None:
+    _refused(verifier, _signed(issuer, issuer.claims(**claims), {"kid": "rsa-1"}), reason)
+    assert _verify(verifier, issuer.token())["sub"] == "alice"
+
+
+def test_the_longest_token_lifetime_is_configurable(issuer: Issuer) -> None:
+    week = 7 * 86_400
+    token = issuer.token(issuer.claims(exp=int(time.time()) + week - 60))
+    _refused(_verifier(issuer), token, "longer than 86400 s")
+    assert _verify(_verifier(issuer, max_token_lifetime_seconds=week), token)["sub"] == "alice"
+
+
+def test_a_server_without_a_role_map_never_makes_a_token_an_admin(issuer: Issuer) -> None:
+    oidc = {"issuer": issuer.issuer, "audience": issuer.audience, "jwks_url": issuer.jwks_url}
+    settings = Settings.model_validate({"auth": {"oidc": oidc}})
+    store = MemoryPolicyStore()
+    store.update(
+        lambda p: p.with_role("superusers", ["admin"]).with_role("readers", ["models:read"])
+    )
+    access = AccessControl(settings, store, verifier=OidcVerifier(settings.auth.oidc))  # type: ignore[arg-type]
+
+    def scopes(*roles: str) -> frozenset[str]:
+        token = issuer.token(issuer.claims(roles=list(roles)))
+        return asyncio.run(access.authenticate(f"Bearer {token}")).scopes
+
+    assert scopes("admin") == frozenset()
+    assert scopes("superusers", "readers") == {"models:read"}
+    assert scopes("admin", "user") == {"inference", "models:read"}
+    principal = asyncio.run(access.authenticate(f"Bearer {issuer.token()}"))
+    assert principal.max_priority == 0 and principal.kind == "oidc"
+    assert isinstance(store.read(), Policy)
