@@ -35,17 +35,45 @@ def render_error(
         resp.set_header(name, value)
 
 
+async def close_websocket(ws: falcon.asgi.WebSocket, error: InferfluxError) -> None:
+    """Refuse or end a websocket with close code 4000 + the error's HTTP status (a handshake
+    not yet accepted is denied: the client sees HTTP 403)."""
+    if not ws.closed:
+        await ws.close(4000 + error.status)
+
+
+async def deliver(
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response | None,
+    ws: falcon.asgi.WebSocket | None,
+    error: InferfluxError,
+) -> None:
+    """Render ``error`` on the response, or close the websocket with it."""
+    if ws is not None:
+        await close_websocket(ws, error)
+    elif resp is not None:
+        render_error(req, resp, error)
+
+
 async def handle_inferflux_error(
-    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: InferfluxError, params: Any
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response | None,
+    ex: InferfluxError,
+    params: Any,
+    ws: falcon.asgi.WebSocket | None = None,
 ) -> None:
     """Our own errors carry their status and body."""
     if ex.status >= 500:
         log.error("%s %s failed: %s", req.method, req.path, ex.message)
-    render_error(req, resp, ex)
+    await deliver(req, resp, ws, ex)
 
 
 async def handle_http_error(
-    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: falcon.HTTPError, params: Any
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response | None,
+    ex: falcon.HTTPError,
+    params: Any,
+    ws: falcon.asgi.WebSocket | None = None,
 ) -> None:
     """falcon's own errors (no route, wrong method, bad media) in OpenAI's shape."""
     status = ex.status_code
@@ -64,15 +92,20 @@ async def handle_http_error(
         error = InferfluxError(message)
         error.status = status
     error.headers.update(ex.headers or {})
-    render_error(req, resp, error)
+    await deliver(req, resp, ws, error)
 
 
 async def handle_unexpected(
-    req: falcon.asgi.Request, resp: falcon.asgi.Response, ex: Exception, params: Any
+    req: falcon.asgi.Request,
+    resp: falcon.asgi.Response | None,
+    ex: Exception,
+    params: Any,
+    ws: falcon.asgi.WebSocket | None = None,
 ) -> None:
     """A bug: log the traceback, answer 500 without it."""
     log.exception("%s %s failed", req.method, req.path)
-    render_error(req, resp, InferfluxError("internal server error"))
+    error = InferfluxError("internal server error")
+    await deliver(req, resp, ws, error)
 
 
 def install_error_handlers(app: falcon.asgi.App[Any, Any]) -> None:

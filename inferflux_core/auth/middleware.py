@@ -13,11 +13,18 @@ Order, for each request:
 3. ``process_response``: settle the reservation with the tokens the request used, add the
    ``x-ratelimit-*`` headers and write the audit line — for a stream, once its last event
    is sent.
+
+A websocket is checked the same way before it is accepted (``process_request_ws``,
+``process_resource_ws``): the ``Authorization`` header of the handshake, then the scope the
+resource declares under ``"WEBSOCKET"`` (``admin`` if it declares none), then the request
+rate. A refused handshake is denied before it is accepted (the client sees HTTP 403); the
+error handlers close it, so the resource's ``on_websocket`` never runs.
 """
 
 from __future__ import annotations
 
 import functools
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,7 +33,7 @@ import falcon.asgi
 from inferflux_core.api.exchange import Exchange
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.paths import PUBLIC_METHODS, check_canonical, public_paths
-from inferflux_core.auth.scopes import INFERENCE, required_scope
+from inferflux_core.auth.scopes import INFERENCE, required_scope, websocket_scope
 from inferflux_core.errors import AuthenticationError
 
 
@@ -69,6 +76,28 @@ class AccessMiddleware:
             req.context.exchange.usage.on_reserve = functools.partial(
                 limiter.reserve, principal.key_id, principal.limits
             )
+
+    async def process_request_ws(self, req: falcon.asgi.Request, ws: falcon.asgi.WebSocket) -> None:
+        """Authenticate a websocket handshake as any request (no websocket route is public)."""
+        request_id = req.context.get("request_id") or f"ws-{secrets.token_hex(8)}"
+        req.context.exchange = Exchange(request_id, "WEBSOCKET", req.path)
+        req.context.public = False
+        check_canonical(req.path, req.scope.get("raw_path"))
+        req.context.exchange.principal = await self._access.authenticate(
+            req.get_header("Authorization")
+        )
+
+    async def process_resource_ws(
+        self,
+        req: falcon.asgi.Request,
+        ws: falcon.asgi.WebSocket,
+        resource: Any,
+        params: Any,
+    ) -> None:
+        """The scope the route declares for websockets, then the caller's request rate."""
+        principal = req.context.exchange.principal
+        principal.require(websocket_scope(resource))
+        self._access.limiter.admit(principal.key_id, principal.limits, generates=False)
 
     async def process_response(
         self,

@@ -61,3 +61,10 @@ def required_scope(resource: object, method: str) -> str | None:
     if declared is None:
         return ADMIN
     return cast("str | None", declared.get(method))
+
+
+def websocket_scope(resource: object) -> str:
+    """The scope a websocket on ``resource`` needs: its ``scopes["WEBSOCKET"]``, else
+    :data:`ADMIN` (a websocket is never open to a scope declared for HTTP methods)."""
+    declared = getattr(resource, "scopes", None) or {}
+    return cast("str", declared.get("WEBSOCKET", ADMIN))
