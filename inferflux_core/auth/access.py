@@ -153,16 +153,15 @@ class AccessControl:
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller behind an ``Authorization`` header; 401 if there is none or it fails."""
         if not self.enabled:
-            return anonymous(self.default_limits(self.store.read()))
+            return anonymous(self.default_limits(await self.store.read_async()))
         token = bearer_token(authorization)
         if token.startswith(PREFIX):
-            return self._key_principal(token)
+            return self._key_principal(token, await self.store.read_async())
         if self.verifier is not None and looks_like_jwt(token):
             return await self._token_principal(token)
         raise AuthenticationError("the API key is not valid")
 
-    def _key_principal(self, key: str) -> Principal:
-        policy = self.store.read()
+    def _key_principal(self, key: str, policy: Policy) -> Principal:
         key_id = parse_key_id(key)
         record = policy.keys.get(key_id) if key_id is not None else None
         matched = key_matches(key, record)  # hashed and compared even when no record exists
@@ -185,7 +184,7 @@ class AccessControl:
     async def _token_principal(self, token: str) -> Principal:
         assert self.verifier is not None
         claims = await self.verifier.verify(token)
-        policy = self.store.read()
+        policy = await self.store.read_async()
         return Principal(
             key_id=f"oidc:{claims['sub'][:MAX_SUBJECT_CHARS]}",
             kind="oidc",

@@ -37,6 +37,15 @@ class GuardedPolicyStore(PolicyStore):
         except Exception as exc:
             raise self._unavailable("read", exc) from None
 
+    async def read_async(self) -> Policy:
+        """The inner store's policy, read without blocking the event loop; 503 if it fails."""
+        try:
+            return await self.inner.read_async()
+        except InferfluxError:
+            raise
+        except Exception as exc:
+            raise self._unavailable("read", exc) from None
+
     def update(self, change: Callable[[Policy], Policy]) -> Policy:
         """The inner store's update; ``change``'s own exceptions pass through unchanged."""
         raised: list[BaseException] = []

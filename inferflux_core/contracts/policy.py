@@ -3,7 +3,8 @@
 The policy holds API-key records (hashes only, never a key), custom roles and the default
 rate limits. A store implements two methods: :meth:`PolicyStore.read` (called on every
 request, so it must be cheap) and :meth:`PolicyStore.update` (an atomic read-modify-write that
-raises the version by one). Everything else — creating and revoking keys, roles, limits — is
+raises the version by one); a store whose reads can block also overrides
+:meth:`PolicyStore.read_async`, which the server calls from its event loop. Everything else — creating and revoking keys, roles, limits — is
 built on those two, in this module and in :mod:`inferflux_core.auth.policy_admin`.
 """
 
@@ -134,6 +135,15 @@ class PolicyStore(ABC):
     @abstractmethod
     def read(self) -> Policy:
         """The current policy. Called for every request: cache it, and notice outside changes."""
+
+    async def read_async(self) -> Policy:
+        """:meth:`read` for the event loop, which the server calls on every request.
+
+        The default calls :meth:`read` directly, right for a store whose reads never block. A
+        store whose reads may wait (files, locks, key derivation, the network) overrides it
+        to do that work in a worker thread, answering at once while nothing has changed.
+        """
+        return self.read()
 
     @abstractmethod
     def update(self, change: Callable[[Policy], Policy]) -> Policy:

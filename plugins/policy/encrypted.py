@@ -11,19 +11,22 @@ Writes are atomic — a temporary file in the same directory, fsync, rename over
 fsync the directory — and serialized across processes by a lock file next to the policy, each
 one re-reading the file under the lock, so concurrent writers lose nothing. Reads notice a
 file another process replaced (``inferflux admin`` while the server runs) by its ``stat`` and
-reopen it; the passphrase's scrypt runs once per file, never per request. A file that cannot
-be trusted — wrong passphrase, truncated, tampered, unknown format, or older than one already
-seen (rolled back) — is refused with a message naming it, never replaced by an empty policy.
+reopen it; the passphrase's scrypt runs once per file, never per request, and the server's
+reads (:meth:`EncryptedFilePolicyStore.read_async`) do the reopening — file lock, scrypt for
+a new salt — in a worker thread, off the event loop. A file that cannot be trusted — wrong
+passphrase, truncated, tampered, unknown format, or older than one already seen (rolled back:
+checked against this process's memory and against the rollback counter beside the file, see
+:mod:`.seen`) — is refused with a message naming it, never replaced by an empty policy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +38,9 @@ from pydantic import ValidationError
 from inferflux_core.contracts import Policy, PolicyStore
 from inferflux_core.errors import PolicyStoreError
 from inferflux_core.hookspecs import hookimpl
+from inferflux_plugins.policy.files import atomic_write
 from inferflux_plugins.policy.sealed import SealedCodec, SealError, is_sealed
+from inferflux_plugins.policy.seen import Seen, SeenFile
 
 #: The version of inferflux's hook contract this plugin was written against.
 INFERFLUX_HOOKSPEC_VERSION = 1
@@ -77,26 +82,6 @@ class PlainCodec:
             raise SealError("it is not a valid plaintext inferflux policy file") from None
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so a crash leaves the old file or the new one, whole."""
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 class EncryptedFilePolicyStore(PolicyStore):
     """The policy in one sealed file; see the module docstring."""
 
@@ -117,12 +102,15 @@ class EncryptedFilePolicyStore(PolicyStore):
         self._policy = Policy()
         self._signature: tuple[int, ...] | None = None
         self._digest = b""
+        self._seen = SeenFile(self.path)
+        self._refresh: asyncio.Future[Policy] | None = None
         if not self.path.parent.is_dir():
             raise PolicyStoreError(f"the policy file's directory {self.path.parent} does not exist")
         with self._exclusive():
             if self.path.exists():
                 self._load()
             else:
+                self._seen.check_missing()
                 self._write(Policy(version=1))
                 log.info("created the policy file %s", self.path)
 
@@ -133,6 +121,17 @@ class EncryptedFilePolicyStore(PolicyStore):
                 if self._stat() != self._signature:
                     self._load()
         return self._policy
+
+    async def read_async(self) -> Policy:
+        """The policy at once while the file is unchanged; otherwise reopened in a worker
+        thread (one reload shared by every request waiting for it)."""
+        if self._stat() == self._signature:
+            return self._policy
+        loop = asyncio.get_running_loop()
+        refresh = self._refresh
+        if refresh is None or refresh.done() or refresh.get_loop() is not loop:
+            refresh = self._refresh = asyncio.ensure_future(asyncio.to_thread(self.read))
+        return await asyncio.shield(refresh)
 
     def update(self, change: Callable[[Policy], Policy]) -> Policy:
         """Read the latest file under the lock, apply ``change``, write it back atomically."""
@@ -204,6 +203,7 @@ class EncryptedFilePolicyStore(PolicyStore):
                 f"refusing the policy file {self.path}: it holds version {policy.version} but "
                 f"version {seen} was already in use; an older copy was put in its place"
             )
+        self._seen.check(Seen.of(policy.version, data))
 
     def _write(self, policy: Policy) -> None:
         data = self._codec.encode(policy)
@@ -215,6 +215,7 @@ class EncryptedFilePolicyStore(PolicyStore):
         self._remember(policy, data, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
     def _remember(self, policy: Policy, data: bytes, signature: tuple[int, ...]) -> None:
+        self._seen.raise_to(Seen.of(policy.version, data))
         self._policy = policy
         self._digest = hashlib.sha256(data).digest()
         self._signature = signature

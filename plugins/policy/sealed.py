@@ -37,6 +37,8 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 KEY_BYTES = 32
 MAX_KDF_MEMORY = 256 * 1024 * 1024
+#: File keys kept (one per salt): files rewritten with new salts cannot grow the cache.
+MAX_CACHED_KEYS = 4
 
 
 class SealError(Exception):
@@ -171,5 +173,8 @@ class SealedCodec:
     def _key(self, salt: bytes, params: KdfParams) -> bytes:
         cached = self._keys.get((salt, params))
         if cached is None:
-            cached = self._keys[(salt, params)] = params.derive(self._passphrase, salt)
+            cached = params.derive(self._passphrase, salt)
+            while len(self._keys) >= MAX_CACHED_KEYS:
+                del self._keys[next(iter(self._keys))]
+            self._keys[(salt, params)] = cached
         return cached

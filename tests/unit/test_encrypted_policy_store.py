@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -9,8 +10,11 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +277,135 @@ def test_the_memory_store_also_versions_its_policy() -> None:
     PolicyAdmin(memory).create_key(KeyCreate(name="m"))
     assert memory.read().version == 1
     assert isinstance(memory.read(), Policy)
+
+
+def _seen_file(path: Path) -> Path:
+    return path.with_name(path.name + ".seen")
+
+
+def test_a_rolled_back_file_is_refused_after_a_restart(path: Path) -> None:
+    first = EncryptedFilePolicyStore(path=str(path))
+    _create(first, "first")
+    old = path.read_bytes()
+    _create(first, "second")
+    newest = path.read_bytes()
+    first.close()
+    assert json.loads(_seen_file(path).read_text())["version"] == 3
+    assert stat.S_IMODE(_seen_file(path).stat().st_mode) == 0o600
+    path.write_bytes(old)
+    error = _refused(path, "holds version 2 but version 3 was already in use")
+    assert str(_seen_file(path)) in error.message and error.status == 503
+    path.write_bytes(newest)
+    reopened = EncryptedFilePolicyStore(path=str(path))
+    assert [r.name for r in reopened.list_keys()] == ["first", "second"]
+    _create(reopened, "third")
+    assert json.loads(_seen_file(path).read_text())["version"] == 4
+
+
+def test_the_same_version_with_other_content_is_refused_after_a_restart(path: Path) -> None:
+    store = EncryptedFilePolicyStore(path=str(path))
+    _create(store, "one")
+    path.with_name("copy").write_bytes(path.read_bytes())
+    store.close()
+    # Another file at the same version: genuine, but not the one recorded.
+    other_dir = path.parent / "other"
+    other_dir.mkdir()
+    other = EncryptedFilePolicyStore(path=str(other_dir / path.name))
+    _create(other, "two")
+    path.write_bytes((other_dir / path.name).read_bytes())
+    _refused(path, "holds version 2 but version 2 was already in use")
+
+
+def test_deleting_the_policy_file_does_not_start_an_empty_policy(path: Path) -> None:
+    store = EncryptedFilePolicyStore(path=str(path))
+    _create(store)
+    store.close()
+    path.unlink()
+    error = _refused(path, "is missing, but version 2 was already in use")
+    assert not path.exists() and "delete the counter" in error.message
+
+
+def test_a_damaged_counter_is_refused_and_deleting_it_is_the_documented_way_out(
+    path: Path,
+) -> None:
+    store = EncryptedFilePolicyStore(path=str(path))
+    _create(store)
+    store.close()
+    for damage in ("{", '{"format": "x"}', '{"format": "inferflux-policy-seen", "version": -1}'):
+        _seen_file(path).write_text(damage)
+        _refused(path, "rollback counter .* is damaged")
+    _seen_file(path).unlink()  # the limit: without the counter an older file is accepted again
+    assert [r.name for r in EncryptedFilePolicyStore(path=str(path)).list_keys()] == ["alice"]
+
+
+async def _max_stall(work: Any) -> tuple[Any, float, float]:
+    """Run ``work`` while a ticker measures the longest the event loop was blocked."""
+    stalls = [0.0]
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            stalls.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0.02)
+    started = time.perf_counter()
+    try:
+        result = await work
+    finally:
+        elapsed = time.perf_counter() - started
+        done.set()
+        await ticker
+    return result, max(stalls), elapsed
+
+
+def test_a_reload_needing_scrypt_runs_off_the_event_loop(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EncryptedFilePolicyStore(path=str(path))
+    _create(store, "before")
+    elsewhere = path.parent / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(sealed, "DEFAULT_KDF", sealed.KdfParams(log2_n=17, r=8, p=1))
+    other = EncryptedFilePolicyStore(path=str(elsewhere / "p.bin"))  # a new salt, full cost
+    for name in ("a", "b", "c"):
+        _create(other, name)
+    path.write_bytes((elsewhere / "p.bin").read_bytes())
+    policy, stall, elapsed = asyncio.run(_max_stall(store.read_async()))
+    assert sorted(r.name for r in policy.keys.values()) == ["a", "b", "c"]
+    assert elapsed > 0.1, "scrypt at full cost took no time: the test measures nothing"
+    assert stall < min(0.15, elapsed / 2), (stall, elapsed)
+
+
+def test_a_reload_waiting_for_the_lock_runs_off_the_event_loop(path: Path) -> None:
+    from filelock import FileLock
+
+    store = EncryptedFilePolicyStore(path=str(path))
+    other = EncryptedFilePolicyStore(path=str(path))
+    _create(other, "from-elsewhere")  # the store's copy is now stale
+    held = FileLock(str(path) + ".lock", thread_local=False)
+    held.acquire()
+    updater = threading.Thread(target=_create, args=(store, "waiting"))
+    updater.start()  # holds the store's own lock while it waits for the file lock
+    threading.Timer(0.6, held.release).start()
+    policy, stall, elapsed = asyncio.run(_max_stall(store.read_async()))
+    updater.join(timeout=10)
+    assert elapsed > 0.3 and stall < min(0.15, elapsed / 2), (stall, elapsed)
+    assert "from-elsewhere" in {r.name for r in policy.keys.values()}
+    assert {r.name for r in store.list_keys()} == {"from-elsewhere", "waiting"}
+
+
+def test_an_unchanged_file_is_read_on_the_event_loop_without_a_thread(
+    store: EncryptedFilePolicyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _create(store)
+
+    def no_thread(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an unchanged file went to a worker thread")
+
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    assert asyncio.run(store.read_async()) is store.read()
