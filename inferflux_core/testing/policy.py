@@ -8,6 +8,7 @@ reopen it to check that the policy persists.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,6 +112,12 @@ class PolicyStoreConformance:
         assert store.read() == returned
         store.update(lambda p: p)
         assert store.read().version == start + 2
+
+    def test_read_async_answers_what_read_does(self, store: PolicyStore) -> None:
+        store.put_key(key_record(1))
+        assert asyncio.run(store.read_async()) == store.read()
+        store.put_key(key_record(2))
+        assert asyncio.run(store.read_async()).keys.keys() == {f"{1:016x}", f"{2:016x}"}
 
     def test_a_change_that_raises_stores_nothing(self, store: PolicyStore) -> None:
         store.put_key(key_record(1))
