@@ -4,8 +4,9 @@ The policy holds API-key records (hashes only, never a key), custom roles and th
 rate limits. A store implements two methods: :meth:`PolicyStore.read` (called on every
 request, so it must be cheap) and :meth:`PolicyStore.update` (an atomic read-modify-write that
 raises the version by one); a store whose reads can block also overrides
-:meth:`PolicyStore.read_async`, which the server calls from its event loop. Everything else — creating and revoking keys, roles, limits — is
-built on those two, in this module and in :mod:`inferflux_core.auth.policy_admin`.
+:meth:`PolicyStore.read_async`, which the server calls from its event loop. Everything
+else — creating and revoking keys, roles, limits — is built on those, in this module and in
+:mod:`inferflux_core.auth.policy_admin`.
 """
 
 from __future__ import annotations
