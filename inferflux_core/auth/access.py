@@ -177,6 +177,7 @@ class AccessControl:
             scopes=resolve_scopes(record.roles, record.scopes, policy.roles),
             models=record.models,
             limits=record.limits.over(self.default_limits(policy)),
+            own_limits=record.limits,
             max_priority=record.max_priority,
             expires_at=record.expires_at,
         )

@@ -1,10 +1,11 @@
 """What an admin caller may grant: never more than it holds itself.
 
 A key created or changed through the admin API must fit inside the credential that asks for
-it: its scopes (from roles and scopes), its model allow-list, its rate limits, its priority
-cap and its expiry. Otherwise the request is refused with 403 ``exceeds_own_grants``, naming
-the field. ``inferflux admin`` acts on the store as the operator and is not checked (its
-caller is None), nor is a server with ``auth.mode: disabled``.
+it: its scopes (from roles and scopes), its model allow-list, its rate limits (where the
+caller's own credential sets one), its priority cap and its expiry. Otherwise the request is
+refused with 403 ``exceeds_own_grants``, naming the field. ``inferflux admin`` acts on the
+store as the operator and is not checked (its caller is None), nor is a server with
+``auth.mode: disabled``.
 """
 
 from __future__ import annotations
@@ -59,11 +60,12 @@ def check_scopes_within(caller: Principal | None, scopes: Iterable[str]) -> None
 
 
 def check_limits_within(caller: Principal | None, limits: RateLimits, prefix: str = "") -> None:
-    """403 unless each of ``limits`` is set and at most the caller's, where the caller has one."""
+    """403 unless each of ``limits`` is set and at most the caller's, where the caller's own
+    credential sets one (a limit it only inherits from the defaults does not bound it)."""
     if caller is None:
         return
     for name in LIMIT_NAMES:
-        own = getattr(caller.limits, name)
+        own = getattr(caller.own_limits, name)
         new = getattr(limits, name)
         if own is not None and (new is None or new > own):
             shown = "no limit" if new is None else str(new)

@@ -18,6 +18,9 @@ class Principal:
     scopes: frozenset[str]
     models: tuple[str, ...] = ()
     limits: RateLimits = field(default_factory=RateLimits)
+    #: The limits set on the credential itself, not the defaults it falls back on: what
+    #: bounds the limits of the keys it may grant.
+    own_limits: RateLimits = field(default_factory=RateLimits)
     #: The highest request ``priority`` allowed; None: no cap.
     max_priority: int | None = 0
     #: When the credential expires (seconds since the epoch); None: never.

@@ -154,6 +154,10 @@ def test_inferflux_admin_edits_an_encrypted_policy_file(tmp_path: Path) -> None:
     assert key.encode() not in policy.read_bytes()
     listed = _cli(*admin, "keys", "list", env=env)
     assert json.loads(listed.stdout)["data"][0]["roles"] == ["operator"]
+    key_id = json.loads(created.stdout)["id"]
+    raised = _cli(*admin, "keys", "update", key_id, "--max-priority", "7", env=env)
+    assert raised.returncode == 0, raised.stderr
+    assert json.loads(raised.stdout)["max_priority"] == 7  # the operator is not bounded
     wrong = _cli(*admin, "keys", "list", env={PASSPHRASE_ENV: "guess"})
     assert wrong.returncode == 2 and "passphrase is wrong" in wrong.stderr
     assert "Traceback" not in wrong.stderr
