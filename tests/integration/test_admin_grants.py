@@ -92,6 +92,7 @@ def test_an_admin_key_cannot_create_a_key_wider_than_itself(
     assert "cannot grant more than it holds" in error["message"]
     assert server.access.store.read().version == version
     assert http.post(f"{ADMIN}/keys", json=_within(), headers=narrow_admin).status_code == 201
+    assert server.wait_idle()
 
 
 def test_an_admin_key_cannot_widen_a_key_a_role_or_the_default_limits(
@@ -126,6 +127,7 @@ def test_an_admin_key_cannot_widen_a_key_a_role_or_the_default_limits(
     )
     assert "'inference'" in error["message"]
     assert http.get(f"{ADMIN}/keys/{child['id']}", headers=narrow_admin).status_code == 200
+    assert server.wait_idle()
 
 
 def test_the_unrestricted_admin_key_still_grants_anything(
@@ -185,6 +187,7 @@ def test_every_admin_answer_is_strict_json(server: RunningServer, http: httpx.Cl
         assert response.headers["content-type"].startswith("application/json")
         json.loads(response.text, parse_constant=_no_constants)
     json.loads(created.text, parse_constant=_no_constants)
+    assert server.wait_idle()
 
 
 def _no_constants(name: str) -> None:

@@ -119,7 +119,9 @@ def test_a_deeply_nested_token_header_is_401_not_500(
     assert secured.running.wait_idle()
 
 
-def test_a_token_valid_for_centuries_is_401(issuer: Issuer, anonymous: httpx.Client) -> None:
+def test_a_token_valid_for_centuries_is_401(
+    secured: SecuredServer, issuer: Issuer, anonymous: httpx.Client
+) -> None:
     token = issuer.token(issuer.claims(exp=1_000_000_000_000, roles=["boss"]))
     response = _get(anonymous, token, "/v1/admin/keys")
     assert response.status_code == 401
@@ -129,6 +131,7 @@ def test_a_token_valid_for_centuries_is_401(issuer: Issuer, anonymous: httpx.Cli
         _get(anonymous, issuer.token(issuer.claims(roles=["boss"])), "/v1/admin/keys").status_code
         == 200
     )
+    assert secured.running.wait_idle()
 
 
 def test_a_token_asking_for_priority_is_capped_at_zero(

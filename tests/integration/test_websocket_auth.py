@@ -93,12 +93,14 @@ def _ws(server: RunningServer, path: str) -> str:
     ],
 )
 def test_a_websocket_without_a_valid_credential_is_denied_before_accept(
-    ws_server: RunningServer, authorization: str | None
+    ws_server: RunningServer, authorization: str | None, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = PLUGIN.admin_only.accepted
     assert _denied(_ws(ws_server, "/ws/echo"), authorization) == 403
     assert PLUGIN.admin_only.accepted == before
     assert _echo_ok(ws_server, "/ws/echo", f"Bearer {ws_server.api_key}")
+    assert ws_server.wait_idle()
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
 
 
 def _echo_ok(server: RunningServer, path: str, authorization: str) -> bool:
@@ -125,3 +127,5 @@ def test_a_websocket_needs_the_scope_its_route_declares_for_websockets(
 def test_a_websocket_on_an_odd_path_is_denied(ws_server: RunningServer) -> None:
     assert _denied(_ws(ws_server, "//ws/echo"), f"Bearer {ws_server.api_key}") == 403
     assert _denied(_ws(ws_server, "/ws/nowhere"), None) == 403
+    assert _echo_ok(ws_server, "/ws/echo", f"Bearer {ws_server.api_key}")
+    assert ws_server.wait_idle()
