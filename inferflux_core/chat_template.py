@@ -279,7 +279,11 @@ def _probe_call_form(template: ChatTemplate) -> CallForm:
 
 def _shows_call(template: ChatTemplate, arguments: object, call_id: str) -> bool:
     """Whether ``template`` renders a call with these arguments and id, and its result."""
-    call = {"id": call_id, "type": "function", "function": {"name": "probe", "arguments": arguments}}
+    call = {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": "probe", "arguments": arguments},
+    }
     messages = [
         {"role": "user", "content": "Probe."},
         {"role": "assistant", "content": "", "tool_calls": [call]},

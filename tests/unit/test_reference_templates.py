@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from inferflux_core.chat_template import ChatTemplate, CallForm
+from inferflux_core.chat_template import CallForm, ChatTemplate
 from inferflux_core.errors import ChatTemplateError
 from inferflux_core.protocol.chat import ChatMessage
 from inferflux_core.protocol.tools import ToolDefinition
