@@ -279,12 +279,12 @@ def _probe_call_form(template: ChatTemplate) -> CallForm:
 
 def _shows_call(template: ChatTemplate, arguments: object, call_id: str) -> bool:
     """Whether ``template`` renders a call with these arguments and id, and its result."""
-    call = {
+    call: dict[str, Any] = {
         "id": call_id,
         "type": "function",
         "function": {"name": "probe", "arguments": arguments},
     }
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "Probe."},
         {"role": "assistant", "content": "", "tool_calls": [call]},
         {"role": "tool", "tool_call_id": call_id, "content": "Done."},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,7 @@ def test_a_template_may_change_what_it_made_but_not_what_it_was_given() -> None:
     assert given == {"role": "user", "content": "hi", "parts": ["a"]}
 
 
-CALLS = [
+CALLS: list[dict[str, Any]] = [
     {"role": "user", "content": "hi"},
     {
         "role": "assistant",
@@ -149,7 +150,7 @@ def test_a_template_that_wants_nine_character_ids_gets_one_per_call() -> None:
     call_id, rest = template.render(CALLS, tools=[]).split(":", 1)
     assert len(call_id) == 9 and call_id.isalnum()
     assert rest == '{"x": 1};' + call_id
-    assert CALLS[1]["tool_calls"][0]["id"] == "call_0123456789abcdefghijklmn"  # type: ignore[index]
+    assert CALLS[1]["tool_calls"][0]["id"] == "call_0123456789abcdefghijklmn"
 
 
 def test_a_template_without_tools_is_not_probed() -> None:

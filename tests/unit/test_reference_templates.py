@@ -53,7 +53,7 @@ TOOL = {
         },
     },
 }
-WITH_TOOLS = [
+WITH_TOOLS: list[dict[str, Any]] = [
     {"role": "system", "content": SYSTEM},
     {"role": "user", "content": f"How warm is it in {TOOL_CITY}?"},
     {
