@@ -126,7 +126,8 @@ class PluginHost:
 
     @property
     def hook(self) -> Any:
-        """pluggy's hook relay, for calling the non-register hooks."""
+        """pluggy's hook relay: a whole hook in one call, without the per-plugin error naming
+        of :meth:`call_each`, :meth:`notify` and :meth:`first_result`."""
         return self.manager.hook
 
     def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
