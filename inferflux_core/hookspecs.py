@@ -4,10 +4,18 @@ A plugin is a module (or object) listed under the ``inferflux`` entry-point grou
 functions are decorated with :data:`hookimpl` and named after the hooks below. Register hooks
 *collect*: every plugin's answer is used, and the names they register must be unique across
 plugins (two plugins registering one name is a startup error naming both). Hooks marked
-*decide* are ``firstresult``: the first plugin that returns something other than ``None`` wins.
+*decide* are ``firstresult``: the first plugin that returns something other than ``None`` wins
+(``resolve_model_source`` is one).
 
-Implementations may accept only the arguments they need (pluggy passes them by name).
-The classes plugins register implement the interfaces in :mod:`inferflux_core.contracts`.
+Implementations may accept only the arguments they need (pluggy passes them by name), and may
+be ordered with ``@hookimpl(tryfirst=True)`` / ``trylast``. The classes plugins register
+implement the interfaces in :mod:`inferflux_core.contracts`.
+
+The host calls each plugin's implementation on its own, through pluggy, so that a failure
+names the plugin: a hook wrapper (``@hookimpl(wrapper=True)``, a generator that yields once)
+runs around each implementation in turn and receives that one plugin's answer (for a collect
+hook, a list holding it; for a decide hook, the answer itself), which it may change or
+replace. ``INFERFLUX_TRACE_PLUGINS=1`` logs every such call with its arguments and result.
 
 A plugin module may declare ``INFERFLUX_HOOKSPEC_VERSION = 1``: the version of this contract
 it was written against. A plugin declaring another version than :data:`HOOKSPEC_VERSION` stops
@@ -23,6 +31,7 @@ never affects the request (fail open).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -109,6 +118,23 @@ def register_kv_transports() -> dict[str, type[KVTransport]]:
     Called once when the plugin manager loads plugins. Return ``{"inprocess": Transport}``: a
     mapping from a transport name to a :class:`~inferflux_core.contracts.KVTransport`
     subclass, constructed with the transport's options as keyword arguments.
+    """
+
+
+@hookspec(firstresult=True)
+def resolve_model_source(source: str) -> Path | None:
+    """Turn a model ``source`` into a local model file (*decide*: the first answer wins).
+
+    Called when a model loads (and by the conformance kit) with its ``models[].source``, before
+    the built-in forms (a path, ``file://``, ``pypi:<distribution>``) are tried. Return the
+    path of the model file for a source this plugin owns (``"hf:org/repo/file.gguf"``, an
+    object-store URL, a name in a local catalogue), fetching it first if need be; return
+    ``None`` for any other source, so other plugins and then the built-in forms get it. The
+    file must exist: a path that does not is a ``ModelFileError``. Raise
+    :class:`~inferflux_core.errors.ModelFileError` (or ``ConfigError``) for a source this plugin
+    owns but cannot provide; it stops the model's load with that message. Any other exception
+    stops it with an error naming the plugin. It runs before the model loads, while nothing
+    serves: a download may take its time.
     """
 
 

@@ -6,9 +6,13 @@ from the ``inferflux`` entry-point group, bundled ones included, plus any passed
 hook contract version, or registers a name another plugin has, stops startup with an error
 naming the plugin.
 
-Hooks called after loading go through :meth:`PluginHost.call_each` (a failure stops what is
-starting, naming the plugin and the hook) or :meth:`PluginHost.notify` (a failure is logged
-naming the plugin, and the caller carries on).
+Every hook is called through pluggy's hook callers, one plugin's implementation at a time (a
+subset hook caller holding that implementation and every hook wrapper), so a failure names its
+plugin, hook wrappers run around each implementation, and ``INFERFLUX_TRACE_PLUGINS`` sees
+every call. Hooks called after loading go through :meth:`PluginHost.call_each` (a failure stops
+what is starting, naming the plugin and the hook), :meth:`PluginHost.notify` (a failure is
+logged naming the plugin, and the caller carries on) or, for *decide* hooks,
+:meth:`PluginHost.first_result` (the first answer other than ``None`` wins).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import pluggy
 
 from inferflux_core import hookspecs
-from inferflux_core.errors import PluginError
+from inferflux_core.errors import InferfluxError, PluginError
 
 log = logging.getLogger(__name__)
 
@@ -122,24 +126,19 @@ class PluginHost:
 
     @property
     def hook(self) -> Any:
-        """pluggy's hook relay, for calling the non-register hooks."""
+        """pluggy's hook relay: a whole hook in one call, without the per-plugin error naming
+        of :meth:`call_each`, :meth:`notify` and :meth:`first_result`."""
         return self.manager.hook
 
     def call_each(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call every implementation of ``hook_name``; results in pluggy's order.
+        """Call every implementation of ``hook_name``; their answers in pluggy's order.
 
         An implementation that raises stops the call with a PluginError naming the plugin and
         the hook (used at startup, where a half-initialized plugin must not serve).
         """
         results = []
         for plugin_name, impl in self._implementations(hook_name):
-            try:
-                results.append(self._call(impl, hook_name, kwargs))
-            except Exception as exc:
-                raise PluginError(
-                    f"plugin {plugin_name!r} failed in hook {hook_name}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+            results.extend(self._call_naming(plugin_name, impl, hook_name, kwargs))
         return results
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
@@ -148,11 +147,29 @@ class PluginHost:
             try:
                 self._call(impl, hook_name, kwargs)
             except Exception:
-                log.exception("plugin %r failed in hook %s (ignored)", plugin_name, hook_name)
+                log.exception(
+                    "plugin %r failed in hook %s%s (ignored)",
+                    plugin_name,
+                    hook_name,
+                    self._wrappers_note(hook_name),
+                )
+
+    def first_result(self, hook_name: str, **kwargs: Any) -> Any:
+        """The first answer other than ``None`` to the *decide* hook ``hook_name``, in pluggy's
+        order (``tryfirst`` / ``trylast`` honoured); None if no plugin answers.
+
+        An implementation that raises an inferflux error (``ModelFileError``, ...) reports it
+        as it is; any other exception is a PluginError naming the plugin and the hook.
+        """
+        for plugin_name, impl in self._implementations(hook_name):
+            answer = self._call_naming(plugin_name, impl, hook_name, kwargs)
+            if answer is not None:
+                return answer
+        return None
 
     def has_implementations(self, hook_name: str) -> bool:
         """Whether any loaded plugin implements ``hook_name``."""
-        return bool(getattr(self.manager.hook, hook_name).get_hookimpls())
+        return bool(self._implementations(hook_name))
 
     def self_check(self) -> dict[str, list[str]]:
         """Every loaded plugin's problems: its ``self_check`` answer, or the exception it raised.
@@ -162,26 +179,64 @@ class PluginHost:
         problems: dict[str, list[str]] = {name: [] for name in self.records}
         for plugin_name, impl in self._implementations("self_check"):
             try:
-                answer = self._call(impl, "self_check", {})
+                answers = self._call(impl, "self_check", {})
             except Exception as exc:
-                answer = [f"self_check raised {type(exc).__name__}: {exc}"]
-            problems.setdefault(plugin_name, []).extend(str(p) for p in answer or ())
+                answers = [[f"self_check raised {type(exc).__name__}: {exc}"]]
+            for answer in answers:
+                problems.setdefault(plugin_name, []).extend(str(p) for p in answer or ())
         return problems
 
     def _implementations(self, hook_name: str) -> list[tuple[str, Any]]:
+        """The plugins implementing ``hook_name`` (not as a wrapper), in pluggy's call order."""
         caller = getattr(self.manager.hook, hook_name)
+        impls = [i for i in caller.get_hookimpls() if not (i.wrapper or i.hookwrapper)]
         # pluggy calls the last registered first; keep that order.
-        impls = reversed(caller.get_hookimpls())
-        return [(self.manager.get_name(impl.plugin) or "?", impl) for impl in impls]
+        return [(self.manager.get_name(i.plugin) or "?", i) for i in reversed(impls)]
 
     def _call(self, impl: Any, hook_name: str, kwargs: dict[str, Any]) -> Any:
-        args = [kwargs[name] for name in impl.argnames]
-        if self._trace:
-            log.warning("hook %s(%s) -> %s", hook_name, kwargs, impl.plugin_name)
-        result = impl.function(*args)
-        if self._trace:
-            log.warning("hook %s from %s returned %r", hook_name, impl.plugin_name, result)
-        return result
+        """Call one implementation through pluggy, inside every wrapper of the hook: a list of
+        its answers (none for ``None``), or for a *decide* hook the answer itself."""
+        caller = getattr(self.manager.hook, hook_name)
+        others = [
+            other.plugin
+            for other in caller.get_hookimpls()
+            if other is not impl and not (other.wrapper or other.hookwrapper)
+        ]
+        return self.manager.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+
+    def _call_naming(
+        self, plugin_name: str, impl: Any, hook_name: str, kwargs: dict[str, Any]
+    ) -> Any:
+        """:meth:`_call`; an exception becomes a PluginError naming the plugin and the hook
+        (an inferflux error a *decide* hook raises is its answer, and is kept as it is)."""
+        try:
+            return self._call(impl, hook_name, kwargs)
+        except InferfluxError as exc:
+            if not isinstance(exc, PluginError) and self._decides(hook_name):
+                raise
+            raise self._failure(plugin_name, hook_name, exc) from exc
+        except Exception as exc:
+            raise self._failure(plugin_name, hook_name, exc) from exc
+
+    def _failure(self, plugin_name: str, hook_name: str, exc: Exception) -> PluginError:
+        return PluginError(
+            f"plugin {plugin_name!r} failed in hook {hook_name}"
+            f"{self._wrappers_note(hook_name)}: {type(exc).__name__}: {exc}"
+        )
+
+    def _decides(self, hook_name: str) -> bool:
+        spec = getattr(self.manager.hook, hook_name).spec
+        return bool(spec is not None and spec.opts.get("firstresult"))
+
+    def _wrappers_note(self, hook_name: str) -> str:
+        """Which plugins' hook wrappers ran around the call, for an error message."""
+        caller = getattr(self.manager.hook, hook_name)
+        names = [
+            self.manager.get_name(i.plugin) or "?"
+            for i in caller.get_hookimpls()
+            if i.wrapper or i.hookwrapper
+        ]
+        return f" (inside the hook wrappers of {', '.join(map(repr, names))})" if names else ""
 
     def _load_entry_points(self) -> None:
         for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
@@ -206,37 +261,49 @@ class PluginHost:
         registry: dict[str, dict[str, Registration]] = {}
         for family, hook_name in FAMILIES.items():
             entries: dict[str, Registration] = {}
-            caller = getattr(self.manager.hook, hook_name)
-            for impl in caller.get_hookimpls():
-                plugin_name = self.manager.get_name(impl.plugin) or "?"
-                try:
-                    answer = impl.function()
-                except Exception as exc:
-                    raise PluginError(
-                        f"plugin {plugin_name!r} failed in hook {hook_name}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                for name, factory in (answer or {}).items():
-                    if name in entries:
-                        raise PluginError(
-                            f"{family[:-1].replace('_', ' ')} name {name!r} is registered by "
-                            f"both plugin {entries[name].plugin!r} and plugin {plugin_name!r}"
-                        )
-                    entries[name] = Registration(factory, plugin_name)
-                    record = self.records.get(plugin_name)
-                    if record is not None:
-                        record.registered.setdefault(family, []).append(name)
+            for plugin_name, impl in self._implementations(hook_name):
+                for answer in self._call_naming(plugin_name, impl, hook_name, {}):
+                    self._add_entries(entries, family, plugin_name, answer or {})
             registry[family] = entries
         return registry
 
+    def _add_entries(
+        self,
+        entries: dict[str, Registration],
+        family: str,
+        plugin_name: str,
+        answer: dict[str, Any],
+    ) -> None:
+        for name, factory in answer.items():
+            if name in entries:
+                raise PluginError(
+                    f"{family[:-1].replace('_', ' ')} name {name!r} is registered by "
+                    f"both plugin {entries[name].plugin!r} and plugin {plugin_name!r}"
+                )
+            entries[name] = Registration(factory, plugin_name)
+            record = self.records.get(plugin_name)
+            if record is not None:
+                record.registered.setdefault(family, []).append(name)
+
     def _enable_tracing(self) -> None:
+        """Log every hook call: its name, arguments and plugins, then its result or error."""
+
         def before(hook_name: str, impls: Any, kwargs: Any) -> None:
-            log.warning("hook %s(%s) -> %s", hook_name, kwargs, [i.plugin_name for i in impls])
+            plugins = [i.plugin_name for i in impls]
+            log.warning("hook %s(%s) -> plugins %s", hook_name, _arguments(kwargs), plugins)
 
         def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
-            log.warning("hook %s returned %r", hook_name, outcome.get_result())
+            plugins = [i.plugin_name for i in impls]
+            if outcome.exception is not None:
+                log.warning("hook %s in %s raised %r", hook_name, plugins, outcome.exception)
+            else:
+                log.warning("hook %s in %s returned %r", hook_name, plugins, outcome.get_result())
 
         self.manager.add_hookcall_monitoring(before, after)
+
+
+def _arguments(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={value!r}" for name, value in kwargs.items())
 
 
 def check_hookspec_version(

@@ -1,29 +1,39 @@
 """Turning a model ``source`` string from the config into a local file path.
 
-Supported forms: a plain path or ``file://`` URL to a ``.gguf`` file, and
-``pypi:<distribution>`` for a model shipped inside an installed Python distribution (the
-distribution is located through its metadata, never imported). Remote URLs come later.
+Plugins go first: the ``resolve_model_source`` hook (*decide*) may claim any source and answer
+with a local file. Then the built-in forms: a plain path or ``file://`` URL to a ``.gguf``
+file, and ``pypi:<distribution>`` for a model shipped inside an installed Python distribution
+(the distribution is located through its metadata, never imported). Remote URLs come later.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 from inferflux_core.errors import ConfigError, ModelFileError
+
+if TYPE_CHECKING:
+    from inferflux_core.plugins import PluginHost
 
 PYPI_PREFIX = "pypi:"
 FILE_PREFIX = "file://"
 REMOTE_PREFIXES = ("https://", "http://")
 
 
-def resolve_model_source(source: str) -> Path:
-    """The local path of the model file ``source`` names.
+def resolve_model_source(source: str, plugins: PluginHost | None = None) -> Path:
+    """The local path of the model file ``source`` names: a plugin's answer to the
+    ``resolve_model_source`` hook if one answers, else the built-in forms'.
 
     Raises :class:`~inferflux_core.errors.ModelFileError` when the file or distribution is
     missing, and :class:`~inferflux_core.errors.ConfigError` for a source form not supported.
     """
+    if plugins is not None:
+        answer = plugins.first_result("resolve_model_source", source=source)
+        if answer is not None:
+            return _existing_file(Path(answer).expanduser())
     if source.startswith(PYPI_PREFIX):
         return _from_distribution(source.removeprefix(PYPI_PREFIX).strip())
     if source.startswith(REMOTE_PREFIXES):

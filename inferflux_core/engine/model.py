@@ -61,7 +61,7 @@ def load_model(
     started = time.monotonic()
     backend_cls = host.get("backends", config.backend)
     scheduler_cls = host.get("schedulers", scheduler_config.name)
-    path = resolve_model_source(config.source)
+    path = resolve_model_source(config.source, host)
     device = select_device(host, config.device, getattr(backend_cls, "supported_devices", ("cpu",)))
     spec = BackendSpec(
         model_name=config.name,

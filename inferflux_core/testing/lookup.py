@@ -27,11 +27,12 @@ def model_path_for(backend_name: str, source: str | None = None) -> Path:
     """The model file to load ``backend_name`` with.
 
     ``source`` takes any form a config's ``models[].source`` takes (a path, ``file://``,
-    ``pypi:<distribution>``). Without one, the default backend gets the default model (what
+    ``pypi:<distribution>``, or one an installed plugin's ``resolve_model_source`` hook
+    resolves). Without one, the default backend gets the default model (what
     ``inferflux serve`` loads with no configuration); any other backend needs a source.
     """
     if source:
-        return resolve_model_source(source)
+        return resolve_model_source(source, PluginHost())
     if backend_name == ModelConfig.model_fields["backend"].default:
         return resolve_model_source(DEFAULT_MODEL_SOURCE)
     raise LookupError(

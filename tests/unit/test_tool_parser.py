@@ -67,14 +67,14 @@ def test_an_output_of_only_calls_has_null_content() -> None:
 def test_plain_text_is_kept_exactly() -> None:
     text = "  Hello,\n\nworld <tool  and a < sign\n"
     assert chat_message(AUTO, text, "stop") == (
-        {"role": "assistant", "content": text},
+        {"role": "assistant", "content": text, "refusal": None},
         "stop",
     )
 
 
 def test_a_marker_cut_off_at_the_end_is_text() -> None:
     message, finish = chat_message(AUTO, "hello <tool_ca", "length")
-    assert message == {"role": "assistant", "content": "hello <tool_ca"}
+    assert message == {"role": "assistant", "content": "hello <tool_ca", "refusal": None}
     assert finish == "length"
 
 
@@ -140,7 +140,10 @@ def test_calls_in_other_shapes_are_parsed_whole(
 )
 def test_a_block_that_is_not_a_call_is_given_back_as_text(block: str) -> None:
     text = f"Answer: <tool_call>{block}</tool_call>"
-    assert chat_message(AUTO, text, "stop") == ({"role": "assistant", "content": text}, "stop")
+    assert chat_message(AUTO, text, "stop") == (
+        {"role": "assistant", "content": text, "refusal": None},
+        "stop",
+    )
 
 
 def test_a_call_cut_off_by_the_token_limit_keeps_finish_reason_length() -> None:
@@ -152,7 +155,7 @@ def test_a_call_cut_off_by_the_token_limit_keeps_finish_reason_length() -> None:
 def test_without_tools_the_output_is_not_parsed() -> None:
     text = '<tool_call>{"name": "f", "arguments": {}}</tool_call>'
     message, finish = chat_message(ToolPlan(), text, "stop")
-    assert (message, finish) == ({"role": "assistant", "content": text}, "stop")
+    assert (message, finish) == ({"role": "assistant", "content": text, "refusal": None}, "stop")
 
 
 @pytest.mark.timeout(10)
