@@ -222,7 +222,7 @@ class ModelRunner:
 
     def idle(self, seconds: float = IDLE_WAIT_SECONDS) -> None:
         """Nothing to step: wait up to ``seconds`` for a request, unless embeddings wait."""
-        self._m_active.set(0)
+        self._m_active.set(self.scheduler.running_count)
         self._m_waiting.set(self.scheduler.waiting_count)
         if not self.embeddings.pending:
             self._wake.wait(seconds)
