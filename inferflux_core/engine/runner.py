@@ -21,16 +21,17 @@ from inferflux_core.contracts import (
     StepPlan,
     TokenLogprob,
 )
+from inferflux_core.engine import supervision
 from inferflux_core.engine.embedding import EmbeddingQueue
 from inferflux_core.engine.groups import copy_source, followers_to_fork, waits_for_leader
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
 from inferflux_core.engine.slots import KVSlots
 from inferflux_core.engine.stream import Outbox, RequestState, RequestStream
-from inferflux_core.engine.supervision import ModelHealth, StepLoop, overdue, queue_timeout_error
 from inferflux_core.engine.text import TextAssembler
 from inferflux_core.errors import (
     BackendError,
     ContextLengthError,
+    InferfluxError,
     InvalidRequestError,
     ServiceUnavailableError,
 )
@@ -78,12 +79,13 @@ class ModelRunner:
         )
         self._next_deadline_check = 0.0
         #: Whether the model still serves; see :mod:`inferflux_core.engine.supervision`.
-        self.health = ModelHealth(model_name)
-        self._loop = StepLoop(self, self.health)
+        self.health = supervision.ModelHealth(model_name)
+        self._loop = supervision.StepLoop(self, self.health)
         self._live: dict[str, ScheduledSequence] = {}
         self._cancelled: collections.deque[RequestState] = collections.deque()
         self._wake = threading.Event()
-        self._stopping = False
+        #: Set once :meth:`stop` was called.
+        self.stopping = False
         self._outbox = Outbox()
         #: Embedding requests, run on the step thread between generation steps.
         self.embeddings = EmbeddingQueue(
@@ -110,11 +112,6 @@ class ModelRunner:
         return sum(1 for s in list(self._live.values()) if s.seq_id is not None)
 
     @property
-    def stopping(self) -> bool:
-        """True once :meth:`stop` was called."""
-        return self._stopping
-
-    @property
     def live_requests(self) -> int:
         """Requests submitted and not yet finished (waiting or running)."""
         return len(self._live)
@@ -125,7 +122,7 @@ class ModelRunner:
 
     def stop(self) -> None:
         """Stop the step thread and fail every request still in flight."""
-        self._stopping = True
+        self.stopping = True
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
@@ -160,7 +157,7 @@ class ModelRunner:
         return streams
 
     def _check(self, request: GenerationRequest) -> None:
-        if self._stopping:
+        if self.stopping:
             raise ServiceUnavailableError("the server is shutting down")
         self.health.check()
         n_prompt = len(request.prompt_tokens)
@@ -193,15 +190,18 @@ class ModelRunner:
         self._live[request.request_id] = sequence
         if state.leader is not None:
             state.leader.payload.followers.append(sequence)
+        added = False
         try:
             self.scheduler.add(sequence)
+            added = True
             self.health.check()  # the step loop may have given up meanwhile
         except BaseException as exc:
             self._live.pop(request.request_id, None)
             if state.leader is not None:
                 state.leader.payload.followers.remove(sequence)
-            with contextlib.suppress(Exception):
-                self.scheduler.finish(sequence)
+            if added or not isinstance(exc, InferfluxError):  # a bug may have queued it
+                with contextlib.suppress(Exception):
+                    self.scheduler.finish(sequence)
             raise self._loop.supervisor.submit_error(exc) from None
         self._m_waiting.set(self.scheduler.waiting_count)
         self._wake.set()
@@ -359,8 +359,8 @@ class ModelRunner:
     def _allocate(self) -> int:
         seq_id = self.slots.allocate()
         if seq_id is None:
-            raise ServiceUnavailableError(
-                "no free KV sequence id (the scheduler admitted too many)", code="scheduler_error"
+            raise supervision.scheduler_error(
+                "no free KV sequence id (the scheduler admitted too many)"
             )
         return seq_id
 
@@ -445,8 +445,7 @@ class ModelRunner:
         self._release(sequence, reason, keep_kv=keep_kv)
 
     def _release(self, sequence: ScheduledSequence, reason: str, *, keep_kv: bool = True) -> None:
-        """Forget a finished sequence and give its KV id back, even if the scheduler or the
-        backend raise (which then propagates)."""
+        """Forget a sequence and free its KV id, even if the scheduler or backend raise."""
         self._live.pop(sequence.request_id, None)
         self._m_generated.inc(len(sequence.generated))
         self._m_requests.labels(self.model_name, reason).inc()
@@ -471,8 +470,8 @@ class ModelRunner:
         if self.queue_timeout <= 0 or now < self._next_deadline_check:
             return
         self._next_deadline_check = now + DEADLINE_CHECK_SECONDS
-        for sequence in overdue(self.live_sequences(), now - self.queue_timeout):
-            self._finish(sequence, "error", queue_timeout_error(self.queue_timeout))
+        for sequence in supervision.overdue(self.live_sequences(), now - self.queue_timeout):
+            self._finish(sequence, "error", supervision.queue_timeout_error(self.queue_timeout))
 
     def _reap_cancelled(self) -> None:
         while self._cancelled:

@@ -247,13 +247,16 @@ def plan_sequences(plan: StepPlan) -> list[ScheduledSequence]:
     return [*plan.preempt, *(chunk.sequence for chunk in plan.chunks)]
 
 
+def scheduler_error(message: str) -> ServiceUnavailableError:
+    """A 503 ``scheduler_error``: the scheduler failed the request."""
+    return ServiceUnavailableError(message, code="scheduler_error", headers=dict(_RETRY))
+
+
 def _scheduler_error(exc: BaseException) -> InferfluxError:
     if isinstance(exc, ServiceUnavailableError):
         return exc
-    return ServiceUnavailableError(
-        f"the scheduler failed ({_describe(exc)}); the request could not run; retry it",
-        code="scheduler_error",
-        headers=dict(_RETRY),
+    return scheduler_error(
+        f"the scheduler failed ({_describe(exc)}); the request could not run; retry it"
     )
 
 
