@@ -157,11 +157,34 @@ class PolicyStoreError(InferfluxError):
 
 
 class BackendError(InferfluxError):
-    """The backend failed a step; the affected requests fail, the server keeps serving."""
+    """The backend failed a step; the affected requests fail (503), the server keeps serving."""
 
-    status = 500
+    status = 503
     error_type = "server_error"
     code = "backend_error"
+
+
+class FatalBackendError(BackendError):
+    """The backend cannot go on (device lost, state corrupt): the engine marks the model failed
+    at once instead of after repeated failed steps."""
+
+
+class ModelFailedError(ServiceUnavailableError):
+    """The model's step loop gave up (a broken backend or scheduler): every request for it is
+    refused with 503 until the server restarts, and ``/readyz`` names the model and reason."""
+
+    code = "model_failed"
+
+
+class ClientDisconnectedError(InferfluxError):
+    """The client hung up before its response was ready; the request was cancelled (499).
+
+    Nobody reads the response; the status is for the audit line and the logs.
+    """
+
+    status = 499
+    error_type = "invalid_request_error"
+    code = "client_disconnected"
 
 
 class KVTransportClosedError(ServiceUnavailableError):

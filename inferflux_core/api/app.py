@@ -9,6 +9,7 @@ import falcon
 import falcon.asgi
 
 from inferflux_core.api.admin import add_admin_routes
+from inferflux_core.api.disconnect import DisconnectAwareApp
 from inferflux_core.api.embeddings import EmbeddingResource
 from inferflux_core.api.errors import install_error_handlers
 from inferflux_core.api.generation import GenerationResource
@@ -73,7 +74,7 @@ def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon
         RequestIdMiddleware(),
         AccessMiddleware(access),
     ]
-    app: falcon.asgi.App[Any, Any] = falcon.asgi.App(middleware=middleware)
+    app: falcon.asgi.App[Any, Any] = DisconnectAwareApp(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = False
     install_error_handlers(app)
     limit = engine.settings.server.max_body_bytes

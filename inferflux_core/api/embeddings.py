@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import falcon.asgi
 
+from inferflux_core.api.disconnect import unless_disconnected
 from inferflux_core.api.generation import GenerationResource
 
 
@@ -17,4 +18,4 @@ class EmbeddingResource(GenerationResource):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Embed the body's inputs."""
         body, exchange = await self.admit(req)
-        resp.media = await self._service.create(body, exchange.usage)
+        resp.media = await unless_disconnected(req, self._service.create(body, exchange.usage))

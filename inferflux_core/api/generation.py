@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 import falcon.asgi
 
 from inferflux_core.api.body import read_json
+from inferflux_core.api.disconnect import unless_disconnected
 from inferflux_core.api.exchange import Exchange
 from inferflux_core.api.sse import sse_stream
 from inferflux_core.auth.scopes import INFERENCE
@@ -25,6 +26,7 @@ class GenerationResource:
 
     Before the engine sees the request: the caller's model allow-list (403), then the
     guardrails on the prompt (400). After: the guardrails on the output, whole or streamed.
+    A client that hangs up has its request cancelled, streamed or not.
     """
 
     scopes = {"POST": INFERENCE}
@@ -76,7 +78,9 @@ class GenerationResource:
             resp.sse = sse_stream(chunks)
         else:
             try:
-                result: dict[str, Any] = await self._service.create(body, exchange.usage)
+                result: dict[str, Any] = await unless_disconnected(
+                    req, self._service.create(body, exchange.usage)
+                )
             except asyncio.CancelledError:
                 # uvicorn cancels what still runs when its graceful shutdown times out: the
                 # client gets a 503 to retry elsewhere, not a bare 500.

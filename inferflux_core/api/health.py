@@ -25,7 +25,7 @@ class HealthResource:
 
 
 class ReadyResource:
-    """``/readyz``: every configured model is loaded."""
+    """``/readyz``: every configured model is loaded and none has failed."""
 
     public = True
 
@@ -33,12 +33,20 @@ class ReadyResource:
         self._engine = engine
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        """200 when ready, 503 otherwise."""
+        """200 when ready; 503 while loading, or naming each failed model and why."""
         wanted = [m.name for m in self._engine.settings.models]
         missing = [name for name in wanted if name not in self._engine.models]
+        failed = [
+            {"model": model.name, "reason": model.failure}
+            for model in list(self._engine.models.values())
+            if model.failure is not None
+        ]
         if missing:
             resp.status = falcon.HTTP_503
             resp.media = {"status": "loading", "missing": missing}
+        elif failed:
+            resp.status = falcon.HTTP_503
+            resp.media = {"status": "failed", "models": wanted, "failed": failed}
         else:
             resp.media = {"status": "ready", "models": wanted}
 

@@ -182,7 +182,9 @@ class StepBackend(ABC):
         Appends each chunk's tokens to its sequence's KV, then samples one token for each chunk
         with ``sample=True`` using that sequence's sampler. Returns ``{seq_id: token}``.
         Raises :class:`inferflux_core.errors.BackendError` if the step fails; the engine then
-        fails the affected requests and frees their sequences.
+        fails the affected requests (503) and frees their sequences. Raise
+        :class:`~inferflux_core.errors.FatalBackendError` if the backend cannot go on: the
+        engine then marks the model failed (as it does after repeated failed steps).
         """
 
     @abstractmethod

@@ -16,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 
 from inferflux_core.contracts import EmbeddingInfo, StepBackend
-from inferflux_core.errors import InferfluxError, QueueFullError, ServiceUnavailableError
+from inferflux_core.errors import BackendError, InferfluxError, QueueFullError
 from inferflux_core.metrics import EngineMetrics
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,8 @@ class EmbeddingQueue:
         self._lock = threading.Lock()
         self._waiting: collections.deque[tuple[EmbeddingJob, int]] = collections.deque()
         self._jobs = 0
-        self._closed = False
+        #: Set once the queue is closed: what new requests get.
+        self._closed: InferfluxError | None = None
         self._m_requests = metrics.embedding_requests.labels(model_name)
         self._m_tokens = metrics.embedding_tokens.labels(model_name)
         self._m_batch = metrics.embedding_batch_inputs.labels(model_name)
@@ -72,14 +73,14 @@ class EmbeddingQueue:
     def submit(self, inputs: list[list[int]]) -> asyncio.Future[list[list[float]]]:
         """Queue a request's inputs (from the event loop); await the future for the vectors.
 
-        Raises ServiceUnavailableError once the queue is closed and QueueFullError past
+        Raises the error the queue was closed with (a 503) and QueueFullError past
         ``max_queue`` waiting requests. Cancelling the future drops the inputs not yet embedded.
         """
         loop = asyncio.get_running_loop()
         job = EmbeddingJob(inputs, loop, loop.create_future())
         with self._lock:
-            if self._closed:
-                raise ServiceUnavailableError("the server is shutting down")
+            if self._closed is not None:
+                raise self._closed
             if self._jobs >= self._max_queue:
                 raise QueueFullError(
                     f"{self._jobs} embedding requests are waiting; retry later",
@@ -103,7 +104,7 @@ class EmbeddingQueue:
         except Exception as exc:  # a backend bug must not kill the step thread
             log.exception("embedding batch failed")
             jobs = {job for job, _ in batch} if batch else self._drain()
-            self._fail(jobs, InferfluxError(f"embedding failed: {type(exc).__name__}"))
+            self._fail(jobs, BackendError(f"embedding failed: {type(exc).__name__}"))
 
     def _embed(self, batch: list[tuple[EmbeddingJob, int]]) -> None:
         try:
@@ -125,9 +126,10 @@ class EmbeddingQueue:
                 self._resolve(job, job.vectors, None)
 
     def fail_all(self, error: InferfluxError) -> None:
-        """Fail every waiting request and refuse new ones (the model is stopping)."""
+        """Fail every waiting request and refuse new ones with ``error`` (the model is
+        stopping, or failed)."""
         with self._lock:
-            self._closed = True
+            self._closed = error
         self._fail(self._drain(), error)
 
     def _drain(self) -> set[EmbeddingJob]:

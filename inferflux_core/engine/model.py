@@ -43,6 +43,11 @@ class LoadedModel:
         return self.template.render(messages, **kwargs)  # type: ignore[arg-type]
 
     @property
+    def failure(self) -> str | None:
+        """Why the model stopped serving (its step loop gave up); None while it serves."""
+        return self.runner.health.failure
+
+    @property
     def serves_embeddings(self) -> bool:
         """True if ``/v1/embeddings`` may use this model (its backend can, its config allows)."""
         return self.config.embeddings and self.backend.supports_embeddings

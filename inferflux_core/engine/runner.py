@@ -17,16 +17,16 @@ from inferflux_core.contracts import (
     ScheduledSequence,
     Scheduler,
     SequenceChunk,
-    SequenceStatus,
     StepBackend,
     StepPlan,
     TokenLogprob,
 )
+from inferflux_core.engine import supervision
 from inferflux_core.engine.embedding import EmbeddingQueue
 from inferflux_core.engine.groups import copy_source, followers_to_fork, waits_for_leader
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
 from inferflux_core.engine.slots import KVSlots
-from inferflux_core.engine.stream import RequestState, RequestStream
+from inferflux_core.engine.stream import Outbox, RequestState, RequestStream
 from inferflux_core.engine.text import TextAssembler
 from inferflux_core.errors import (
     BackendError,
@@ -78,18 +78,21 @@ class ModelRunner:
             independent_below=backend.independent_rows_below,
         )
         self._next_deadline_check = 0.0
+        #: Whether the model still serves; see :mod:`inferflux_core.engine.supervision`.
+        self.health = supervision.ModelHealth(model_name)
+        self._loop = supervision.StepLoop(self, self.health)
         self._live: dict[str, ScheduledSequence] = {}
         self._cancelled: collections.deque[RequestState] = collections.deque()
         self._wake = threading.Event()
-        self._stopping = False
-        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[RequestState, GenerationEvent]]]
-        self._outbox = {}
+        #: Set once :meth:`stop` was called.
+        self.stopping = False
+        self._outbox = Outbox()
         #: Embedding requests, run on the step thread between generation steps.
         self.embeddings = EmbeddingQueue(
             model_name, backend, metrics, self._wake, max_queue=max_queue
         )
         self._thread = threading.Thread(
-            target=self._run, name=f"inferflux-step-{model_name}", daemon=True
+            target=self._loop.run, name=f"inferflux-step-{model_name}", daemon=True
         )
         self._m_step = metrics.step_sequences.labels(model_name)
         self._m_active = metrics.active_sequences.labels(model_name)
@@ -119,14 +122,11 @@ class ModelRunner:
 
     def stop(self) -> None:
         """Stop the step thread and fail every request still in flight."""
-        self._stopping = True
+        self.stopping = True
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
-        for sequence in list(self._live.values()):
-            self._finish(sequence, "error", ServiceUnavailableError("the server is shutting down"))
-        self._flush()
-        self.embeddings.fail_all(ServiceUnavailableError("the server is shutting down"))
+        self.fail_everything(ServiceUnavailableError("the server is shutting down"))
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         """Queue a request; raises ContextLengthError / QueueFullError / ServiceUnavailable."""
@@ -157,8 +157,9 @@ class ModelRunner:
         return streams
 
     def _check(self, request: GenerationRequest) -> None:
-        if self._stopping:
+        if self.stopping:
             raise ServiceUnavailableError("the server is shutting down")
+        self.health.check()
         n_prompt = len(request.prompt_tokens)
         if n_prompt >= self.context_length:
             raise ContextLengthError(
@@ -185,10 +186,23 @@ class ModelRunner:
             payload=state,
         )
         state.sequence = sequence
+        # Tracked before the scheduler has it, so the step thread never plans an unknown one.
+        self._live[request.request_id] = sequence
         if state.leader is not None:
             state.leader.payload.followers.append(sequence)
-        self.scheduler.add(sequence)
-        self._live[request.request_id] = sequence
+        added = False
+        try:
+            self.scheduler.add(sequence)
+            added = True
+            self.health.check()  # the step loop may have given up meanwhile
+        except BaseException as exc:
+            self._live.pop(request.request_id, None)
+            if state.leader is not None:
+                state.leader.payload.followers.remove(sequence)
+            if added or not isinstance(exc, InferfluxError):  # a bug may have queued it
+                with contextlib.suppress(Exception):
+                    self.scheduler.finish(sequence)
+            raise self._loop.supervisor.submit_error(exc) from None
         self._m_waiting.set(self.scheduler.waiting_count)
         self._wake.set()
         return RequestStream(state, self._request_cancel)
@@ -199,34 +213,40 @@ class ModelRunner:
 
     # --- the step thread -------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.clear()
-            self._reap_cancelled()
-            self._expire_waiting()
-            self.embeddings.run_batch()
-            plan = self.scheduler.plan_step()
-            if not plan:
-                self._m_active.set(0)
-                self._m_waiting.set(self.scheduler.waiting_count)
-                if not self.embeddings.pending:
-                    self._wake.wait(IDLE_WAIT_SECONDS)
-                continue
+    def housekeep(self) -> None:
+        """Free cancelled requests, expire those that waited too long, run an embedding batch."""
+        self._wake.clear()
+        self._reap_cancelled()
+        self._expire_waiting()
+        self.embeddings.run_batch()
+
+    def idle(self, seconds: float = IDLE_WAIT_SECONDS) -> None:
+        """Nothing to step: wait up to ``seconds`` for a request, unless embeddings wait."""
+        self._m_active.set(self.scheduler.running_count)
+        self._m_waiting.set(self.scheduler.waiting_count)
+        if not self.embeddings.pending:
+            self._wake.wait(seconds)
+
+    def live_sequences(self) -> list[ScheduledSequence]:
+        """The sequences of every request submitted and not yet finished."""
+        return list(self._live.values())
+
+    def fail(self, sequences: list[ScheduledSequence], error: Exception) -> None:
+        """End ``sequences`` with ``error`` now; a release that fails does not stop the others."""
+        for sequence in sequences:
             try:
-                self._step(plan)
-            except InferfluxError as exc:
-                log.error("model %s: step failed: %s", self.model_name, exc)
-                self._fail(plan, exc)
-            except Exception as exc:  # a backend bug must not kill the step thread
-                log.exception("model %s: step failed", self.model_name)
-                self._fail(plan, InferfluxError(f"the backend failed: {type(exc).__name__}"))
-            self._flush()
+                self._finish(sequence, "error", error, keep_kv=False)
+            except Exception:
+                log.warning("model %s: could not free a failed sequence", self.model_name)
+        self.flush()
 
-    def _fail(self, plan: StepPlan, error: InferfluxError) -> None:
-        for sequence in [*plan.preempt, *(chunk.sequence for chunk in plan.chunks)]:
-            self._finish(sequence, "error", error, keep_kv=False)
+    def fail_everything(self, error: ServiceUnavailableError) -> None:
+        """Fail every live request and queued embedding (the model stops, or failed)."""
+        self.fail(self.live_sequences(), error)
+        self.embeddings.fail_all(error)
 
-    def _step(self, plan: StepPlan) -> None:
+    def run_step(self, plan: StepPlan) -> None:
+        """Open, feed and sample the plan's sequences in one ``decode``; emit their events."""
         for sequence in plan.preempt:
             self._preempt(sequence)
         chunks: list[SequenceChunk] = []
@@ -234,6 +254,9 @@ class ModelRunner:
         by_seq_id: dict[int, ScheduledSequence] = {}
         for planned in plan.chunks:
             sequence = planned.sequence
+            if self._live.get(sequence.request_id) is not sequence:
+                self.scheduler.finish(sequence)  # a scheduler bug: it kept a finished sequence
+                continue
             if waits_for_leader(sequence):
                 continue
             if sequence.seq_id is None:
@@ -336,7 +359,9 @@ class ModelRunner:
     def _allocate(self) -> int:
         seq_id = self.slots.allocate()
         if seq_id is None:
-            raise BackendError("no free KV sequence id (the scheduler admitted too many)")
+            raise supervision.scheduler_error(
+                "no free KV sequence id (the scheduler admitted too many)"
+            )
         return seq_id
 
     def _preempt(self, sequence: ScheduledSequence) -> None:
@@ -403,7 +428,7 @@ class ModelRunner:
             error=error,
             logprobs=logprobs,
         )
-        self._outbox.setdefault(state.loop, []).append((state, event))
+        self._outbox.put(state, event)
 
     def _finish(
         self,
@@ -420,44 +445,33 @@ class ModelRunner:
         self._release(sequence, reason, keep_kv=keep_kv)
 
     def _release(self, sequence: ScheduledSequence, reason: str, *, keep_kv: bool = True) -> None:
-        self.scheduler.finish(sequence)
-        sequence.saved = None
-        seq_id = sequence.seq_id
-        if seq_id is not None:
-            sequence.seq_id = None
-            prompt_in_kv = sequence.prompt_tokens[: sequence.n_prefilled] if keep_kv else []
-            kept = self.slots.release(seq_id, prompt_in_kv)
-            try:
-                self.backend.free_sequence(seq_id, keep_kv=kept)
-            except Exception:
-                self.slots.forget(seq_id)
-                raise
+        """Forget a sequence and free its KV id, even if the scheduler or backend raise."""
         self._live.pop(sequence.request_id, None)
         self._m_generated.inc(len(sequence.generated))
         self._m_requests.labels(self.model_name, reason).inc()
+        sequence.saved = None
+        try:
+            self.scheduler.finish(sequence)
+        finally:
+            seq_id = sequence.seq_id
+            if seq_id is not None:
+                sequence.seq_id = None
+                prompt_in_kv = sequence.prompt_tokens[: sequence.n_prefilled] if keep_kv else []
+                kept = self.slots.release(seq_id, prompt_in_kv)
+                try:
+                    self.backend.free_sequence(seq_id, keep_kv=kept)
+                except Exception:
+                    self.slots.forget(seq_id)
+                    raise
 
     def _expire_waiting(self) -> None:
         """Fail requests that waited for admission longer than ``queue_timeout``."""
-        if self.queue_timeout <= 0:
-            return
         now = time.monotonic()
-        if now < self._next_deadline_check:
+        if self.queue_timeout <= 0 or now < self._next_deadline_check:
             return
         self._next_deadline_check = now + DEADLINE_CHECK_SECONDS
-        for sequence in list(self._live.values()):
-            state: RequestState = sequence.payload
-            never_started = sequence.seq_id is None and sequence.saved is None
-            if (
-                never_started
-                and sequence.status is SequenceStatus.WAITING
-                and now - state.submitted_at > self.queue_timeout
-            ):
-                error = ServiceUnavailableError(
-                    f"the request waited {self.queue_timeout:g} s for a free slot; retry later",
-                    code="queue_timeout",
-                    headers={"Retry-After": "1"},
-                )
-                self._finish(sequence, "error", error)
+        for sequence in supervision.overdue(self.live_sequences(), now - self.queue_timeout):
+            self._finish(sequence, "error", supervision.queue_timeout_error(self.queue_timeout))
 
     def _reap_cancelled(self) -> None:
         while self._cancelled:
@@ -465,17 +479,9 @@ class ModelRunner:
             if state.sequence is not None:
                 self._finish(state.sequence, "cancelled", None)
 
-    def _flush(self) -> None:
-        outbox, self._outbox = self._outbox, {}
-        for loop, events in outbox.items():
-            # A closed loop means nobody is listening any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_deliver, events)
-
-
-def _deliver(events: list[tuple[RequestState, GenerationEvent]]) -> None:
-    for state, event in events:
-        state.queue.put_nowait(event)
+    def flush(self) -> None:
+        """Hand the events of this step to the event loops of their requests."""
+        self._outbox.flush()
 
 
 def _with_logit_bias(params: SamplingParams, bias: dict[int, float]) -> SamplingParams:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -81,3 +82,28 @@ class RequestStream:
         if not self._finished:
             self._finished = True
             self._cancel(self._state)
+
+
+class Outbox:
+    """The events of one step, handed to each event loop in one hop (not one per event)."""
+
+    def __init__(self) -> None:
+        self._events: dict[asyncio.AbstractEventLoop, list[tuple[RequestState, GenerationEvent]]]
+        self._events = {}
+
+    def put(self, state: RequestState, event: GenerationEvent) -> None:
+        """Queue ``event`` for ``state``'s consumer (step thread)."""
+        self._events.setdefault(state.loop, []).append((state, event))
+
+    def flush(self) -> None:
+        """Deliver what was put since the last flush."""
+        events, self._events = self._events, {}
+        for loop, batch in events.items():
+            # A closed loop means nobody is listening any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(events: list[tuple[RequestState, GenerationEvent]]) -> None:
+    for state, event in events:
+        state.queue.put_nowait(event)

@@ -12,7 +12,6 @@ from inferflux_core.contracts import EmbeddingInfo
 from inferflux_core.engine.embedding import EmbeddingQueue
 from inferflux_core.errors import (
     BackendError,
-    InferfluxError,
     QueueFullError,
     ServiceUnavailableError,
 )
@@ -103,7 +102,8 @@ def test_a_backend_bug_becomes_an_error_and_does_not_escape() -> None:
         return future.exception()
 
     error = asyncio.run(scenario())
-    assert type(error) is InferfluxError and "ZeroDivisionError" in error.message
+    assert type(error) is BackendError and "ZeroDivisionError" in error.message
+    assert error.status == 503
 
 
 def test_the_queue_bound_is_429_and_a_cancelled_request_frees_its_place() -> None:
