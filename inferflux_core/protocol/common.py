@@ -149,17 +149,23 @@ def parse_body(model: type[ModelT], body: Any) -> ModelT:
 
 def validation_error(exc: ValidationError, body: Any) -> InvalidRequestError:
     """The 400 for pydantic's first error in validating ``body``; ``param`` is the field's
-    dotted path in the body (``messages.3.content``)."""
-    error = exc.errors(include_url=False)[0]
-    field = field_path(body, error["loc"], missing=error["type"] == "missing")
+    dotted path in the body (``messages.3.content``).
+
+    A union (``stop``: a string or a list) fails once per member; the member error that got
+    deepest into the value is the one that says what is wrong.
+    """
+    errors = exc.errors(include_url=False)
+    field = errors[0]["loc"][:1]
+    error = max((e for e in errors if e["loc"][:1] == field), key=lambda e: len(e["loc"]))
+    path = field_path(body, error["loc"], missing=error["type"] == "missing")
     message = error["msg"]
     if error["type"] == "missing":
         message = "this field is required"
     elif error["type"] == "value_error":
         message = str(error.get("ctx", {}).get("error", message))
-    if not field:
+    if not path:
         return InvalidRequestError(message)
-    return InvalidRequestError(f"{field}: {message}", param=field)
+    return InvalidRequestError(f"{path}: {message}", param=path)
 
 
 def field_path(body: Any, loc: tuple[str | int, ...], *, missing: bool = False) -> str:
