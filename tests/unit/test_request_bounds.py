@@ -73,16 +73,16 @@ CHAT_OUT_OF_RANGE = [
     ({"model": "m" * 257}, "model"),
     ({"messages": USER * 2049}, "messages"),
     ({"messages": [{"role": "user", "content": "x", "name": "n" * 257}]}, "messages.0.name"),
-    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 257}]},
-     "messages.0.content"),
-    ({"messages": [*USER, {"role": "tool", "content": "x", "tool_call_id": "i" * 257}]},
-     "messages.1.tool_call_id"),
     (
-        {
-            "tools": [
-                {"type": "function", "function": {"name": "f", "description": "d" * 16385}}
-            ]
-        },
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}] * 257}]},
+        "messages.0.content",
+    ),
+    (
+        {"messages": [*USER, {"role": "tool", "content": "x", "tool_call_id": "i" * 257}]},
+        "messages.1.tool_call_id",
+    ),
+    (
+        {"tools": [{"type": "function", "function": {"name": "f", "description": "d" * 16385}}]},
         "tools.0.function.description",
     ),
     ({"tools": [{"type": "function", "function": {"name": "f" * 65}}]}, "tools.0.function.name"),
