@@ -38,7 +38,7 @@ POOL_PARSE_BYTES = 64 * 1024
 #: The longest integer literal that can be in range (``-9223372036854775808``).
 _INT_DIGITS = 20
 #: A ``\uD800``..``\uDFFF`` escape: the only way a JSON text can carry a surrogate.
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -84,8 +84,11 @@ def parse_json(data: bytes) -> Any:
     """``data`` parsed, with the rules of this module; 400 naming the place of a problem."""
     parser = _Parser()
     try:
+        # UTF-8 only (RFC 8259), an optional BOM aside: json.loads would also take UTF-16
+        # and UTF-32 bytes, where the surrogate-escape search below would not see escapes.
+        text = data.decode("utf-8-sig")
         value = json.loads(
-            data,
+            text,
             parse_int=parser.parse_int,
             parse_float=parser.parse_float,
             parse_constant=parser.parse_constant,
@@ -94,7 +97,7 @@ def parse_json(data: bytes) -> Any:
         raise _too_deep(None) from None
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError among them
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}") from None
-    surrogates = _SURROGATE_ESCAPE.search(data) is not None
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
     for path, node in _walk(value, with_scalars=parser.refused or surrogates):
         if len(path) >= MAX_JSON_DEPTH and isinstance(node, dict | list):
             raise _too_deep(path)

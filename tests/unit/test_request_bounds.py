@@ -232,6 +232,19 @@ def test_a_lone_surrogate_is_a_400_naming_where(text: str, param: str) -> None:
     assert "surrogate" in error.message
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"p": "\\ud800"}'.encode("utf-16"),
+        '{"p": "\\ud800"}'.encode("utf-32"),
+        b'{"p": "\xed\xa0\x80"}',
+    ],
+    ids=["utf-16", "utf-32", "utf-8-encoded-surrogate"],
+)
+def test_a_body_that_is_not_utf8_is_a_400(data: bytes) -> None:
+    assert "not valid JSON" in parse_refused(data).message
+
+
 def test_a_surrogate_pair_and_an_escaped_backslash_are_fine() -> None:
     assert parse_json(b'{"p": "\\ud83d\\ude00 \\\\ud800"}') == {"p": "\U0001f600 \\ud800"}
 
