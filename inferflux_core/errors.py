@@ -138,6 +138,13 @@ class ServiceUnavailableError(InferfluxError):
     code = "service_unavailable"
 
 
+class ServerBusyError(ServiceUnavailableError):
+    """Every worker that prepares requests (tokenizing, templates, schemas, grammars) is busy
+    and as many jobs wait as may: retry shortly (503, ``Retry-After``)."""
+
+    code = "server_busy"
+
+
 class GuardrailUnavailableError(ServiceUnavailableError):
     """A guardrail could not decide (its policy server is down): the request is refused (503)."""
 

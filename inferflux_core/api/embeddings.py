@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import falcon
 import falcon.asgi
 
+from inferflux_core.api.body import encode_json
 from inferflux_core.api.disconnect import unless_disconnected
 from inferflux_core.api.generation import GenerationResource
 
@@ -18,4 +20,7 @@ class EmbeddingResource(GenerationResource):
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Embed the body's inputs."""
         body, exchange = await self.admit(req)
-        resp.media = await unless_disconnected(req, self._service.create(body, exchange.usage))
+        result = await unless_disconnected(req, self._service.create(body, exchange.usage))
+        # Thousands of vectors are encoded in the pool, one at a time (see encode_json).
+        resp.data = await self._service.pool.run(encode_json, result)
+        resp.content_type = falcon.MEDIA_JSON

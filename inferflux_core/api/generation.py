@@ -57,7 +57,7 @@ class GenerationResource:
         if isinstance(body, dict) and exchange.principal is not None:
             exchange.principal.require_priority(body.get("priority"))
         if self._needs_text:
-            exchange.prompt = self._service.input_text(body)
+            exchange.prompt = await self._service.input_text(body)
         if self._guardrails:
             await self._guardrails.check_input(exchange.guardrail_input())
         return body, exchange
@@ -68,7 +68,7 @@ class GenerationResource:
         if isinstance(body, dict) and body.get("stream") is True:
             # EmbeddingResource has its own on_post: here the service generates.
             service = cast("ChatService | CompletionService", self._service)
-            chunks = service.open_stream(body, exchange.usage)
+            chunks = await service.open_stream(body, exchange.usage)
             if self._guardrails:
                 chunks = filter_stream(chunks, self._guardrails, exchange.guardrail_input())
             if self._audit:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import falcon
 import falcon.asgi
 
-from inferflux_core.api.body import read_json
+from inferflux_core.api.body import encode_json, read_json
 from inferflux_core.auth.scopes import INFERENCE
 from inferflux_core.serving.tokens import TokenService
 
@@ -20,7 +21,7 @@ class TokenResource:
     def __init__(
         self,
         service: TokenService,
-        handle: Callable[[TokenService, Any], dict[str, Any]],
+        handle: Callable[[TokenService, Any], Awaitable[dict[str, Any]]],
         max_body_bytes: int,
     ) -> None:
         self._service = service
@@ -34,7 +35,10 @@ class TokenResource:
         principal = req.context.exchange.principal
         if model is not None and principal is not None:
             principal.require_model(model)
-        resp.media = self._handle(self._service, body)
+        result = await self._handle(self._service, body)
+        # A long token list is encoded in the pool, a slice at a time (see encode_json).
+        resp.data = await self._service.pool.run(encode_json, result)
+        resp.content_type = falcon.MEDIA_JSON
 
 
 def add_token_routes(

@@ -116,17 +116,19 @@ class Engine:
         """An OpenAI chat completion for an OpenAI request body."""
         return await self.chat_service.create(body)
 
-    def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """OpenAI ``chat.completion.chunk`` objects for a streaming request body."""
-        return self.chat_service.open_stream(body)
+        async for chunk in await self.chat_service.open_stream(body):
+            yield chunk
 
     async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         """An OpenAI text completion for an OpenAI request body."""
         return await self.completion_service.create(body)
 
-    def stream_complete(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream_complete(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """OpenAI text-completion chunks for a streaming request body."""
-        return self.completion_service.open_stream(body)
+        async for chunk in await self.completion_service.open_stream(body):
+            yield chunk
 
     async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
         """OpenAI embeddings (``{"object": "list", "data": [...]}``) for a request body."""

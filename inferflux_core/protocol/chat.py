@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from inferflux_core.errors import InvalidRequestError
-from inferflux_core.protocol.common import OpenAIModel, SamplingFields
+from inferflux_core.protocol.common import MaxTokens, Name, OpenAIModel, SamplingFields, Text
 from inferflux_core.protocol.tools import MAX_TOOLS, ToolCall, ToolDefinition
 
 MAX_TOP_LOGPROBS = 20
+MAX_MESSAGES = 2048
+MAX_CONTENT_PARTS = 256
+MAX_TOOL_CALLS = 128
 
 
 class TextPart(OpenAIModel):
     """A content part; only text is supported."""
 
-    type: str
-    text: str | None = None
+    type: Name
+    text: Text | None = None
 
 
 class ChatMessage(OpenAIModel):
     """One message of the conversation."""
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
-    name: str | None = None
-    tool_call_id: str | None = None
-    tool_calls: list[ToolCall] | None = None
+    content: Text | Annotated[list[TextPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    name: Name | None = None
+    tool_call_id: Name | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=MAX_TOOL_CALLS)] | None = None
 
     def text(self, index: int) -> str:
         """The message's text; 400 for non-text parts."""
@@ -49,8 +52,8 @@ class ChatMessage(OpenAIModel):
 class ChatCompletionRequest(SamplingFields):
     """A chat completion request."""
 
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: MaxTokens | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     response_format: dict[str, Any] | None = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from inferflux_core.protocol.chat import ChatMessage
-from inferflux_core.protocol.common import OpenAIModel
+from inferflux_core.protocol.chat import MAX_MESSAGES, ChatMessage
+from inferflux_core.protocol.common import MAX_NAME_CHARS, OpenAIModel, Text, TokenIds
 
 
 class TokenizeRequest(OpenAIModel):
@@ -15,9 +15,9 @@ class TokenizeRequest(OpenAIModel):
     to false for messages (the template writes them), as vLLM does.
     """
 
-    model: str = Field(min_length=1)
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = Field(None, min_length=1)
+    model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    prompt: Text | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
     add_special_tokens: bool | None = None
     add_generation_prompt: bool = True
 
@@ -31,5 +31,5 @@ class TokenizeRequest(OpenAIModel):
 class DetokenizeRequest(OpenAIModel):
     """Token ids to turn back into text."""
 
-    model: str = Field(min_length=1)
-    tokens: list[int]
+    model: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    tokens: TokenIds

@@ -4,23 +4,35 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from inferflux_core.protocol.common import OpenAIModel
+from inferflux_core.protocol.common import Name, OpenAIModel, Text
 
 #: OpenAI's rule for function names.
 FUNCTION_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
 #: OpenAI accepts at most this many tools in one request.
 MAX_TOOLS = 128
+#: Characters in a function's description.
+MAX_DESCRIPTION_CHARS = 16 * 1024
+#: Deepest nesting of a tool's ``parameters`` (objects and arrays, values included); the
+#: schema's own size and bounds are checked where it is compiled (``structured``).
+MAX_PARAMETERS_DEPTH = 32
 
 
 class FunctionDefinition(OpenAIModel):
     """A function the model may call; ``parameters`` is a JSON Schema of its arguments."""
 
     name: str = Field(pattern=FUNCTION_NAME_PATTERN)
-    description: str | None = None
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _shallow(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None and nesting_depth(schema) > MAX_PARAMETERS_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_PARAMETERS_DEPTH} levels")
+        return schema
 
     def parameters_schema(self) -> dict[str, Any]:
         """``parameters``, or an object without properties when the function takes none."""
@@ -47,14 +59,14 @@ class ToolDefinition(OpenAIModel):
 class FunctionCall(OpenAIModel):
     """The function an assistant message called, with its arguments as a JSON string."""
 
-    name: str
-    arguments: str
+    name: Name
+    arguments: Text
 
 
 class ToolCall(OpenAIModel):
     """A tool call in an earlier assistant message."""
 
-    id: str
+    id: Name
     type: Literal["function"] = "function"
     function: FunctionCall
 
@@ -62,7 +74,7 @@ class ToolCall(OpenAIModel):
 class FunctionName(OpenAIModel):
     """The function a named ``tool_choice`` forces."""
 
-    name: str
+    name: Name
 
 
 class NamedToolChoice(OpenAIModel):
@@ -70,3 +82,20 @@ class NamedToolChoice(OpenAIModel):
 
     type: Literal["function"]
     function: FunctionName
+
+
+def nesting_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in ``value``, measured without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

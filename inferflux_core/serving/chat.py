@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from inferflux_core.engine.requests import GenerationRequest
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.common import parse_body
@@ -28,17 +29,20 @@ from inferflux_core.tools import (
     render_prompt,
 )
 
+if TYPE_CHECKING:
+    from inferflux_core.engine.model import LoadedModel
+
 
 class ChatService(Service):
     """``chat.completion`` and ``chat.completion.chunk`` objects from request bodies."""
 
     object_prefix = "chatcmpl"
 
-    def _submit(
-        self, body: Any, usage_meter: Usage
-    ) -> tuple[ChatCompletionRequest, ToolPlan, list[RequestStream], TokenBytes]:
-        """Submit the request's ``n`` choices; also returns the tool plan and the model's
-        ``token_bytes``."""
+    def _prepare(
+        self, body: Any
+    ) -> tuple[ChatCompletionRequest, LoadedModel, ToolPlan, GenerationRequest]:
+        """The checked request, its model, tool plan and engine request: schema checks,
+        grammar, template and tokenizer, all CPU work (it runs in the worker pool)."""
         request = parse_body(ChatCompletionRequest, body)
         request.refuse_request_template()
         model = self.engine.model(request.model)
@@ -58,6 +62,14 @@ class ChatService(Service):
             grammar,
             request.logprobs_requested,
         )
+        return request, model, tools, generation
+
+    async def _submit(
+        self, body: Any, usage_meter: Usage
+    ) -> tuple[ChatCompletionRequest, ToolPlan, list[RequestStream], TokenBytes]:
+        """Prepare in the worker pool, then submit the request's ``n`` choices from the event
+        loop; also returns the tool plan and the model's ``token_bytes``."""
+        request, model, tools, generation = await self.pool.run(self._prepare, body)
         usage_meter.reserve(worst_case([generation], request.n))
         streams = self.submit_choices(model, generation, request.n)
         usage_meter.per_prompt = request.n
@@ -65,15 +77,15 @@ class ChatService(Service):
             usage_meter.update(index, stream.n_prompt_tokens, 0)
         return request, tools, streams, model.backend.token_bytes
 
-    def input_text(self, body: Any) -> str:
+    async def input_text(self, body: Any) -> str:
         """The conversation's text as guardrails and the audit log see it: each message's
         content and the tool definitions, joined by newlines (400 if the body is invalid)."""
-        return conversation_text(parse_body(ChatCompletionRequest, body))
+        return await self.pool.run(_conversation_text, body)
 
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
         """A complete ``chat.completion``; ``usage_meter`` is kept up to date."""
         usage_meter = usage_meter or Usage()
-        request, tools, streams, token_bytes = self._submit(body, usage_meter)
+        request, tools, streams, token_bytes = await self._submit(body, usage_meter)
         results = await collect_all(streams)
         messages = []
         for index, result in enumerate(results):
@@ -100,7 +112,7 @@ class ChatService(Service):
             "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
         }
 
-    def open_stream(
+    async def open_stream(
         self, body: Any, usage_meter: Usage | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Submit now (errors raise here, before any byte is sent); iterate for chunks.
@@ -108,7 +120,7 @@ class ChatService(Service):
         ``usage_meter`` is kept up to date as events arrive.
         """
         usage_meter = usage_meter or Usage()
-        request, tools, streams, token_bytes = self._submit(body, usage_meter)
+        request, tools, streams, token_bytes = await self._submit(body, usage_meter)
         outputs = [ChoiceOutput(tools) for _ in streams]
         return self._chunks(request, outputs, streams, token_bytes, usage_meter)
 
@@ -175,3 +187,7 @@ class ChatService(Service):
                 "choices": [],
                 "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
             }
+
+
+def _conversation_text(body: Any) -> str:
+    return conversation_text(parse_body(ChatCompletionRequest, body))

@@ -14,8 +14,8 @@ from inferflux_core.engine.requests import GenerationEvent, GenerationRequest, n
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.errors import InferfluxError, InvalidRequestError
 from inferflux_core.protocol.common import SamplingFields
+from inferflux_core.serving.workers import WorkerPool, default_pool
 
-MAX_LOGIT_BIAS = 100
 SEED_MASK = (1 << 64) - 1
 #: Odd 64-bit constant (the golden ratio's): choice seeds far apart for nearby request seeds.
 SEED_STRIDE = 0x9E3779B97F4A7C15
@@ -175,12 +175,17 @@ async def merge(streams: Sequence[RequestStream]) -> AsyncIterator[tuple[int, Ge
 
 
 class Service:
-    """Builds engine requests from OpenAI bodies."""
+    """Builds engine requests from OpenAI bodies.
+
+    The CPU work of preparing a request (validating, tokenizing, templates, schemas,
+    grammars) runs in ``pool``; submitting it to the engine stays on the event loop.
+    """
 
     object_prefix = "cmpl"
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, pool: WorkerPool | None = None) -> None:
         self.engine = engine
+        self.pool = pool or default_pool()
 
     def generation_request(
         self,
@@ -239,24 +244,11 @@ class Service:
     def logit_bias(
         self, model: LoadedModel, bias: dict[str, float] | None
     ) -> dict[int, float] | None:
-        """OpenAI's ``logit_bias`` (token id strings → -100..100) as token ids; 400 if bad."""
+        """OpenAI's ``logit_bias`` (token id strings → -100..100, already bounded by the
+        request model) as token ids; 400 for an id outside the vocabulary."""
         if not bias:
             return None
-        out: dict[int, float] = {}
-        for key, value in bias.items():
-            try:
-                token = int(key)
-            except ValueError:
-                raise InvalidRequestError(
-                    f"logit_bias: {key!r} is not a token id", param="logit_bias"
-                ) from None
-            if not -MAX_LOGIT_BIAS <= value <= MAX_LOGIT_BIAS:
-                raise InvalidRequestError(
-                    f"logit_bias: the bias of token {token} must lie in "
-                    f"[-{MAX_LOGIT_BIAS}, {MAX_LOGIT_BIAS}]",
-                    param="logit_bias",
-                )
-            out[token] = value
+        out = {int(key): value for key, value in bias.items()}
         self.check_token_ids(model, list(out), "logit_bias")
         return out
 

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from inferflux_core.engine.requests import GenerationRequest
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.common import parse_body
@@ -25,8 +26,6 @@ from inferflux_core.serving.logprobs import CompletionLogprobs, TokenBytes
 
 if TYPE_CHECKING:
     from inferflux_core.engine.model import LoadedModel
-
-MAX_PROMPTS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +59,18 @@ class CompletionService(Service):
 
     object_prefix = "cmpl"
 
-    def _submit(self, body: Any, usage_meter: Usage) -> Submitted:
-        """Submit ``best_of`` (or ``n``) sequences per prompt."""
+    def _prepare(
+        self, body: Any
+    ) -> tuple[CompletionRequest, LoadedModel, list[GenerationRequest], list[str]]:
+        """The checked request, its model, one engine request per prompt and each prompt's
+        echo: the tokenizer's work (it runs in the worker pool)."""
         request = parse_body(CompletionRequest, body)
         candidates = request.candidates
         model = self.engine.model(request.model)
         prompts = request.prompts()
         if not prompts:
             raise InvalidRequestError("prompt: must not be empty", param="prompt")
-        if len(prompts) > MAX_PROMPTS:
-            raise InvalidRequestError(
-                f"prompt: at most {MAX_PROMPTS} prompts per request", param="prompt"
-            )
+        request.check_sequences(len(prompts))
         # Ranking best_of candidates needs their logprobs even when the client asks for none.
         logprobs = request.logprobs
         if logprobs is None and candidates > request.n:
@@ -86,6 +85,17 @@ class CompletionService(Service):
             )
             for p in prompts
         ]
+        echoes = [
+            (p if isinstance(p, str) else model.backend.detokenize(p)) if request.echo else ""
+            for p in prompts
+        ]
+        return request, model, generations, echoes
+
+    async def _submit(self, body: Any, usage_meter: Usage) -> Submitted:
+        """Prepare in the worker pool, then submit ``best_of`` (or ``n``) sequences per
+        prompt from the event loop."""
+        request, model, generations, echoes = await self.pool.run(self._prepare, body)
+        candidates = request.candidates
         usage_meter.reserve(worst_case(generations, candidates))
         streams: list[RequestStream] = []
         try:
@@ -98,16 +108,12 @@ class CompletionService(Service):
         usage_meter.per_prompt = candidates
         for index, stream in enumerate(streams):
             usage_meter.update(index, stream.n_prompt_tokens, 0)
-        echo = request.echo
         return Submitted(
             request,
             streams,
             candidates,
-            echoes=[
-                (p if isinstance(p, str) else model.backend.detokenize(p)) if echo else ""
-                for p in prompts
-            ],
-            echo_tokens=[g.prompt_tokens if echo else [] for g in generations],
+            echoes=echoes,
+            echo_tokens=[g.prompt_tokens if request.echo else [] for g in generations],
             token_bytes=model.backend.token_bytes,
         )
 
@@ -120,9 +126,12 @@ class CompletionService(Service):
             return infill_tokens(model, prompt, request.suffix)
         return model.tokenize_prompt(prompt) if isinstance(prompt, str) else list(prompt)
 
-    def input_text(self, body: Any) -> str:
+    async def input_text(self, body: Any) -> str:
         """The prompts' text as guardrails and the audit log see it, joined by newlines;
         token-id prompts are detokenized (400 if the body is invalid)."""
+        return await self.pool.run(self._input_text, body)
+
+    def _input_text(self, body: Any) -> str:
         request = parse_body(CompletionRequest, body)
         texts = []
         for prompt in request.prompts():
@@ -137,7 +146,7 @@ class CompletionService(Service):
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
         """A complete ``text_completion``; ``usage_meter`` is kept up to date."""
         usage_meter = usage_meter or Usage()
-        submitted = self._submit(body, usage_meter)
+        submitted = await self._submit(body, usage_meter)
         request = submitted.request
         results = await collect_all(submitted.streams)
         for index, result in enumerate(results):
@@ -167,7 +176,7 @@ class CompletionService(Service):
             "usage": usage(usage_meter.prompt_tokens, usage_meter.completion_tokens),
         }
 
-    def open_stream(
+    async def open_stream(
         self, body: Any, usage_meter: Usage | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         """Submit now (errors raise here, before any byte is sent); iterate for chunks.
@@ -175,7 +184,7 @@ class CompletionService(Service):
         ``usage_meter`` is kept up to date as events arrive.
         """
         usage_meter = usage_meter or Usage()
-        return self._chunks(self._submit(body, usage_meter), usage_meter)
+        return self._chunks(await self._submit(body, usage_meter), usage_meter)
 
     async def _chunks(
         self, submitted: Submitted, usage_meter: Usage

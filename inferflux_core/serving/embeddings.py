@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from inferflux_core.errors import ContextLengthError, InvalidRequestError
 from inferflux_core.protocol.common import parse_body
-from inferflux_core.protocol.embeddings import MAX_INPUTS, EmbeddingRequest
+from inferflux_core.protocol.embeddings import EmbeddingRequest
 from inferflux_core.serving.common import Service, Usage
 
 if TYPE_CHECKING:
@@ -22,25 +22,18 @@ class EmbeddingService(Service):
     """``{"object": "list", "data": [embedding, ...], "usage"}`` from request bodies."""
 
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
-        """Embed every input in one queued job; vectors have unit length, as OpenAI's."""
+        """Embed every input in one queued job; vectors have unit length, as OpenAI's.
+
+        Validating and tokenizing, and scaling and encoding the vectors, run in the worker
+        pool; the job is queued from the event loop.
+        """
         usage_meter = usage_meter or Usage()
-        request = parse_body(EmbeddingRequest, body)
-        model = self.embedding_model(request.model)
-        info = model.backend.embedding_info
-        size = self._dimensions(model, request.dimensions, info.size)
-        inputs = self._token_lists(model, request, info.max_input_tokens)
+        request, model, size, inputs = await self.pool.run(self._prepare, body)
         n_tokens = sum(len(tokens) for tokens in inputs)
         usage_meter.reserve(n_tokens)
         usage_meter.update(0, n_tokens, 0)
         vectors = await model.runner.embeddings.submit(inputs)
-        data = [
-            {
-                "object": "embedding",
-                "index": index,
-                "embedding": encode(unit_vector(vector[:size]), request.encoding_format),
-            }
-            for index, vector in enumerate(vectors)
-        ]
+        data = await self.pool.run(embedding_objects, vectors, size, request.encoding_format)
         return {
             "object": "list",
             "data": data,
@@ -48,9 +41,19 @@ class EmbeddingService(Service):
             "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
         }
 
-    def input_text(self, body: Any) -> str:
+    def _prepare(self, body: Any) -> tuple[EmbeddingRequest, LoadedModel, int, list[list[int]]]:
+        request = parse_body(EmbeddingRequest, body)
+        model = self.embedding_model(request.model)
+        info = model.backend.embedding_info
+        size = self._dimensions(model, request.dimensions, info.size)
+        return request, model, size, self._token_lists(model, request, info.max_input_tokens)
+
+    async def input_text(self, body: Any) -> str:
         """The inputs' text as guardrails and the audit log see it, joined by newlines;
         token ids are detokenized (400 if the body is invalid)."""
+        return await self.pool.run(self._input_text, body)
+
+    def _input_text(self, body: Any) -> str:
         request = parse_body(EmbeddingRequest, body)
         texts = []
         for item in request.inputs():
@@ -95,11 +98,6 @@ class EmbeddingService(Service):
         inputs = request.inputs()
         if not inputs:
             raise InvalidRequestError("input: must not be empty", param="input")
-        if len(inputs) > MAX_INPUTS:
-            raise InvalidRequestError(
-                f"input: at most {MAX_INPUTS} inputs per request, got {len(inputs)}",
-                param="input",
-            )
         lists = []
         for index, item in enumerate(inputs):
             if isinstance(item, str):
@@ -118,6 +116,21 @@ class EmbeddingService(Service):
                 )
             lists.append(tokens)
         return lists
+
+
+def embedding_objects(
+    vectors: Sequence[Sequence[float]], size: int, encoding_format: str
+) -> list[dict[str, Any]]:
+    """OpenAI's ``embedding`` objects: each vector cut to ``size``, scaled to unit length,
+    encoded."""
+    return [
+        {
+            "object": "embedding",
+            "index": index,
+            "embedding": encode(unit_vector(vector[:size]), encoding_format),
+        }
+        for index, vector in enumerate(vectors)
+    ]
 
 
 def unit_vector(vector: Sequence[float]) -> array.array[float]:

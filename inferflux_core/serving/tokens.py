@@ -15,8 +15,16 @@ if TYPE_CHECKING:
 class TokenService(Service):
     """``{"tokens", "count", "max_model_len"}`` and ``{"prompt"}`` from request bodies."""
 
-    def tokenize(self, body: Any) -> dict[str, Any]:
-        """The token ids of a prompt, or of a conversation rendered by the chat template."""
+    async def tokenize(self, body: Any) -> dict[str, Any]:
+        """The token ids of a prompt, or of a conversation rendered by the chat template
+        (tokenized in the worker pool)."""
+        return await self.pool.run(self._tokenize, body)
+
+    async def detokenize(self, body: Any) -> dict[str, Any]:
+        """The text of token ids (400 for an id outside the vocabulary), in the worker pool."""
+        return await self.pool.run(self._detokenize, body)
+
+    def _tokenize(self, body: Any) -> dict[str, Any]:
         request = parse_body(TokenizeRequest, body)
         model = self.engine.model(request.model)
         tokens = _tokens(model, request)
@@ -26,8 +34,7 @@ class TokenService(Service):
             "max_model_len": model.backend.info.context_length,
         }
 
-    def detokenize(self, body: Any) -> dict[str, Any]:
-        """The text of token ids (400 for an id outside the vocabulary)."""
+    def _detokenize(self, body: Any) -> dict[str, Any]:
         request = parse_body(DetokenizeRequest, body)
         model = self.engine.model(request.model)
         self.check_token_ids(model, request.tokens, "tokens")

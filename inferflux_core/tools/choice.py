@@ -22,8 +22,6 @@ from inferflux_core.protocol.tools import NamedToolChoice, ToolDefinition
 from inferflux_core.structured.schema_rules import check_schema, check_valid_schema
 from inferflux_core.tools.grammar import forced_call_grammar
 
-#: Deepest nesting of a tool's ``parameters`` (objects and arrays, values included).
-MAX_PARAMETERS_DEPTH = 64
 CHOICES = ("none", "auto", "required")
 
 Mode = Literal["none", "auto", "forced"]
@@ -132,10 +130,6 @@ def _check_parameters(tool: ToolDefinition, index: int, *, enforced: bool) -> No
     schema = tool.function.parameters
     if schema is None:
         return
-    if nesting_depth(schema) > MAX_PARAMETERS_DEPTH:
-        raise InvalidRequestError(
-            f"{param}: nested deeper than {MAX_PARAMETERS_DEPTH} levels", param=param
-        )
     if schema.get("type", "object") != "object":
         raise InvalidRequestError(
             f"{param}: must be a JSON Schema of type 'object', got type {schema['type']!r}",
@@ -145,20 +139,3 @@ def _check_parameters(tool: ToolDefinition, index: int, *, enforced: bool) -> No
         check_schema(schema, param)
     else:
         check_valid_schema(schema, param)
-
-
-def nesting_depth(value: Any) -> int:
-    """How deeply objects and arrays nest in ``value``, measured without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest

@@ -358,7 +358,7 @@ BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
                     "type": "function",
                     "function": {
                         "name": "f",
-                        "parameters": {"type": "object", "not": json.loads("[" * 200 + "]" * 200)},
+                        "parameters": {"type": "object", "not": json.loads("[" * 40 + "]" * 40)},
                     },
                 }
             ]
