@@ -86,7 +86,7 @@ class ChatService(Service):
         """A complete ``chat.completion``; ``usage_meter`` is kept up to date."""
         usage_meter = usage_meter or Usage()
         request, tools, streams, token_bytes = await self._submit(body, usage_meter)
-        results = await collect_all(streams)
+        results = await collect_all(streams, usage_meter)
         messages = []
         for index, result in enumerate(results):
             usage_meter.update(index, result.n_prompt_tokens, result.n_generated_tokens)

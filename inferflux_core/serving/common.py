@@ -112,11 +112,14 @@ def raise_if_failed(event: GenerationEvent) -> None:
         raise InferfluxError("generation failed")
 
 
-async def collect(stream: RequestStream) -> Collected:
-    """Run a stream to its end and gather its text."""
+async def collect(stream: RequestStream, meter: Usage | None = None, index: int = 0) -> Collected:
+    """Run a stream to its end and gather its text; ``meter`` (as sequence ``index``) follows
+    every event, so a request cut short is charged what it used."""
     pieces: list[str] = []
     logprobs: list[TokenLogprob] = []
     async for event in stream:
+        if meter is not None:
+            meter.update(index, event.n_prompt_tokens, event.n_generated_tokens)
         pieces.append(event.text)
         logprobs.extend(event.logprobs)
         if event.finish_reason is not None:
@@ -131,10 +134,15 @@ async def collect(stream: RequestStream) -> Collected:
     raise InferfluxError("the request ended without a result")
 
 
-async def collect_all(streams: Sequence[RequestStream]) -> list[Collected]:
-    """Every stream's output; all are cancelled if one fails or the caller goes away."""
+async def collect_all(
+    streams: Sequence[RequestStream], meter: Usage | None = None
+) -> list[Collected]:
+    """Every stream's output; all are cancelled if one fails or the caller goes away.
+
+    ``meter`` is kept up to date as tokens arrive (stream ``i`` is its sequence ``i``).
+    """
     try:
-        return list(await asyncio.gather(*(collect(s) for s in streams)))
+        return list(await asyncio.gather(*(collect(s, meter, i) for i, s in enumerate(streams))))
     finally:
         for stream in streams:
             stream.cancel()

@@ -148,7 +148,7 @@ class CompletionService(Service):
         usage_meter = usage_meter or Usage()
         submitted = await self._submit(body, usage_meter)
         request = submitted.request
-        results = await collect_all(submitted.streams)
+        results = await collect_all(submitted.streams, usage_meter)
         for index, result in enumerate(results):
             usage_meter.update(index, result.n_prompt_tokens, result.n_generated_tokens)
         choices: list[dict[str, Any]] = []

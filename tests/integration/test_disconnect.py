@@ -52,13 +52,14 @@ def post_and_hang_up(
     *,
     request_id: str = "hang-up",
     timeout: float = 60.0,
+    api_key: str | None = None,
 ) -> None:
     """POST a non-streaming request on a raw socket, wait until ``until()`` holds (the request
     runs), then close the connection without reading the response."""
     data = json.dumps(body).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {server.base_url.removeprefix('http://')}\r\n"
-        f"Authorization: Bearer {server.api_key}\r\nX-Request-ID: {request_id}\r\n"
+        f"Authorization: Bearer {api_key or server.api_key}\r\nX-Request-ID: {request_id}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
     )
     host, port = server.base_url.removeprefix("http://").split(":")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import MODEL_NAME, RunningServer
+from tests.integration.test_disconnect import post_and_hang_up
 
 #: About 60 prompt tokens: one short request is over a 40-tokens-per-minute budget.
 LONG_PROMPT = "one two three four five six seven eight nine ten " * 6
@@ -187,3 +189,41 @@ def test_the_unused_part_of_a_reservation_is_given_back(
     assert used < 100  # stopped early, far below the 400 + prompt it reserved
     remaining = int(response.headers["x-ratelimit-remaining-tokens"])
     assert 1000 - used <= remaining <= 1000 - used + 10
+
+
+def test_a_client_that_hangs_up_is_charged_the_tokens_it_was_given(
+    server: RunningServer, http: httpx.Client
+) -> None:
+    """Tokens generated before a non-streaming client hangs up are charged, so hanging up
+    just before the end is no way around the limit."""
+    messages = [{"role": "user", "content": "Tell me a very long story."}]
+    probe = http.post(
+        "/v1/chat/completions",
+        json={"model": MODEL_NAME, "messages": messages, "max_tokens": 1},
+        headers=server.auth_headers,
+    )
+    n_prompt = probe.json()["usage"]["prompt_tokens"]
+    limit = 60  # refills one token a second
+    _, key = _new_key(http, server, tokens_per_minute=limit)
+    runner = server.engine.model(MODEL_NAME).runner
+    body = {"model": MODEL_NAME, "messages": messages, "max_tokens": 900, "ignore_eos": True}
+
+    def generating_a_while() -> bool:
+        if runner.active_sequences != 1:
+            return False
+        time.sleep(1.5)
+        return True
+
+    post_and_hang_up(server, "/v1/chat/completions", body, generating_a_while, api_key=key)
+    assert server.wait_idle(timeout=5)
+    after = http.post(
+        "/v1/completions",
+        json={"model": MODEL_NAME, "prompt": "Hi", "max_tokens": 1},
+        headers=_bearer(key),
+    )
+    if after.status_code == 429:  # charged past the whole limit: in debt
+        return
+    assert after.status_code == 200, after.text
+    remaining = int(after.headers["x-ratelimit-remaining-tokens"])
+    charged_before = limit - remaining - after.json()["usage"]["total_tokens"]
+    assert charged_before > n_prompt + 5, (charged_before, n_prompt)
