@@ -49,6 +49,7 @@ MAX_GRAMMAR_NESTING = MAX_REPEAT + 64
 #: Bytes a repetition or a literal adds to the grammar per unit, at most, beyond its rule's
 #: name (the estimate refuses a schema whose grammar would pass ``MAX_GRAMMAR_BYTES``).
 REPEAT_OVERHEAD = 16
+NAME_MENTIONS = 6
 
 #: What ``grammar_nesting`` skips (string literals and character classes) and counts.
 SKIPPED = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*')
@@ -139,8 +140,10 @@ def _check_node_limits(node: dict[str, Any], path: str, param: str, totals: dict
             raise refuse(
                 param, f"{path}/{keyword}", f"{_shown(value)} is over the cap of {MAX_REPEAT}"
             )
-    repeats = max((node.get(k, 0) for k in REPEAT_KEYWORDS if _is_number(node.get(k))), default=0)
-    totals["grammar"] += int(repeats) * name_cost
+    # A string repeats the short ``char`` rule; an array repeats its item rule, whose name
+    # grows with the path.
+    totals["grammar"] += _repeats(node, ("minLength", "maxLength")) * REPEAT_OVERHEAD
+    totals["grammar"] += _repeats(node, ("minItems", "maxItems")) * name_cost
     for keyword in BOUND_KEYWORDS:
         value = node.get(keyword)
         if _is_number(value) and not _within(value, MAX_BOUND):
@@ -165,11 +168,18 @@ def _check_node_limits(node: dict[str, Any], path: str, param: str, totals: dict
                         f"{path}/{keyword}",
                         f"a name of {len(name)} characters is over the cap of {MAX_NAME_CHARS}",
                     )
-                totals["grammar"] += 2 * (len(name) + name_cost)
+                # A property's rule name is written in its own rule, its key-value rule and
+                # (when optional) the chain of rules that follow it: about six times.
+                totals["grammar"] += NAME_MENTIONS * (len(name) + name_cost)
     properties = node.get("properties")
     if isinstance(properties, dict):
         totals["properties"] += len(properties)
     totals["grammar"] += _literal_bytes(node)
+
+
+def _repeats(node: dict[str, Any], keywords: tuple[str, str]) -> int:
+    """The larger of the node's two repetition bounds (0 without them)."""
+    return max((int(node[k]) for k in keywords if _is_number(node.get(k))), default=0)
 
 
 def _check_count(children: Any, cap: int, param: str, path: str) -> None:

@@ -80,8 +80,14 @@ def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
         )
     schema = spec.get("schema")
     if not isinstance(schema, dict):
+        problem = (
+            "this field is required"
+            if schema is None
+            else f"must be an object, not {type(schema).__name__}"
+        )
         raise InvalidRequestError(
-            "response_format.json_schema.schema: this field is required (a JSON Schema object)",
+            f"response_format.json_schema.schema: {problem} (a JSON Schema object; boolean "
+            "schemas are not supported)",
             param="response_format.json_schema.schema",
         )
     return schema
