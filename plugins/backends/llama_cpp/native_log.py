@@ -50,10 +50,13 @@ class LogForwarder:
     per_second: int = MAX_LINES_PER_SECOND
     logger: logging.Logger = log
     suppressed: int = 0
-    _tokens: float = field(default=float(MAX_LINES_PER_SECOND), repr=False)
+    _tokens: float = field(default=0.0, repr=False)
     _refilled: float = field(default_factory=time.monotonic, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _local: threading.local = field(default_factory=threading.local, repr=False)
+
+    def __post_init__(self) -> None:
+        self._tokens = float(self.per_second)
 
     def emit(self, level: int, message: str) -> None:
         """Log ``message`` at ``level`` unless this second's allowance is spent."""
