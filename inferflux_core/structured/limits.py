@@ -179,7 +179,7 @@ def _check_node_limits(node: dict[str, Any], path: str, param: str, totals: dict
 
 def _repeats(node: dict[str, Any], keywords: tuple[str, str]) -> int:
     """The larger of the node's two repetition bounds (0 without them)."""
-    return max((int(node[k]) for k in keywords if _is_number(node.get(k))), default=0)
+    return max((abs(int(node[k])) for k in keywords if _is_number(node.get(k))), default=0)
 
 
 def _check_count(children: Any, cap: int, param: str, path: str) -> None:
