@@ -31,12 +31,12 @@ BOUND_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 REPEAT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems")
 #: Most ``properties`` one object may list, and all objects of a schema together.
 MAX_OBJECT_PROPERTIES = 256
-MAX_TOTAL_PROPERTIES = 4096
+MAX_TOTAL_PROPERTIES = 2048
 #: Most values in one ``enum``; most alternatives in one ``anyOf``/``prefixItems``.
 MAX_ENUM_VALUES = 1024
 MAX_ALTERNATIVES = 256
 #: Most subschemas in one schema (``$defs`` included), and most ``$defs``/``definitions``.
-MAX_SUBSCHEMAS = 8192
+MAX_SUBSCHEMAS = 4096
 MAX_DEFINITIONS = 512
 #: Deepest nesting of objects and arrays in the schema's JSON (values of ``const``/``enum``
 #: included): 32 schema levels (``schema_rules.MAX_DEPTH``) take about 64.

@@ -18,6 +18,7 @@ from inferflux_core.structured.limits import (
     MAX_GRAMMAR_NESTING,
     MAX_JSON_DEPTH,
     MAX_REPEAT,
+    MAX_TOTAL_PROPERTIES,
     check_grammar_size,
     grammar_nesting,
 )
@@ -267,3 +268,16 @@ def test_a_bounded_cache_drops_the_oldest_past_its_bytes_and_frees_them() -> Non
     cache.clear()
     assert freed[-1] == "huge"
     assert cache.size_bytes == 0
+
+
+def test_properties_across_the_schema_are_capped_in_all() -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            f"o{j}": {"type": "object", "properties": {f"p{i}": {} for i in range(250)}}
+            for j in range(9)
+        },
+    }
+    started = time.monotonic()
+    assert f"more than {MAX_TOTAL_PROPERTIES} properties in all (the cap)" in refused(schema)
+    assert time.monotonic() - started < 0.5
