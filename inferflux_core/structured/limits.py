@@ -234,7 +234,7 @@ def _shown(value: int | float) -> str:
 
 def check_grammar_size(grammar: str, param: str) -> None:
     """400 if ``grammar`` passes :data:`MAX_GRAMMAR_BYTES` or :data:`MAX_GRAMMAR_NESTING`."""
-    size = len(grammar.encode("utf-8"))
+    size = len(grammar.encode("utf-8", errors="surrogatepass"))
     if size > MAX_GRAMMAR_BYTES:
         raise InvalidRequestError(
             f"{param}: the grammar for this schema is {size} bytes, over the cap of "
