@@ -2,17 +2,19 @@
 
 The converter (``llama_cpp.llama_grammar.SchemaConverter``) is extended in two places: integer
 and number bounds (it ignores them) and JSON string characters (it lets raw control
-characters through, which no JSON parser accepts). Grammars are cached per schema, keyed by
-the schema's canonical JSON.
+characters through, which no JSON parser accepts). Every cap of :mod:`.limits` is checked
+before the converter runs, and the grammar's size after. Grammars are cached per schema, keyed
+by a digest of the schema's canonical JSON, the cache bounded in entries and bytes.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
 from inferflux_core.errors import InvalidRequestError
+from inferflux_core.structured.cache import BoundedCache, digest
+from inferflux_core.structured.limits import check_grammar_size, check_json_depth
 from inferflux_core.structured.numeric import (
     BoundsError,
     integer_bounds,
@@ -23,6 +25,8 @@ from inferflux_core.structured.numeric import (
 from inferflux_core.structured.schema_rules import PARAM, check_schema
 
 CACHED_SCHEMAS = 256
+#: Most grammar text the schema cache holds, all entries together.
+CACHED_BYTES = 16 * 1024 * 1024
 BOUND_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 #: A JSON string character: anything but a quote, a backslash or a control character, or an
 #: escape.
@@ -44,37 +48,49 @@ def schema_grammar(
     The sentence is rule ``rule``: the default ``root`` is the start rule; under another name
     the caller adds its own ``root`` around it. Properties named in ``first`` come before the
     others, in that order, wherever they occur. 400 naming the problem (``param`` says where
-    the schema is in the request) if the schema is invalid or uses what the grammar cannot
-    enforce.
+    the schema is in the request) if the schema is invalid, uses what the grammar cannot
+    enforce, or passes a cap of :mod:`.limits`.
     """
-    return _cached_grammar(canonical_json(schema), param, rule, first)
+    check_json_depth(schema, param)
+    key = canonical_json(schema)
+    cache_key = digest(key, rule, *first)
+    grammar = SCHEMA_GRAMMARS.get(cache_key)
+    if grammar is None:
+        grammar = _build_grammar(json.loads(key), param, rule, first)
+        SCHEMA_GRAMMARS.put(cache_key, grammar, len(grammar))
+    return grammar
 
 
-@functools.lru_cache(maxsize=CACHED_SCHEMAS)
-def _cached_grammar(key: str, param: str, rule: str, first: tuple[str, ...]) -> str:
-    schema = json.loads(key)
+#: Grammars by schema (and start rule and property order), shared by every request.
+SCHEMA_GRAMMARS: BoundedCache[str] = BoundedCache(CACHED_SCHEMAS, CACHED_BYTES)
+
+
+def _build_grammar(schema: Any, param: str, rule: str, first: tuple[str, ...]) -> str:
     check_schema(schema, param)
     try:
         from llama_cpp.llama_grammar import SchemaConverter
     except ImportError:
         raise InvalidRequestError(
-            "response_format needs llama-cpp-python's JSON Schema converter, which is not "
-            "installed",
-            param="response_format",
+            f"{param}: structured output needs llama-cpp-python's JSON Schema converter, "
+            "which is not installed",
+            param=param,
             code="unsupported",
         ) from None
     converter = _bounded_converter(SchemaConverter, {name: i for i, name in enumerate(first)})
     try:
         converter.visit(converter.resolve_refs(schema, ""), "" if rule == "root" else rule)
-        return str(converter.format_grammar())
+        grammar = str(converter.format_grammar())
     except BoundsError as exc:
         raise InvalidRequestError(f"{param}: {exc}", param=param, code="unsupported") from None
     except (AssertionError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidRequestError(
-            f"{param}: the schema cannot be turned into a grammar ({type(exc).__name__}: {exc})",
+            f"{param}: the schema cannot be turned into a grammar ({type(exc).__name__}: "
+            f"{str(exc)[:200]})",
             param=param,
             code="unsupported",
         ) from None
+    check_grammar_size(grammar, param)
+    return grammar
 
 
 def _bounded_converter(base: type, prop_order: dict[str, int]) -> Any:

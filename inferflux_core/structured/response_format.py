@@ -7,6 +7,7 @@ from typing import Any
 from inferflux_core.contracts import StepBackend
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured.gbnf import ANY_OBJECT, schema_grammar
+from inferflux_core.structured.limits import check_grammar_size
 
 PARAM = "response_format"
 
@@ -30,8 +31,19 @@ def response_format_grammar(
             param="ignore_eos" if ignore_eos else "min_tokens",
         )
     grammar = schema_grammar(schema)
-    backend.check_grammar(grammar)
+    check_backend_grammar(backend, grammar, PARAM)
     return grammar
+
+
+def check_backend_grammar(backend: StepBackend, grammar: str, param: str) -> None:
+    """400 unless ``grammar`` is within the size caps and ``backend`` accepts it; the error
+    names ``param``, the request field the grammar was built from."""
+    check_grammar_size(grammar, param)
+    try:
+        backend.check_grammar(grammar)
+    except InvalidRequestError as exc:
+        message = exc.message if exc.message.startswith(f"{param}:") else f"{param}: {exc.message}"
+        raise InvalidRequestError(message, param=param, code=exc.code) from None
 
 
 def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -68,8 +80,14 @@ def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
         )
     schema = spec.get("schema")
     if not isinstance(schema, dict):
+        problem = (
+            "this field is required"
+            if schema is None
+            else f"must be an object, not {type(schema).__name__}"
+        )
         raise InvalidRequestError(
-            "response_format.json_schema.schema: this field is required (a JSON Schema object)",
+            f"response_format.json_schema.schema: {problem} (a JSON Schema object; boolean "
+            "schemas are not supported)",
             param="response_format.json_schema.schema",
         )
     return schema

@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, UnknownType
 
 from inferflux_core.errors import InvalidRequestError
+from inferflux_core.structured.limits import check_schema_limits
 
 PARAM = "response_format.json_schema.schema"
 MAX_DEPTH = 32
@@ -38,12 +39,14 @@ HINTS = {
 
 
 def check_schema(schema: Any, param: str = PARAM) -> None:
-    """400 unless ``schema`` is a valid Draft 2020-12 schema using only supported keywords.
+    """400 unless ``schema`` is a valid Draft 2020-12 schema using only supported keywords,
+    within every cap of :mod:`.limits`.
 
     ``param`` names where the schema is in the request, in the error.
     """
     if not isinstance(schema, dict):
         raise InvalidRequestError(f"{param}: must be a JSON object", param=param)
+    check_schema_limits(schema, param)
     try:
         _check_node(schema, "", 0)
     except _Unsupported as exc:

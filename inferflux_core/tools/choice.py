@@ -19,6 +19,7 @@ from inferflux_core.contracts import StepBackend
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.tools import NamedToolChoice, ToolDefinition
+from inferflux_core.structured import check_backend_grammar
 from inferflux_core.structured.schema_rules import check_schema, check_valid_schema
 from inferflux_core.tools.grammar import forced_call_grammar
 
@@ -78,9 +79,14 @@ def plan_tools(request: ChatCompletionRequest, backend: StepBackend) -> ToolPlan
         # (instructor, LangChain's bind_tools) expect a single call, and a small model
         # otherwise repeats the call until max_tokens cuts it off.
         max_calls = 1
-    chosen = [tool for tool in tools if tool.function.name in forced]
-    grammar = forced_call_grammar(chosen, parallel=max_calls is None)
-    backend.check_grammar(grammar)
+    chosen = [i for i, tool in enumerate(tools) if tool.function.name in forced]
+    # The grammar is built from the chosen functions' parameters: one function's problem is
+    # its parameters', a combination's is the tool_choice that combined them.
+    param = f"tools.{chosen[0]}.function.parameters" if len(chosen) == 1 else "tool_choice"
+    grammar = forced_call_grammar(
+        [tools[i] for i in chosen], parallel=max_calls is None, param=param
+    )
+    check_backend_grammar(backend, grammar, param)
     return ToolPlan("forced", tuple(tools), grammar, max_calls)
 
 

@@ -27,9 +27,11 @@ DEFINITION_KEYWORDS = ("$defs", "definitions")
 VALUE_KEYWORDS = frozenset({"$ref", "const", "enum", "default", "examples"})
 
 
-def forced_call_grammar(tools: Sequence[ToolDefinition], *, parallel: bool) -> str:
+def forced_call_grammar(
+    tools: Sequence[ToolDefinition], *, parallel: bool, param: str = "tool_choice"
+) -> str:
     """GBNF for one call (or, with ``parallel``, 1 to :data:`MAX_PARALLEL_CALLS`) of one of
-    ``tools``."""
+    ``tools``; a 400 (a cap of the combined grammar passed) names ``param``."""
     definitions: dict[str, Any] = {}
     calls = []
     for i, tool in enumerate(tools):
@@ -45,7 +47,7 @@ def forced_call_grammar(tools: Sequence[ToolDefinition], *, parallel: bool) -> s
     schema: dict[str, Any] = calls[0] if len(calls) == 1 else {"anyOf": calls}
     if definitions:
         schema = {**schema, "$defs": definitions}
-    rules = schema_grammar(schema, param="tools", rule=CALL_RULE, first=("name", "arguments"))
+    rules = schema_grammar(schema, param=param, rule=CALL_RULE, first=("name", "arguments"))
     block = f"{_literal(OPEN + chr(10))} {CALL_RULE} {_literal(chr(10) + CLOSE)}"
     repeat = f' ("\\n" {block}){{0,{MAX_PARALLEL_CALLS - 1}}}' if parallel else ""
     return f"root ::= {block}{repeat}\n{rules}"

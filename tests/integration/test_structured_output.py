@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import time
 from typing import Any
 
@@ -11,9 +13,12 @@ import jsonschema
 import openai
 import pytest
 
+from inferflux_core.errors import InvalidRequestError
+from inferflux_plugins.backends.llama_cpp import runtime
 from tests.conftest import MODEL_NAME, RunningServer
 
 CHAT = "/v1/chat/completions"
+NATIVE_LOGGER = "inferflux_plugins.backends.llama_cpp.native"
 ORDER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -199,3 +204,234 @@ def test_ignore_eos_with_a_schema_is_400(http: httpx.Client) -> None:
     response = http.post(CHAT, json=body)
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "ignore_eos"
+
+
+# -- hostile schemas: a 400 naming the field and the cap, and serving goes on ---------------
+
+SCHEMA_PARAM = "response_format.json_schema.schema"
+
+
+def _tool(name: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": parameters}}
+
+
+def _object(**properties: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties}
+
+
+def _assert_refused(response: httpx.Response, param: str, *named: str) -> dict[str, Any]:
+    assert response.status_code == 400, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == param
+    for text in named:
+        assert text in error["message"], error["message"]
+    return error
+
+
+def _assert_serving(http: httpx.Client) -> None:
+    reply = http.post(CHAT, json={"model": MODEL_NAME, "messages": ORDER_MESSAGES, "max_tokens": 2})
+    assert reply.status_code == 200, reply.text
+    assert http.get("/healthz").status_code == 200
+
+
+def _nested_arrays(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer"}
+    for _ in range(levels):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("schema", "named"),
+    [
+        ({"type": "string", "maxLength": 30000}, ["maxLength", "cap of 1000"]),
+        ({"type": "array", "items": {}, "maxItems": 30000}, ["maxItems", "cap of 1000"]),
+        ({"type": "string", "maxLength": 2000}, ["maxLength", "cap of 1000"]),
+        ({"type": "string", "maxLength": 8000}, ["maxLength", "cap of 1000"]),
+        ({"type": "string", "minLength": 10**12}, ["minLength", "cap of 1000"]),
+        ({"type": "string", "maxLength": 10**12}, ["maxLength", "cap of 1000"]),
+        ({"type": "array", "items": {}, "minItems": 10**12}, ["minItems", "cap of 1000"]),
+        (
+            _object(**{f"p{i}": {"type": "string", "maxLength": 999} for i in range(200)}),
+            ["1048576 bytes (the cap)"],
+        ),
+        (_object(**{f"p{i}": {"type": "integer"} for i in range(5000)}), ["cap of 256"]),
+        ({"enum": list(range(5000))}, ["enum", "cap of 1024"]),
+        (_nested_arrays(200), ["the cap is 72"]),
+        ({"type": "integer", "minimum": 1e308}, ["minimum", "±999999999999999"]),
+        ({"type": "number", "maximum": -1e308}, ["maximum", "±999999999999999"]),
+        ({"type": "integer", "minimum": 10**400}, ["minimum", "401 digits"]),
+        ({"type": "integer", "minimum": 5, "maximum": 1}, ["bounds 5 and 1"]),
+        ({"type": "integer", "multipleOf": 3}, ["multipleOf"]),
+        ({"type": "object", "minProperties": 10**12}, ["minProperties"]),
+        ({"type": "string", "pattern": "(a+)+$"}, ["pattern"]),
+    ],
+)
+def test_a_schema_past_a_cap_is_a_400_naming_the_field_and_serving_goes_on(
+    http: httpx.Client, schema: dict[str, Any], named: list[str]
+) -> None:
+    body = {
+        "model": MODEL_NAME,
+        "messages": ORDER_MESSAGES,
+        "response_format": _schema_format(schema),
+    }
+    started = time.monotonic()
+    _assert_refused(http.post(CHAT, json=body), SCHEMA_PARAM, *named)
+    assert time.monotonic() - started < 5
+    _assert_serving(http)
+
+
+@pytest.mark.parametrize("schema", [True, [], "object"])
+def test_a_schema_that_is_not_an_object_is_a_400(http: httpx.Client, schema: Any) -> None:
+    body = {
+        "model": MODEL_NAME,
+        "messages": ORDER_MESSAGES,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+    }
+    _assert_refused(http.post(CHAT, json=body), SCHEMA_PARAM, "must be an object")
+    _assert_serving(http)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "maxLength": 1000},
+        {"type": "array", "items": {"type": "integer"}, "maxItems": 1000},
+        {"type": "integer", "minimum": -999999999999999, "maximum": 999999999999999},
+        {"const": "y" * 100_000},
+    ],
+)
+def test_a_schema_at_the_caps_still_constrains_the_output(
+    http: httpx.Client, schema: dict[str, Any]
+) -> None:
+    body = {
+        "model": MODEL_NAME,
+        "messages": ORDER_MESSAGES,
+        "response_format": _schema_format(schema),
+        "max_tokens": 4,
+    }
+    response = http.post(CHAT, json=body)
+    assert response.status_code == 200, response.text
+    _assert_serving(http)
+
+
+def test_a_grammar_llama_cpp_refuses_names_response_format(http: httpx.Client) -> None:
+    schema = {"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/a"}, {"type": "integer"}]}}}
+    body = {
+        "model": MODEL_NAME,
+        "messages": ORDER_MESSAGES,
+        "response_format": _schema_format({**schema, "$ref": "#/$defs/a"}),
+    }
+    _assert_refused(http.post(CHAT, json=body), "response_format", "llama.cpp could not parse")
+    _assert_serving(http)
+
+
+@pytest.mark.parametrize(
+    ("tools", "choice", "param", "named"),
+    [
+        (
+            [_tool("f", _object(s={"type": "string", "maxLength": 30000}))],
+            "required",
+            "tools.0.function.parameters",
+            ["maxLength", "cap of 1000"],
+        ),
+        (
+            [
+                _tool("f", _object()),
+                _tool("g", _object(s={"type": "array", "items": {}, "maxItems": 30000})),
+            ],
+            {"type": "function", "function": {"name": "g"}},
+            "tools.1.function.parameters",
+            ["maxItems", "cap of 1000"],
+        ),
+        (
+            [_tool("f", _object()), _tool("g", _object(s={"type": "string", "minLength": 10**12}))],
+            "required",
+            "tools.1.function.parameters",
+            ["minLength", "cap of 1000"],
+        ),
+        (
+            [
+                _tool(
+                    f"f{i}",
+                    _object(**{f"p{j}": {"type": "string", "maxLength": 999} for j in range(20)}),
+                )
+                for i in range(16)
+            ],
+            "required",
+            "tool_choice",
+            ["1048576 bytes (the cap)"],
+        ),
+        (
+            [
+                _tool(
+                    "f",
+                    {
+                        **_object(a={"$ref": "#/$defs/x"}),
+                        "$defs": {"x": {"anyOf": [{"$ref": "#/$defs/x"}, {"type": "integer"}]}},
+                    },
+                )
+            ],
+            "required",
+            "tools.0.function.parameters",
+            ["llama.cpp could not parse"],
+        ),
+        (
+            [
+                _tool("f", _object()),
+                _tool(
+                    "g",
+                    {
+                        "type": "object",
+                        "properties": {"a": {"$ref": "#/$defs/x"}},
+                        "$defs": {"x": {"anyOf": [{"$ref": "#/$defs/x"}, {"type": "integer"}]}},
+                    },
+                ),
+            ],
+            "required",
+            "tool_choice",
+            ["llama.cpp could not parse"],
+        ),
+    ],
+)
+def test_a_forced_call_past_a_cap_names_the_field_the_client_sent(
+    http: httpx.Client, tools: list[dict[str, Any]], choice: Any, param: str, named: list[str]
+) -> None:
+    body = {"model": MODEL_NAME, "messages": ORDER_MESSAGES, "tools": tools, "tool_choice": choice}
+    error = _assert_refused(http.post(CHAT, json=body), param, *named)
+    assert error["param"] != "response_format"
+    _assert_serving(http)
+
+
+def test_a_rejected_grammar_is_logged_bounded_never_dumped_on_stderr(
+    server: RunningServer, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = server.engine.model(MODEL_NAME).backend
+    grammar = "root ::= undefined-rule\n" + "".join(f"junk{i} ::= [a-z]\n" for i in range(40_000))
+    capfd.readouterr()
+    refused = pytest.raises(InvalidRequestError, match="Undefined rule")
+    with caplog.at_level(logging.WARNING, logger=NATIVE_LOGGER), refused as caught:
+        backend.check_grammar(grammar)
+    assert caught.value.status == 400
+    assert len(caught.value.message) < 400
+    err = capfd.readouterr().err
+    assert "junk39999" not in err
+    assert len(err) < 2000
+    records = [r for r in caplog.records if r.name == NATIVE_LOGGER]
+    assert any("Undefined rule" in r.getMessage() for r in records)
+    assert sum(len(r.getMessage()) for r in records) < 4000
+    assert server.wait_idle()
+
+
+def test_the_log_callback_survives_garbage_collection(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert runtime._log_callback is not None
+    gc.collect()
+    backend = server.engine.model(MODEL_NAME).backend
+    # Left recursion is reported through the log callback, not stderr.
+    refused = pytest.raises(InvalidRequestError)
+    with caplog.at_level(logging.WARNING, logger=NATIVE_LOGGER), refused:
+        backend.check_grammar("root ::= root [a]")
+    assert any("left recursion" in r.getMessage() for r in caplog.records)

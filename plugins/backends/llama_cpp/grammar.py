@@ -1,8 +1,10 @@
 """Compiled GBNF grammars, parsed once and cloned for every sequence that uses them.
 
 llama.cpp parses a grammar when a grammar sampler is created; cloning a parsed sampler copies
-its rules without parsing again. The cache keeps the most recently used parsed samplers.
-A grammar llama.cpp cannot parse (it returns NULL) becomes a 400, never a crash.
+its rules without parsing again. The cache keeps the most recently used parsed samplers, keyed
+by a digest of the grammar and bounded in entries and in grammar bytes. A grammar llama.cpp
+cannot parse (it returns NULL) becomes a 400, never a crash; what the parser writes to stderr
+about it goes to the log, bounded (``native_log``), and its first line into the error.
 :class:`ConstrainedSampler` applies a sequence's grammar around its sampler chain.
 """
 
@@ -11,27 +13,40 @@ from __future__ import annotations
 import ctypes
 import math
 import threading
-from collections import OrderedDict
 from types import ModuleType
 from typing import Any
 
 from inferflux_core.errors import BackendError, InvalidRequestError
+from inferflux_core.structured.cache import BoundedCache, digest
+from inferflux_plugins.backends.llama_cpp.native_log import captured_stderr, truncated
 
 ROOT_RULE = b"root"
 CACHED_GRAMMARS = 64
+#: Most grammar text behind the parsed samplers held, all together (llama.cpp's parsed form
+#: is of the same order).
+CACHED_GRAMMAR_BYTES = 32 * 1024 * 1024
+PARSE_ERROR = "error parsing grammar: "
 
 
 class GrammarCache:
     """Parsed grammar samplers for one vocabulary, least recently used dropped first.
 
-    Thread-safe: the HTTP layer checks grammars while the step thread clones them.
+    Thread-safe: the HTTP layer checks grammars while the step thread clones them. Errors
+    name no request field: the caller knows which one the grammar came from.
     """
 
-    def __init__(self, llama: ModuleType, vocab: Any, capacity: int = CACHED_GRAMMARS) -> None:
+    def __init__(
+        self,
+        llama: ModuleType,
+        vocab: Any,
+        capacity: int = CACHED_GRAMMARS,
+        max_bytes: int = CACHED_GRAMMAR_BYTES,
+    ) -> None:
         self._llama = llama
         self._vocab = vocab
-        self._capacity = capacity
-        self._parsed: OrderedDict[str, Any] = OrderedDict()
+        self._parsed: BoundedCache[Any] = BoundedCache(
+            capacity, max_bytes, on_evict=llama.llama_sampler_free
+        )
         self._lock = threading.Lock()
 
     def check(self, grammar: str) -> None:
@@ -44,37 +59,38 @@ class GrammarCache:
         with self._lock:
             sampler = self._llama.llama_sampler_clone(self._parsed_sampler(grammar))
         if not sampler:
-            raise InvalidRequestError("the grammar could not be copied", param="response_format")
+            raise InvalidRequestError("the grammar could not be copied")
         return sampler
 
     def close(self) -> None:
         """Free every parsed sampler."""
         with self._lock:
-            for sampler in self._parsed.values():
-                self._llama.llama_sampler_free(sampler)
             self._parsed.clear()
 
     def _parsed_sampler(self, grammar: str) -> Any:
-        sampler = self._parsed.get(grammar)
+        key = digest(grammar)
+        sampler = self._parsed.get(key)
         if sampler is not None:
-            self._parsed.move_to_end(grammar)
             return sampler
         if not grammar.strip():
-            raise InvalidRequestError("the grammar is empty", param="response_format")
-        sampler = self._llama.llama_sampler_init_grammar(
-            self._vocab, grammar.encode("utf-8"), ROOT_RULE
-        )
+            raise InvalidRequestError("the grammar is empty")
+        data = grammar.encode("utf-8", errors="replace")
+        with captured_stderr() as output:
+            sampler = self._llama.llama_sampler_init_grammar(self._vocab, data, ROOT_RULE)
         if not sampler:
             raise InvalidRequestError(
-                "llama.cpp could not parse the grammar (undefined rule, syntax error or left "
-                "recursion)",
-                param="response_format",
+                "llama.cpp could not parse the grammar (" + _parse_error(output.text) + ")"
             )
-        self._parsed[grammar] = sampler
-        while len(self._parsed) > self._capacity:
-            _, oldest = self._parsed.popitem(last=False)
-            self._llama.llama_sampler_free(oldest)
+        self._parsed.put(key, sampler, len(data))
         return sampler
+
+
+def _parse_error(output: str) -> str:
+    """The parser's reason from what it wrote to stderr, short; a generic one if none."""
+    for line in output.splitlines():
+        if PARSE_ERROR in line:
+            return truncated(line.split(PARSE_ERROR, 1)[1].strip(), 200)
+    return "undefined rule, syntax error or left recursion"
 
 
 class ConstrainedSampler:

@@ -13,8 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from inferflux_core.errors import ConfigError
-
-log = logging.getLogger("inferflux.llama_cpp")
+from inferflux_plugins.backends.llama_cpp.native_log import FORWARDER
 
 GGML_LOG_LEVEL_ERROR = 4
 GGML_LOG_LEVEL_CONT = 5
@@ -47,17 +46,20 @@ def load_llama() -> ModuleType:
 
 
 def _forward_logs(llama: ModuleType) -> None:
-    """Send llama.cpp's log lines to Python logging: errors at WARNING, the rest at DEBUG."""
+    """Send llama.cpp's log lines to Python logging, bounded (see ``native_log``): errors at
+    WARNING, the rest at DEBUG."""
     global _log_callback
 
     def forward(level: int, text: bytes | None, _user_data: Any) -> None:
         global _last_level
         if level != GGML_LOG_LEVEL_CONT:
             _last_level = logging.WARNING if level == GGML_LOG_LEVEL_ERROR else logging.DEBUG
-        if text and log.isEnabledFor(_last_level):
-            message = text.decode("utf-8", errors="replace").rstrip("\n")
-            if message:
-                log.log(_last_level, "%s", message)
+        if text and FORWARDER.logger.isEnabledFor(_last_level):
+            # Decode no more than a record can hold: a message may be a whole grammar.
+            head = text[: 4 * 1024].decode("utf-8", errors="replace").rstrip("\n")
+            if len(text) > 4 * 1024:
+                head += f"… ({len(text)} bytes)"
+            FORWARDER.emit(_last_level, head)
 
     _log_callback = llama.llama_log_callback(forward)
     llama.llama_log_set(_log_callback, ctypes.c_void_p(0))
