@@ -65,9 +65,13 @@ def conversation(
 
 def conversation_text(request: ChatCompletionRequest) -> str:
     """What guardrails and the audit log see of a chat request, one part a line: each
-    message's content (earlier calls and results written as the fallback writes them), then
-    each tool's definition."""
-    texts = [m["content"] for m in fallback_messages(request.messages)]
+    message's ``name`` (if any) and content (earlier calls and results written as the
+    fallback writes them), then each tool's definition."""
+    texts = []
+    for message in fallback_messages(request.messages):
+        if message.get("name"):
+            texts.append(message["name"])
+        texts.append(message["content"])
     texts += [json.dumps(t.template_dict(), ensure_ascii=False) for t in request.tools or ()]
     return "\n".join(texts)
 

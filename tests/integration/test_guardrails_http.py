@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -86,22 +87,76 @@ def test_opa_refusal_is_400_with_its_reason_and_opa_down_is_503(
         opa.mode = "policy"
 
 
-def test_a_complete_response_with_a_blocked_phrase_is_400(http: httpx.Client) -> None:
-    _error(http.post(CHAT, json=_body("What is the capital of France?")), 400, "content_blocked")
+STORY = "Tell me a short story about a cat."
 
 
-def test_a_stream_is_cut_before_a_phrase_split_across_chunks(http: httpx.Client) -> None:
-    body = _body("Tell me a short story about a cat.", stream=True)
-    with http.stream("POST", CHAT, json=body) as response:
-        assert response.status_code == 200
-        raw = response.read().decode()
+def _events(response: httpx.Response) -> list[dict[str, Any]]:
+    """A 200 stream's chunks, checked to be SSE ``data:`` events ending with ``[DONE]``."""
+    assert response.status_code == 200, response.read()
+    raw = response.read().decode()
     events = [e for e in raw.split("\n\n") if e.strip() and not e.startswith(":")]
     assert all(e.startswith("data: ") for e in events), raw
     assert events[-1] == "data: [DONE]"
-    chunks = [json.loads(e[6:]) for e in events[:-1]]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    assert text.startswith("One day, a cat")
-    assert "Luna" not in text and "named" not in text
+    return [json.loads(e[6:]) for e in events[:-1]]
+
+
+def _stream(http: httpx.Client, body: dict[str, Any], path: str = CHAT) -> list[dict[str, Any]]:
+    with http.stream("POST", path, json=body) as response:
+        return _events(response)
+
+
+def _content(chunks: list[dict[str, Any]]) -> str:
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+def phrase_in(text: str) -> str:
+    """Two words from the middle of the model's ``text``: a phrase that spans several tokens,
+    with text before it."""
+    pairs = [m.group(0) for m in re.finditer(r"[A-Za-z]{2,} [A-Za-z]{2,}", text)]
+    assert len(pairs) >= 2, f"the model's output has too few words to block one: {text!r}"
+    return pairs[len(pairs) // 2]
+
+
+def assert_cut_before(sent: str, whole: str, phrase: str) -> None:
+    """``sent`` is the start of ``whole`` up to the phrase (less at most the phrase's length,
+    which a filter may hold back), and holds nothing of it."""
+    at = whole.index(phrase)
+    assert whole.startswith(sent), (sent, whole)
+    assert at - len(phrase) < len(sent) <= at, (sent, whole, phrase)
+
+
+def assert_nowhere(phrase: str, *responses: Any) -> None:
+    """``phrase`` is in no field of the responses (serialized whole, ignoring case)."""
+    text = json.dumps(responses, ensure_ascii=False).casefold()
+    assert phrase.casefold() not in text
+
+
+def test_a_complete_response_with_a_blocked_phrase_is_400(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    body = _body(STORY, max_tokens=24)
+    whole = http.post(CHAT, json=body)
+    assert whole.status_code == 200, whole.text
+    phrase = phrase_in(whole.json()["choices"][0]["message"]["content"])
+    with secured.output_blocklist.blocking(phrase):
+        blocked = http.post(CHAT, json=body)
+        _error(blocked, 400, "content_blocked")
+        assert_nowhere(phrase, blocked.json())
+    again = http.post(CHAT, json=body)
+    assert again.json()["choices"] == whole.json()["choices"]
+
+
+def test_a_stream_is_cut_before_a_phrase_split_across_chunks(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    body = _body(STORY, stream=True, max_tokens=24)
+    whole = _content(_stream(http, body))
+    phrase = phrase_in(whole)
+    with secured.output_blocklist.blocking(phrase):
+        chunks = _stream(http, body)
+    text = _content(chunks)
+    assert_cut_before(text, whole, phrase)
+    assert_nowhere(phrase, chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks[:-1])
 
@@ -109,11 +164,14 @@ def test_a_stream_is_cut_before_a_phrase_split_across_chunks(http: httpx.Client)
 def test_the_openai_sdk_reads_a_filtered_stream(secured: SecuredServer) -> None:
     server = secured.running
     client = openai.OpenAI(base_url=server.api_url, api_key=server.api_key, max_retries=0)
-    stream = client.chat.completions.create(
-        **_body("Tell me a short story about a cat."), stream=True
-    )
-    chunks = list(stream)
+    body = _body(STORY, max_tokens=24)
+    whole = client.chat.completions.create(**body).choices[0].message.content or ""
+    phrase = phrase_in(whole)
+    with secured.output_blocklist.blocking(phrase):
+        chunks = list(client.chat.completions.create(**body, stream=True))
     assert chunks[-1].choices[0].finish_reason == "content_filter"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert_cut_before(text, whole, phrase)
     assert server.wait_idle(), "the cut stream's sequence was not freed"
 
 
@@ -142,23 +200,39 @@ def _forced_answer(question: str, **extra: Any) -> dict[str, Any]:
     )
 
 
-def test_a_tool_call_with_a_blocked_phrase_is_400(http: httpx.Client) -> None:
-    # Greedy, the default model calls answer({"text": "Paris"}); "Paris" is a blocked term.
-    response = http.post(CHAT, json=_forced_answer("What is the capital of France?"))
+def _answer_phrase(http: httpx.Client) -> tuple[str, str]:
+    """The forced call's arguments, and a phrase of them to block: the model's answer."""
+    reply = http.post(CHAT, json=_forced_answer("What is the capital of France?"))
+    assert reply.status_code == 200, reply.text
+    arguments = reply.json()["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    answer = str(json.loads(arguments)["text"]).strip()
+    assert answer and answer in arguments, f"no answer to block in {arguments!r}"
+    return arguments, answer
+
+
+def test_a_tool_call_with_a_blocked_phrase_is_400(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    _, phrase = _answer_phrase(http)
+    with secured.output_blocklist.blocking(phrase):
+        response = http.post(CHAT, json=_forced_answer("What is the capital of France?"))
     _error(response, 400, "content_blocked")
+    assert_nowhere(phrase, response.json())
 
 
-def test_a_streamed_tool_call_is_cut_before_a_blocked_phrase(http: httpx.Client) -> None:
+def test_a_streamed_tool_call_is_cut_before_a_blocked_phrase(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    whole, phrase = _answer_phrase(http)
     body = _forced_answer("What is the capital of France?", stream=True)
-    with http.stream("POST", CHAT, json=body) as response:
-        assert response.status_code == 200
-        raw = response.read().decode()
-    events = [e for e in raw.split("\n\n") if e.strip() and not e.startswith(":")]
-    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    with secured.output_blocklist.blocking(phrase):
+        chunks = _stream(http, body)
     calls = [c for chunk in chunks for c in chunk["choices"][0]["delta"].get("tool_calls") or ()]
     assert calls[0]["function"]["name"] == "answer"
     arguments = "".join(c["function"].get("arguments") or "" for c in calls)
-    assert arguments.startswith("{") and "Paris" not in arguments
+    assert arguments.startswith("{")
+    assert_cut_before(arguments, whole, phrase)
+    assert_nowhere(phrase, chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
 
 
