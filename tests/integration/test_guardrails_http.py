@@ -100,7 +100,9 @@ def _events(response: httpx.Response) -> list[dict[str, Any]]:
     return [json.loads(e[6:]) for e in events[:-1]]
 
 
-def _stream(http: httpx.Client, body: dict[str, Any], path: str = CHAT) -> list[dict[str, Any]]:
+def stream_chunks(
+    http: httpx.Client, body: dict[str, Any], path: str = CHAT
+) -> list[dict[str, Any]]:
     with http.stream("POST", path, json=body) as response:
         return _events(response)
 
@@ -150,10 +152,10 @@ def test_a_stream_is_cut_before_a_phrase_split_across_chunks(
     secured: SecuredServer, http: httpx.Client
 ) -> None:
     body = _body(STORY, stream=True, max_tokens=24)
-    whole = _content(_stream(http, body))
+    whole = _content(stream_chunks(http, body))
     phrase = phrase_in(whole)
     with secured.output_blocklist.blocking(phrase):
-        chunks = _stream(http, body)
+        chunks = stream_chunks(http, body)
     text = _content(chunks)
     assert_cut_before(text, whole, phrase)
     assert_nowhere(phrase, chunks)
@@ -226,7 +228,7 @@ def test_a_streamed_tool_call_is_cut_before_a_blocked_phrase(
     whole, phrase = _answer_phrase(http)
     body = _forced_answer("What is the capital of France?", stream=True)
     with secured.output_blocklist.blocking(phrase):
-        chunks = _stream(http, body)
+        chunks = stream_chunks(http, body)
     calls = [c for chunk in chunks for c in chunk["choices"][0]["delta"].get("tool_calls") or ()]
     assert calls[0]["function"]["name"] == "answer"
     arguments = "".join(c["function"].get("arguments") or "" for c in calls)
@@ -240,3 +242,98 @@ def test_tool_definitions_are_part_of_the_checked_prompt(http: httpx.Client) -> 
     tool = {"type": "function", "function": {"name": "f", "description": BLOCKED_PHRASE}}
     response = http.post(CHAT, json=_body("Hello", tools=[tool]))
     _error(response, 400, "content_blocked")
+
+
+# -- token logprobs carry nothing of a blocked output ----------------------------------------
+
+COMPLETIONS = "/v1/completions"
+
+
+def _completion(**extra: Any) -> dict[str, Any]:
+    return {
+        "model": MODEL_NAME,
+        "prompt": "Once upon a time, a cat",
+        "temperature": 0,
+        "max_tokens": 24,
+        "logprobs": 3,
+        **extra,
+    }
+
+
+def _chat_tokens(choices: list[dict[str, Any]]) -> str:
+    """The text of the token entries in chat ``logprobs.content``, from their bytes."""
+    entries = [e for c in choices for e in (c.get("logprobs") or {}).get("content") or ()]
+    return b"".join(bytes(e["bytes"]) for e in entries).decode()
+
+
+def _completion_tokens(choices: list[dict[str, Any]]) -> str:
+    return "".join(t for c in choices for t in (c.get("logprobs") or {}).get("tokens") or ())
+
+
+def test_streamed_chat_logprobs_are_cut_with_the_text(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    body = _body(STORY, stream=True, max_tokens=24, logprobs=True, top_logprobs=3)
+    chunks = stream_chunks(http, body)
+    whole = _content(chunks)
+    assert _chat_tokens([c["choices"][0] for c in chunks]) == whole
+    phrase = phrase_in(whole)
+    with secured.output_blocklist.blocking(phrase):
+        cut = stream_chunks(http, body)
+    assert cut[-1]["choices"][0]["finish_reason"] == "content_filter"
+    sent = _content(cut)
+    assert_cut_before(sent, whole, phrase)
+    assert sent.startswith(_chat_tokens([c["choices"][0] for c in cut]))
+    assert_nowhere(phrase, cut)
+
+
+def test_streamed_completion_logprobs_are_cut_with_the_text(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    chunks = stream_chunks(http, _completion(stream=True), COMPLETIONS)
+    whole = "".join(c["choices"][0]["text"] for c in chunks)
+    assert _completion_tokens([c["choices"][0] for c in chunks]) == whole
+    phrase = phrase_in(whole)
+    with secured.output_blocklist.blocking(phrase):
+        cut = stream_chunks(http, _completion(stream=True), COMPLETIONS)
+    assert cut[-1]["choices"][0]["finish_reason"] == "content_filter"
+    sent = "".join(c["choices"][0]["text"] for c in cut)
+    assert_cut_before(sent, whole, phrase)
+    assert sent.startswith(_completion_tokens([c["choices"][0] for c in cut]))
+    assert_nowhere(phrase, cut)
+
+
+@pytest.mark.parametrize("path", [CHAT, COMPLETIONS])
+def test_a_whole_response_with_logprobs_and_a_blocked_phrase_is_400(
+    secured: SecuredServer, http: httpx.Client, path: str
+) -> None:
+    if path == CHAT:
+        body = _body(STORY, max_tokens=24, logprobs=True, top_logprobs=3)
+    else:
+        body = _completion()
+    reply = http.post(path, json=body)
+    assert reply.status_code == 200, reply.text
+    choice = reply.json()["choices"][0]
+    if path == CHAT:
+        whole = choice["message"]["content"]
+        assert _chat_tokens([choice]) == whole
+    else:
+        whole = choice["text"]
+        assert _completion_tokens([choice]) == whole
+    phrase = phrase_in(whole)
+    with secured.output_blocklist.blocking(phrase):
+        blocked = http.post(path, json=body)
+    _error(blocked, 400, "content_blocked")
+    assert_nowhere(phrase, blocked.json())
+
+
+def test_a_streamed_tool_calls_logprobs_carry_nothing_of_a_blocked_answer(
+    secured: SecuredServer, http: httpx.Client
+) -> None:
+    _, phrase = _answer_phrase(http)
+    body = _forced_answer("What is the capital of France?", stream=True, logprobs=True)
+    with secured.output_blocklist.blocking(phrase):
+        chunks = stream_chunks(http, body)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert_nowhere(phrase, chunks)
+    assert phrase not in _chat_tokens([c["choices"][0] for c in chunks])
