@@ -66,6 +66,75 @@ def test_a_prompt_with_a_blocked_phrase_is_400_before_generation(
     assert _generated(secured) == before
 
 
+_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+_TOOL_TURNS: list[dict[str, Any]] = [
+    {"role": "user", "content": "Hi"},
+    {"role": "assistant", "content": None, "tool_calls": [_CALL]},
+]
+
+
+def _with_messages(*messages: dict[str, Any]) -> dict[str, Any]:
+    return {"model": MODEL_NAME, "messages": list(messages), "max_tokens": 2}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param(
+            "/v1/completions",
+            {"model": MODEL_NAME, "prompt": "def f():", "suffix": f"# {BLOCKED_PHRASE}"},
+            id="completions-suffix",
+        ),
+        pytest.param(
+            CHAT,
+            _with_messages({"role": "user", "content": "Hi", "name": BLOCKED_PHRASE}),
+            id="message-name",
+        ),
+        pytest.param(
+            CHAT,
+            _with_messages(
+                *_TOOL_TURNS,
+                {"role": "tool", "tool_call_id": "call_1", "content": f"a {BLOCKED_PHRASE}"},
+            ),
+            id="tool-result",
+        ),
+        pytest.param(
+            CHAT,
+            _with_messages(
+                _TOOL_TURNS[0],
+                {"role": "assistant", "tool_calls": [{**_CALL, "id": BLOCKED_PHRASE}]},
+                {"role": "tool", "tool_call_id": BLOCKED_PHRASE, "content": "ok"},
+            ),
+            id="tool-call-ids",
+        ),
+        pytest.param(
+            CHAT,
+            _with_messages(
+                _TOOL_TURNS[0],
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            **_CALL,
+                            "function": {"name": "f", "arguments": f'{{"x": "{BLOCKED_PHRASE}"}}'},
+                        }
+                    ],
+                },
+            ),
+            id="earlier-call-arguments",
+        ),
+    ],
+)
+def test_a_blocked_phrase_in_any_part_of_the_prompt_is_400(
+    secured: SecuredServer, http: httpx.Client, path: str, body: dict[str, Any]
+) -> None:
+    before = _generated(secured)
+    message = _error(http.post(path, json=body), 400, "content_blocked")
+    assert "blocklist" in message and BLOCKED_PHRASE not in message
+    assert _generated(secured) == before
+    assert http.post(CHAT, json=_body("Hello", max_tokens=2)).status_code == 200
+
+
 def test_a_blocked_phrase_sent_as_token_ids_is_still_found(
     secured: SecuredServer, http: httpx.Client
 ) -> None:
