@@ -1,17 +1,19 @@
-"""uvicorn as inferflux runs it: keep-alive and header-read timeouts from ``server:``.
+"""uvicorn as inferflux runs it: keep-alive, header-read and body-read timeouts from ``server:``.
 
 uvicorn closes an idle keep-alive connection after ``timeout_keep_alive``, but it has no
-limit on how long a client may take to send a request's headers: a client that opens
-connections and trickles header bytes (slowloris) holds each one forever. The protocol
-class made here closes a connection whose request line and headers are not complete within
-``header_timeout_seconds`` of the connection opening, or of the first byte of a later
-request on a kept-alive connection. Once the headers are in, the app's own limits apply.
+limit on how long a client may take to send a request: a client that opens connections and
+trickles header bytes (slowloris), or sends headers and then a body byte now and then,
+holds each one forever. The protocol class made here closes a connection whose request line
+and headers are not complete within ``header_timeout_seconds`` (of the connection opening,
+or of the first byte of a later request on a kept-alive connection), or whose body is not
+complete within ``body_timeout_seconds`` of its headers. A request cut off in its body is
+seen by the app as a client that went away.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 from uvicorn.config import HTTP_PROTOCOLS
@@ -19,12 +21,16 @@ from uvicorn.importer import import_from_string
 
 from inferflux_core.config import ServerConfig
 
+Phase = Literal["headers", "body"]
 
-class HeaderTimeout:
-    """Mixed in before a uvicorn HTTP protocol (h11 or httptools): the header-read timeout."""
+
+class ReadTimeouts:
+    """Mixed in before a uvicorn HTTP protocol (h11 or httptools): the read timeouts."""
 
     header_timeout: float = 10.0
-    _header_timer: asyncio.TimerHandle | None = None
+    body_timeout: float = 60.0
+    _timer: asyncio.TimerHandle | None = None
+    _timed: Phase | None = None
     # Set by the uvicorn protocol this is mixed into.
     cycle: Any
     loop: asyncio.AbstractEventLoop
@@ -33,50 +39,64 @@ class HeaderTimeout:
     def connection_made(self, transport: asyncio.Transport) -> None:
         """A new connection: its first request's headers must arrive in time."""
         super().connection_made(transport)  # type: ignore[misc]
-        self._arm_header_timer()
+        self._time("headers")
 
     def data_received(self, data: bytes) -> None:
-        """Bytes in: the first ones of a request start its clock; complete headers stop it."""
-        if self._between_requests() and self._header_timer is None:
-            self._arm_header_timer()
+        """Bytes in: the first ones of a request start the header clock; complete headers
+        start the body clock; a complete body stops it."""
+        if self._phase() == "headers" and self._timed is None:
+            self._time("headers")
         super().data_received(data)  # type: ignore[misc]
-        if not self._between_requests():
-            self._disarm_header_timer()
+        phase = self._phase()
+        if phase != self._timed:
+            self._time(phase)
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
         """The headers are in and the connection now belongs to the websocket protocol."""
-        self._disarm_header_timer()
+        self._time(None)
         super().handle_websocket_upgrade(*args)  # type: ignore[misc]
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The connection closed: drop its timer."""
-        self._disarm_header_timer()
+        self._time(None)
         super().connection_lost(exc)  # type: ignore[misc]
 
-    def _between_requests(self) -> bool:
-        return self.cycle is None or bool(self.cycle.response_complete)
+    def _phase(self) -> Phase | None:
+        """What the connection waits for from the client; None while the app has the turn."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            return "headers"
+        return "body" if cycle.more_body else None
 
-    def _arm_header_timer(self) -> None:
-        self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+    def _time(self, phase: Phase | None) -> None:
+        """Replace the running timer by one for ``phase`` (none for None)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timed = phase
+        if phase is not None:
+            delay = self.header_timeout if phase == "headers" else self.body_timeout
+            self._timer = self.loop.call_later(delay, self._expired, phase)
 
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _headers_too_slow(self) -> None:
-        self._header_timer = None
-        if self._between_requests() and not self.transport.is_closing():
+    def _expired(self, phase: Phase) -> None:
+        self._timer = None
+        self._timed = None
+        if self._phase() == phase and not self.transport.is_closing():
             self.transport.close()
 
 
-def http_protocol(header_timeout: float, http: str = "auto") -> type[asyncio.Protocol]:
+def http_protocol(
+    header_timeout: float, body_timeout: float, http: str = "auto"
+) -> type[asyncio.Protocol]:
     """uvicorn's ``http`` protocol class (``auto``: httptools if installed, else h11) with
-    a header-read timeout of ``header_timeout`` seconds."""
+    the header-read and body-read timeouts, in seconds."""
     base: type[asyncio.Protocol] = import_from_string(HTTP_PROTOCOLS[http])
-    attributes = {"header_timeout": header_timeout, "__doc__": HeaderTimeout.__doc__}
-    return type(f"HeaderTimeout{base.__name__}", (HeaderTimeout, base), attributes)
+    attributes = {
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+        "__doc__": ReadTimeouts.__doc__,
+    }
+    return type(f"ReadTimeouts{base.__name__}", (ReadTimeouts, base), attributes)
 
 
 def uvicorn_config(app: Any, server: ServerConfig, **options: Any) -> uvicorn.Config:
@@ -86,7 +106,7 @@ def uvicorn_config(app: Any, server: ServerConfig, **options: Any) -> uvicorn.Co
         app,
         host=server.host,
         port=server.port,
-        http=http_protocol(server.header_timeout_seconds),
+        http=http_protocol(server.header_timeout_seconds, server.body_timeout_seconds),
         timeout_keep_alive=server.keep_alive_timeout_seconds,
         lifespan="on",
         **options,

@@ -1,7 +1,8 @@
-"""Slow clients cannot hold connections: the header-read and keep-alive timeouts.
+"""Slow clients cannot hold connections: the header-read, body-read and keep-alive timeouts.
 
-A server with ``header_timeout_seconds: 1`` and ``keep_alive_timeout_seconds: 1``; raw
-sockets play the slow clients (slowloris) while normal requests go on being served.
+A server with ``header_timeout_seconds: 1``, ``body_timeout_seconds: 2`` and
+``keep_alive_timeout_seconds: 1``; raw sockets play the slow clients (slowloris) while normal
+requests go on being served.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from inferflux_core.errors import ConfigError
 from tests.conftest import MODEL_NAME, RunningServer, free_port, start_server
 
 HEADER_TIMEOUT = 1.0
+BODY_TIMEOUT = 2.0
 KEEP_ALIVE = 1
 #: How late after its timeout a connection may still be closed (a loaded 2-core machine).
 SLACK = 1.5
@@ -38,6 +40,7 @@ def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
                 "port": free_port(),
                 "log_level": "warning",
                 "header_timeout_seconds": HEADER_TIMEOUT,
+                "body_timeout_seconds": BODY_TIMEOUT,
                 "keep_alive_timeout_seconds": KEEP_ALIVE,
             },
             "models": [{"name": MODEL_NAME, "context_length": 512, "max_sequences": 2}],
@@ -152,33 +155,58 @@ def test_an_idle_kept_alive_connection_is_closed(slow: RunningServer, http: http
         sock.close()
 
 
-def test_slow_headers_that_arrive_in_time_and_a_slow_body_are_served(
-    slow: RunningServer, http: httpx.Client
-) -> None:
-    sock = _connect(slow)
-    token = slow.api_key.encode()
+def _completion_request(server: RunningServer) -> tuple[bytes, bytes]:
+    """The head (without its blank line) and body of a one-token completion request."""
     body = b'{"model": "' + MODEL_NAME.encode() + b'", "prompt": "Hi", "max_tokens": 1}'
     head = (
         b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        b"Authorization: Bearer " + token + b"\r\nContent-Length: " + str(len(body)).encode()
+        b"Authorization: Bearer " + server.api_key.encode() + b"\r\n"
+        b"Content-Length: " + str(len(body)).encode()
     )
+    return head, body
+
+
+def test_slow_headers_and_body_that_arrive_in_time_are_served(
+    slow: RunningServer, http: httpx.Client
+) -> None:
+    sock = _connect(slow)
+    head, body = _completion_request(slow)
+    third = len(body) // 3 + 1
     try:
-        for _ in range(2):  # two requests on one kept-alive connection: each has its clock
+        for _ in range(2):  # two requests on one kept-alive connection: each has its clocks
             for piece in (head[:20], head[20:], b"\r\n\r\n"):
                 _send(sock, piece)
                 time.sleep(HEADER_TIMEOUT / 4)
-            # Once the headers are in, the body may take longer than the header timeout.
-            for index in range(0, len(body), len(body) // 3 + 1):
-                _send(sock, body[index : index + len(body) // 3 + 1])
-                time.sleep(HEADER_TIMEOUT / 2)
+            # The body has its own clock: together they take longer than the header timeout.
+            for index in range(0, len(body), third):
+                _send(sock, body[index : index + third])
+                time.sleep(BODY_TIMEOUT / 5)
             assert _response(sock, 30).startswith(b"HTTP/1.1 200")
     finally:
         sock.close()
 
 
+def test_a_body_that_stalls_is_cut_off(slow: RunningServer, http: httpx.Client) -> None:
+    sockets = [_connect(slow) for _ in range(10)]
+    head, body = _completion_request(slow)
+    try:
+        for sock in sockets:
+            _send(sock, head + b"\r\n\r\n" + body[:10])
+        took = _wait_closed(sockets, BODY_TIMEOUT + SLACK, trickle=False)
+        assert took >= BODY_TIMEOUT - 0.5
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def test_the_timeouts_are_server_settings_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     server = Settings().server
-    assert (server.header_timeout_seconds, server.keep_alive_timeout_seconds) == (10.0, 5)
+    timeouts = (
+        server.header_timeout_seconds,
+        server.body_timeout_seconds,
+        server.keep_alive_timeout_seconds,
+    )
+    assert timeouts == (10.0, 60.0, 5)
     monkeypatch.setenv("INFERFLUX_SERVER__HEADER_TIMEOUT_SECONDS", "0")
     with pytest.raises(ConfigError) as caught:
         load_config()
