@@ -31,6 +31,7 @@ class ReadTimeouts:
     body_timeout: float = 60.0
     _timer: asyncio.TimerHandle | None = None
     _timed: Phase | None = None
+    _upgraded = False
     # Set by the uvicorn protocol this is mixed into.
     cycle: Any
     loop: asyncio.AbstractEventLoop
@@ -53,6 +54,7 @@ class ReadTimeouts:
 
     def handle_websocket_upgrade(self, *args: Any) -> None:
         """The headers are in and the connection now belongs to the websocket protocol."""
+        self._upgraded = True
         self._time(None)
         super().handle_websocket_upgrade(*args)  # type: ignore[misc]
 
@@ -62,7 +64,10 @@ class ReadTimeouts:
         super().connection_lost(exc)  # type: ignore[misc]
 
     def _phase(self) -> Phase | None:
-        """What the connection waits for from the client; None while the app has the turn."""
+        """What the connection waits for from the client; None while the app (or, after an
+        upgrade, the websocket protocol) has the turn."""
+        if self._upgraded:
+            return None
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
             return "headers"
