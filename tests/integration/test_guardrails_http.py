@@ -202,17 +202,25 @@ def assert_nowhere(phrase: str, *responses: Any) -> None:
     assert phrase.casefold() not in text
 
 
+def assert_refused_whole(
+    secured: SecuredServer, http: httpx.Client, phrase: str, body: dict[str, Any], path: str = CHAT
+) -> None:
+    """With ``phrase`` blocked, the complete response is a 400 that says nothing of it."""
+    with secured.output_blocklist.blocking(phrase):
+        response = http.post(path, json=body)
+    _error(response, 400, "content_blocked")
+    assert_nowhere(phrase, response.json())
+
+
 def test_a_complete_response_with_a_blocked_phrase_is_400(
     secured: SecuredServer, http: httpx.Client
 ) -> None:
     body = _body(STORY, max_tokens=24)
     whole = http.post(CHAT, json=body)
     assert whole.status_code == 200, whole.text
-    phrase = phrase_in(whole.json()["choices"][0]["message"]["content"])
-    with secured.output_blocklist.blocking(phrase):
-        blocked = http.post(CHAT, json=body)
-        _error(blocked, 400, "content_blocked")
-        assert_nowhere(phrase, blocked.json())
+    assert_refused_whole(
+        secured, http, phrase_in(whole.json()["choices"][0]["message"]["content"]), body
+    )
     again = http.post(CHAT, json=body)
     assert again.json()["choices"] == whole.json()["choices"]
 
@@ -285,10 +293,7 @@ def test_a_tool_call_with_a_blocked_phrase_is_400(
     secured: SecuredServer, http: httpx.Client
 ) -> None:
     _, phrase = _answer_phrase(http)
-    with secured.output_blocklist.blocking(phrase):
-        response = http.post(CHAT, json=_forced_answer("What is the capital of France?"))
-    _error(response, 400, "content_blocked")
-    assert_nowhere(phrase, response.json())
+    assert_refused_whole(secured, http, phrase, _forced_answer("What is the capital of France?"))
 
 
 def test_a_streamed_tool_call_is_cut_before_a_blocked_phrase(
@@ -389,11 +394,7 @@ def test_a_whole_response_with_logprobs_and_a_blocked_phrase_is_400(
     else:
         whole = choice["text"]
         assert _completion_tokens([choice]) == whole
-    phrase = phrase_in(whole)
-    with secured.output_blocklist.blocking(phrase):
-        blocked = http.post(path, json=body)
-    _error(blocked, 400, "content_blocked")
-    assert_nowhere(phrase, blocked.json())
+    assert_refused_whole(secured, http, phrase_in(whole), body, path)
 
 
 def test_a_streamed_tool_calls_logprobs_carry_nothing_of_a_blocked_answer(
