@@ -7,7 +7,9 @@ their own, fed with the tokens' text in order: an entry is released once the cha
 released all of its text unchanged; entries still held are dropped when the output is
 blocked. Once a filter rewrites text (a redaction), entries can no longer be matched to
 what was sent, so that choice's later entries are left out. An alternative in
-``top_logprobs`` whose text alone the filters would block is left out too.
+``top_logprobs`` is left out when the filters would block it after the text sent before it
+(its last ``CONTEXT_CHARS`` characters), so a phrase cannot be read off the alternatives
+either.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any, Protocol
 #: A choice's logprobs object: chat's ``{"content": [...]}`` or the completions columns.
 Logprobs = dict[str, Any]
 _COLUMNS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+#: How much of the text before a token its alternatives are judged with.
+CONTEXT_CHARS = 128
 
 
 class TextFilter(Protocol):
@@ -43,7 +47,7 @@ class LogprobsGate:
         self._released = ""
         self._lost = False
         self._chat: bool | None = None
-        self._verdicts: dict[str, bool] = {}
+        self._context = ""
 
     def push(self, logprobs: Logprobs | None, finished: bool) -> tuple[Logprobs | None, bool]:
         """The entries of ``logprobs`` (one chunk's, or a whole choice's) that may be sent
@@ -65,7 +69,11 @@ class LogprobsGate:
             self._pending.clear()
         if logprobs is None and not released:
             return None, False
-        return self._shape([self._screened(row) for row in released]), False
+        screened = []
+        for row, piece in released:
+            screened.append(self._screened(row))
+            self._context = (self._context + piece)[-CONTEXT_CHARS:]
+        return self._shape(screened), False
 
     def _rows(self, logprobs: Logprobs) -> list[tuple[dict[str, Any], str]]:
         """Each token's entry, with the text it adds to the output."""
@@ -84,13 +92,13 @@ class LogprobsGate:
             return str(entry.get("token") or "")
         return self._decoder.decode(bytes(raw))
 
-    def _take(self) -> list[dict[str, Any]]:
-        """The pending entries whose text the chain has released unchanged."""
+    def _take(self) -> list[tuple[dict[str, Any], str]]:
+        """The pending entries whose text the chain has released unchanged, with the text."""
         taken = []
         while self._pending and self._released.startswith(self._pending[0][1]):
             row, piece = self._pending.pop(0)
             self._released = self._released[len(piece) :]
-            taken.append(row)
+            taken.append((row, piece))
         waiting = "".join(piece for _, piece in self._pending)
         if self._released and not waiting.startswith(self._released):
             self._lost = True
@@ -99,7 +107,7 @@ class LogprobsGate:
         return taken
 
     def _screened(self, row: dict[str, Any]) -> dict[str, Any]:
-        """``row`` without the alternatives the filters would block on their own."""
+        """``row`` without the alternatives the filters would block where they stand."""
         if self._chat:
             alternatives = row.get("top_logprobs") or []
             kept = [alt for alt in alternatives if self._allowed(str(alt.get("token") or ""))]
@@ -110,16 +118,14 @@ class LogprobsGate:
         kept_top = {token: value for token, value in top.items() if self._allowed(token)}
         return {**row, "top_logprobs": kept_top} if len(kept_top) < len(top) else row
 
-    def _allowed(self, text: str) -> bool:
-        if text not in self._verdicts:
-            chain = self._new_chain()
-            blocked = False
-            if chain is not None:
-                _, blocked = chain.push(text)
-                if not blocked:
-                    _, blocked = chain.finish()
-            self._verdicts[text] = not blocked
-        return self._verdicts[text]
+    def _allowed(self, alternative: str) -> bool:
+        chain = self._new_chain()
+        if chain is None:
+            return True
+        _, blocked = chain.push(self._context + alternative)
+        if not blocked:
+            _, blocked = chain.finish()
+        return not blocked
 
     def _shape(self, rows: list[dict[str, Any]]) -> Logprobs:
         if self._chat or self._chat is None:

@@ -104,6 +104,16 @@ def test_an_alternative_that_alone_holds_a_blocked_phrase_is_left_out() -> None:
     assert [alt["token"] for alt in entry["top_logprobs"]] == ["Hi", " there"]
 
 
+def test_an_alternative_that_completes_a_phrase_after_the_text_before_it_is_left_out() -> None:
+    items = [_chat("a named Tom", _entry("a"), _entry(" named"), _entry(" Tom", " Luna", " Sam"))]
+    items.append(_chat("", finish="stop"))
+    out = _run(_blocklist("named Luna"), items)
+    assert _tokens(out) == ["a", " named", " Tom"]
+    last = out[0]["choices"][0]["logprobs"]["content"][-1]
+    assert [alt["token"] for alt in last["top_logprobs"]] == [" Tom", " Sam"]
+    assert "luna" not in json.dumps(out).casefold()
+
+
 def test_completion_columns_pass_whole_and_are_cut_with_a_blocked_phrase() -> None:
     items = [_completion("a b", "a", " b"), _completion(" c", " c", finish="length")]
     out = _run(_blocklist("zzz"), items)
