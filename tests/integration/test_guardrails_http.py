@@ -30,9 +30,12 @@ def _body(question: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def http(secured: SecuredServer) -> Iterator[httpx.Client]:
+    """A client of the secured server; afterwards the server still answers and is idle."""
     server = secured.running
     with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=60) as c:
         yield c
+        assert c.get("/healthz").status_code == 200
+        assert c.post(CHAT, json=_body("Hello", max_tokens=2)).status_code == 200
     assert server.wait_idle(), "a request was left holding a sequence"
 
 
