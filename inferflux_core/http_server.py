@@ -27,7 +27,7 @@ Phase = Literal["headers", "body"]
 class ReadTimeouts:
     """Mixed in before a uvicorn HTTP protocol (h11 or httptools): the read timeouts."""
 
-    header_timeout: float = 10.0
+    header_timeout: float = 5.0
     body_timeout: float = 60.0
     _timer: asyncio.TimerHandle | None = None
     _timed: Phase | None = None

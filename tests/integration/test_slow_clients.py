@@ -206,7 +206,7 @@ def test_the_timeouts_are_server_settings_with_defaults(monkeypatch: pytest.Monk
         server.body_timeout_seconds,
         server.keep_alive_timeout_seconds,
     )
-    assert timeouts == (10.0, 60.0, 5)
+    assert timeouts == (5.0, 60.0, 5)
     monkeypatch.setenv("INFERFLUX_SERVER__HEADER_TIMEOUT_SECONDS", "0")
     with pytest.raises(ConfigError) as caught:
         load_config()
