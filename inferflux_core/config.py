@@ -103,6 +103,9 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     metrics: bool = True
+    header_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    keep_alive_timeout_seconds: int = Field(5, ge=1, le=300)
 
 
 class PluginsConfig(_Strict):

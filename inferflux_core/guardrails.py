@@ -4,7 +4,9 @@ Every guardrail judges the prompt; the first refusal wins (400, ``content_blocke
 guardrail that fails — raises, or cannot reach its policy server — refuses the request too
 (503, ``guardrail_unavailable``): guardrails fail closed. Output filters see each choice's text
 as it streams, holding back what might still turn into a blocked phrase; a blocked stream ends
-with a chunk whose ``finish_reason`` is ``content_filter``, then ``data: [DONE]``.
+with a chunk whose ``finish_reason`` is ``content_filter``, then ``data: [DONE]``. Token
+logprobs follow the text they belong to (``guardrail_logprobs``): nothing of a blocked output
+reaches the client through them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from inferflux_core.errors import (
     InferfluxError,
     PluginError,
 )
+from inferflux_core.guardrail_logprobs import LogprobsGate
 from inferflux_core.plugins import PluginHost
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,13 @@ class GuardrailChain:
     def __bool__(self) -> bool:
         return bool(self._guardrails)
 
+    def guardrail(self, name: str) -> Guardrail:
+        """The configured guardrail called ``name``; KeyError if there is none."""
+        for configured, guardrail in self._guardrails:
+            if configured == name:
+                return guardrail
+        raise KeyError(name)
+
     async def check_input(self, request: GuardrailInput) -> None:
         """Raise if any guardrail refuses the prompt, or fails to decide."""
         for name, guardrail in self._guardrails:
@@ -154,6 +164,15 @@ class GuardrailChain:
                     return
                 if _filter_text(slot, name, chain, True):
                     raise GuardrailError("the response was blocked by a guardrail")
+            if choice.get("logprobs"):
+                gate = self.logprobs_gate(request)
+                choice["logprobs"], blocked = gate.push(choice["logprobs"], True)
+                if blocked:
+                    raise GuardrailError("the response was blocked by a guardrail")
+
+    def logprobs_gate(self, request: GuardrailInput) -> LogprobsGate:
+        """A gate for one choice's token logprobs, behind a filter chain of its own."""
+        return LogprobsGate(self.filters(request) or FilterChain(()), lambda: self.filters(request))
 
     async def close(self) -> None:
         """Close every guardrail."""
@@ -183,13 +202,15 @@ def unavailable(
 
 
 class _ChoiceFilters:
-    """The filter chains of one choice: one for its text, one per tool call's arguments."""
+    """The filter chains of one choice: one for its text, one per tool call's arguments,
+    and the gate of its token logprobs."""
 
     def __init__(self, chain: GuardrailChain, request: GuardrailInput, text: FilterChain) -> None:
         self._chain = chain
         self._request = request
         self.text = text
         self.calls: dict[int, FilterChain] = {}
+        self.logprobs = chain.logprobs_gate(request)
 
     def call(self, index: int) -> FilterChain:
         """The chain of tool call ``index``'s arguments."""
@@ -247,9 +268,15 @@ def _filter_choice(choice: dict[str, Any], filters: _ChoiceFilters) -> bool:
             blocked = _filter_text(function, "arguments", filters.call(call["index"]), False)
     if finished and not blocked:
         blocked = _release_arguments(holder, filters)
+    if not blocked:
+        logprobs, blocked = filters.logprobs.push(choice.get("logprobs"), finished)
+        if logprobs is not None or "logprobs" in choice:
+            choice["logprobs"] = logprobs
     if blocked:
         holder[field] = ""
         holder.pop("tool_calls", None)
+        if "logprobs" in choice:
+            choice["logprobs"] = None
         choice["finish_reason"] = CONTENT_FILTER
     return blocked
 

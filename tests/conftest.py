@@ -18,8 +18,18 @@ from inferflux_core.api import create_app
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
 from inferflux_core.config import ModelConfig, ServerConfig, Settings
+from inferflux_core.contracts import (
+    ALLOW,
+    Guardrail,
+    GuardrailInput,
+    GuardrailVerdict,
+    OutputFilter,
+)
 from inferflux_core.engine import Engine
+from inferflux_core.hookspecs import hookimpl
+from inferflux_core.http_server import uvicorn_config
 from inferflux_core.sources import resolve_model_source
+from inferflux_plugins.guardrails.blocklist import PhraseFilter
 from inferflux_plugins.policy.encrypted import PASSPHRASE_ENV
 from tests.fakes import FakeOpa, Issuer
 
@@ -92,13 +102,7 @@ def start_server(
     access = AccessControl.from_settings(settings, engine.plugins)
     api_key = PolicyAdmin(access.store).create_key(KeyCreate(name="tests", roles=["admin"]))["key"]
     engine.load()
-    config = uvicorn.Config(
-        create_app(engine, access=access),
-        host=settings.server.host,
-        port=settings.server.port,
-        log_level="warning",
-        lifespan="on",
-    )
+    config = uvicorn_config(create_app(engine, access=access), settings.server, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
     thread.start()
@@ -138,9 +142,48 @@ def openai_client(server: RunningServer):  # type: ignore[no-untyped-def]
 
 POLICY_PASSPHRASE = "correct horse battery staple"
 BLOCKED_PHRASE = "purple elephant"
-#: The default model answers greedily "The capital of France is Paris." and starts a cat
-#: story with "One day, a cat named Luna": both outputs hold a blocked term.
-BLOCKED_TERMS = [BLOCKED_PHRASE, "Paris", "named Luna"]
+BLOCKED_TERMS = [BLOCKED_PHRASE]
+
+
+class OutputBlocklist(Guardrail):
+    """Stops outputs that hold a phrase a test sets while the server runs; prompts pass.
+
+    What the model says differs between CPUs, so a test that needs an output blocked first
+    asks the model, then blocks a phrase of its answer (``blocking``) and asks again.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.phrases: list[str] = []
+
+    async def check_input(self, request: GuardrailInput) -> GuardrailVerdict:
+        """Every prompt passes."""
+        return ALLOW
+
+    def output_filter(self, request: GuardrailInput) -> OutputFilter | None:
+        """A phrase filter over the phrases set now, if any."""
+        if not self.phrases:
+            return None
+        return PhraseFilter(tuple(p.casefold() for p in self.phrases), str.casefold)
+
+    @contextlib.contextmanager
+    def blocking(self, phrase: str) -> Iterator[None]:
+        """Outputs holding ``phrase`` (ignoring case) are blocked inside the block."""
+        assert phrase.strip(), "no phrase to block"
+        self.phrases.append(phrase)
+        try:
+            yield
+        finally:
+            self.phrases.remove(phrase)
+
+
+class OutputBlocklistPlugin:
+    """Registers ``OutputBlocklist`` as the guardrail ``output_blocklist``."""
+
+    @hookimpl
+    def register_guardrails(self) -> dict[str, type[Guardrail]]:
+        """The test-owned output blocklist."""
+        return {"output_blocklist": OutputBlocklist}
 
 
 @pytest.fixture(scope="session")
@@ -168,6 +211,13 @@ class SecuredServer:
     policy_path: Path
     audit_path: Path
 
+    @property
+    def output_blocklist(self) -> OutputBlocklist:
+        """The server's test-owned output blocklist."""
+        guardrail = self.running.access.guardrails.guardrail("output_blocklist")
+        assert isinstance(guardrail, OutputBlocklist)
+        return guardrail
+
 
 def secured_settings(directory: Path, issuer: Issuer, opa: FakeOpa, port: int) -> Settings:
     """Encrypted policy file, OIDC, blocklist and OPA guardrails, audit to a file."""
@@ -187,6 +237,7 @@ def secured_settings(directory: Path, issuer: Issuer, opa: FakeOpa, port: int) -
             "guardrails": [
                 {"name": "blocklist", "options": {"terms": BLOCKED_TERMS}},
                 {"name": "opa", "options": {"url": opa.url, "policy": FakeOpa.POLICY}},
+                {"name": "output_blocklist"},
             ],
             "audit": {"enabled": True, "path": str(directory / "audit.log")},
         }
@@ -201,7 +252,7 @@ def secured(
     directory = tmp_path_factory.mktemp("secured")
     settings = secured_settings(directory, issuer, opa, free_port())
     with passphrase(POLICY_PASSPHRASE):
-        running = start_server(settings)
+        running = start_server(settings, [("output_blocklist", OutputBlocklistPlugin())])
     yield SecuredServer(running, directory, directory / "p.bin", directory / "audit.log")
     running.stop()
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from inferflux_core.api import create_app
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.bootstrap import DEV_KEY_ENV, DevKey, prepare_access
 from inferflux_core.config import Settings
 from inferflux_core.engine import Engine
+from inferflux_core.http_server import uvicorn_config
 
 log = logging.getLogger("inferflux")
 
@@ -34,14 +37,14 @@ def serve(settings: Settings) -> None:
     names = ", ".join(engine.models)
     log.info("serving %s on http://%s:%d/v1", names, server.host, server.port)
     try:
-        uvicorn.run(
-            app,
-            host=server.host,
-            port=server.port,
-            log_level=server.log_level,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
+        config = uvicorn_config(
+            app, server, log_level=server.log_level, timeout_graceful_shutdown=5
         )
+        http = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):
+            http.run()
+        if not http.started:
+            sys.exit(STARTUP_FAILURE)
     finally:
         engine.unload()
 

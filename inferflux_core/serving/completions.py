@@ -127,8 +127,8 @@ class CompletionService(Service):
         return model.tokenize_prompt(prompt) if isinstance(prompt, str) else list(prompt)
 
     async def input_text(self, body: Any) -> str:
-        """The prompts' text as guardrails and the audit log see it, joined by newlines;
-        token-id prompts are detokenized (400 if the body is invalid)."""
+        """The prompts' text, then the ``suffix``, as guardrails and the audit log see them,
+        joined by newlines; token-id prompts are detokenized (400 if the body is invalid)."""
         return await self.pool.run(self._input_text, body)
 
     def _input_text(self, body: Any) -> str:
@@ -141,6 +141,8 @@ class CompletionService(Service):
                 model = self.engine.model(request.model)
                 self.check_token_ids(model, list(prompt), "prompt")
                 texts.append(model.backend.detokenize(list(prompt)))
+        if request.suffix:
+            texts.append(request.suffix)
         return "\n".join(texts)
 
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:

@@ -65,11 +65,20 @@ def conversation(
 
 def conversation_text(request: ChatCompletionRequest) -> str:
     """What guardrails and the audit log see of a chat request, one part a line: each
-    message's content (earlier calls and results written as the fallback writes them), then
+    message's content (earlier calls and results written as the fallback writes them), the
+    client's labels a template may render (``name``, ``tool_call_id``, tool call ids), then
     each tool's definition."""
     texts = [m["content"] for m in fallback_messages(request.messages)]
+    texts += [label for message in request.messages for label in _labels(message)]
     texts += [json.dumps(t.template_dict(), ensure_ascii=False) for t in request.tools or ()]
     return "\n".join(texts)
+
+
+def _labels(message: ChatMessage) -> list[str]:
+    """The strings besides content that a message carries into a template."""
+    labels = [message.name or "", message.tool_call_id or ""]
+    labels += [call.id for call in message.tool_calls or ()]
+    return [label for label in labels if label]
 
 
 def tools_block(tools: Sequence[ToolDefinition]) -> str:

