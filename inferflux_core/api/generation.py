@@ -87,7 +87,8 @@ class GenerationResource:
                 raise ServiceUnavailableError(
                     "the server is shutting down; retry the request"
                 ) from None
-            exchange.record_response(result)
             if self._guardrails:
                 self._guardrails.filter_result(result, exchange.guardrail_input())
+            # After the guardrails: the audit line hashes (or keeps) what the client was sent.
+            exchange.record_response(result)
             resp.media = result

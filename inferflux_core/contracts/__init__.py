@@ -10,6 +10,22 @@ from inferflux_core.contracts.backend import (
 )
 from inferflux_core.contracts.device import DeviceContext, DeviceInfo
 from inferflux_core.contracts.embedding import EmbeddingInfo
+from inferflux_core.contracts.generation import (
+    ChatMessage,
+    Finish,
+    GenerationOptions,
+    InferenceEvent,
+    InferenceRequest,
+    OutputConstraint,
+    TextDelta,
+    TextLogprob,
+    TokenAlternative,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
+    UsageReport,
+)
 from inferflux_core.contracts.guardrail import (
     ALLOW,
     Guardrail,
@@ -18,6 +34,12 @@ from inferflux_core.contracts.guardrail import (
     OutputFilter,
 )
 from inferflux_core.contracts.policy import ApiKeyRecord, Policy, PolicyStore, RateLimits
+from inferflux_core.contracts.request_backend import (
+    Readiness,
+    RequestBackend,
+    RequestBackendCapabilities,
+    RequestBackendSpec,
+)
 from inferflux_core.contracts.scheduler import (
     ScheduledChunk,
     ScheduledSequence,
@@ -32,19 +54,29 @@ __all__ = [
     "ALLOW",
     "ApiKeyRecord",
     "BackendSpec",
+    "ChatMessage",
     "DeviceContext",
     "DeviceInfo",
     "EmbeddingInfo",
+    "Finish",
+    "GenerationOptions",
     "Guardrail",
     "GuardrailInput",
     "GuardrailVerdict",
+    "InferenceEvent",
+    "InferenceRequest",
     "KVBlock",
     "KVTransport",
     "ModelInfo",
+    "OutputConstraint",
     "OutputFilter",
     "Policy",
     "PolicyStore",
     "RateLimits",
+    "Readiness",
+    "RequestBackend",
+    "RequestBackendCapabilities",
+    "RequestBackendSpec",
     "SamplingParams",
     "ScheduledChunk",
     "ScheduledSequence",
@@ -54,5 +86,13 @@ __all__ = [
     "SequenceStatus",
     "StepBackend",
     "StepPlan",
+    "TextDelta",
+    "TextLogprob",
+    "TokenAlternative",
     "TokenLogprob",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolChoice",
+    "ToolSpec",
+    "UsageReport",
 ]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 
 from inferflux_core.contracts import SamplingParams, TokenLogprob
+from inferflux_core.contracts.generation import new_request_id
 
-
-def new_request_id(prefix: str = "req") -> str:
-    """A unique, unguessable request id."""
-    return f"{prefix}-{uuid.uuid4().hex}"
+__all__ = ["GenerationEvent", "GenerationRequest", "new_request_id"]
 
 
 @dataclass(frozen=True, slots=True)
