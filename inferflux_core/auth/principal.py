@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from inferflux_core.auth.scopes import SCOPES
 from inferflux_core.contracts import RateLimits
+from inferflux_core.contracts.generation import MAX_PRIORITY
 from inferflux_core.errors import PermissionDeniedError
 
 
@@ -50,11 +51,13 @@ class Principal:
     def require_priority(self, priority: object) -> None:
         """403 if ``priority`` is above this caller's cap; lowering it is always allowed.
 
-        Anything but a number passes: the request model reports it.
+        Anything but an integer in range passes: the request model reports it.
         """
         cap = self.max_priority
-        if cap is None or isinstance(priority, bool) or not isinstance(priority, int | float):
+        if cap is None or isinstance(priority, bool) or not isinstance(priority, int):
             return
+        if abs(priority) > MAX_PRIORITY:
+            return  # out of every range: the request model's 400 names it
         if priority > cap:
             shown = f"got {priority}" if abs(priority) <= 10**9 else "got a larger one"
             raise PermissionDeniedError(

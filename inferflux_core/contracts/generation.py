@@ -16,6 +16,10 @@ from typing import Any, Literal
 
 from inferflux_core.errors import InferfluxError
 
+#: A request's ``priority`` lies in ``-MAX_PRIORITY..MAX_PRIORITY`` (a key's policy may cap
+#: it lower); a value outside is a 400 from the front door.
+MAX_PRIORITY = 1000
+
 
 def new_request_id(prefix: str = "req") -> str:
     """A unique, unguessable request id."""

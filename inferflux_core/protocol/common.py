@@ -15,11 +15,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     ValidationError,
     field_validator,
 )
 
+from inferflux_core.contracts.generation import MAX_PRIORITY
 from inferflux_core.errors import InvalidRequestError
 
 MAX_STOP_STRINGS = 16
@@ -35,8 +37,6 @@ MAX_NAME_CHARS = 256
 MAX_TOKEN_IDS = 1 << 20
 #: ``max_tokens`` at most; the real bound is the model's context length, which it is clamped to.
 MAX_TOKENS_CEILING = 1 << 20
-#: ``priority`` lies in ``-MAX_PRIORITY..MAX_PRIORITY`` (a key's policy may cap it lower).
-MAX_PRIORITY = 1000
 #: ``seed`` is any signed or unsigned 64-bit integer.
 MIN_SEED = -(1 << 63)
 MAX_SEED = (1 << 64) - 1
@@ -88,7 +88,7 @@ class SamplingFields(OpenAIModel):
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=128)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
     stop: (
         Annotated[str, Field(max_length=MAX_STOP_CHARS)]
