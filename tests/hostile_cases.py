@@ -230,6 +230,64 @@ CASES: list[Case] = [
     Case("stop a number", CHAT, _chat(stop=5), expect=BAD),
     Case("stream a string", CHAT, _chat(stream="yes"), expect=BAD),
     Case("stream_options not an object", CHAT, _chat(stream=True, stream_options=5), expect=BAD),
+    # -- streamed ------------------------------------------------------------------------------
+    Case("stream with a bad temperature", CHAT, _chat(stream=True, temperature=-1), expect=BAD),
+    Case("stream with priority 2**1024", CHAT, _chat(stream=True, priority=2**1024), expect=BAD),
+    Case(
+        "stream a forced call maxLength 30000",
+        CHAT,
+        {
+            **_forced(
+                {"type": "object", "properties": {"a": {"type": "string", "maxLength": 30000}}}
+            ),
+            "stream": True,
+        },
+    ),
+    Case(
+        "stream maxLength 30000",
+        CHAT,
+        _chat(stream=True, response_format=_schema({"type": "string", "maxLength": 30000})),
+    ),
+    Case("stream n 128", CHAT, _chat(stream=True, n=128, max_tokens=2)),
+    Case("stream logprobs 20", CHAT, _chat(stream=True, logprobs=True, top_logprobs=20)),
+    Case(
+        "stream completions best_of", COMPLETIONS, _completion(stream=True, best_of=3), expect=BAD
+    ),
+    Case(
+        "stream a lone surrogate",
+        COMPLETIONS,
+        _raw(f'{{"model": "{MODEL}", "stream": true, "prompt": {SURROGATE}}}'),
+        expect=BAD,
+    ),
+    Case(
+        "stream a blocked phrase in the prompt",
+        CHAT,
+        _chat(stream=True, messages=[{"role": "user", "content": "a purple elephant"}]),
+        expect=BAD,
+    ),
+    Case(
+        "blocked phrase in the prompt",
+        CHAT,
+        _chat(messages=[{"role": "user", "content": "a purple elephant"}]),
+        expect=BAD,
+    ),
+    Case(
+        "blocked phrase in the suffix",
+        COMPLETIONS,
+        _completion(suffix="purple elephant"),
+        expect=BAD,
+    ),
+    Case(
+        "blocked phrase in a tool description",
+        CHAT,
+        _chat(
+            tools=[
+                {"type": "function", "function": {"name": "f", "description": "purple elephant"}}
+            ]
+        ),
+        expect=BAD,
+    ),
+    Case("blocked phrase to embeddings", EMBEDDINGS, {"model": MODEL, "input": "purple elephant"}),
     # -- messages -----------------------------------------------------------------------------
     Case("no messages", CHAT, _chat(messages=[]), expect=BAD),
     Case("messages not a list", CHAT, _chat(messages="Hi"), expect=BAD),

@@ -126,6 +126,20 @@ def _check_error_body(response: httpx.Response) -> None:
     assert set(error) >= {"message", "type", "param", "code"}, error
 
 
+def _no_constants(name: str) -> None:
+    raise AssertionError(f"the answer holds a bare {name}, which is not JSON")
+
+
+def _check_event_stream(text: str) -> None:
+    """Every event is strict JSON (an error event in OpenAI's shape), ending with [DONE]."""
+    data = [line.removeprefix("data: ") for line in text.splitlines() if line.startswith("data: ")]
+    assert data and data[-1] == "[DONE]", text[-500:]
+    for item in data[:-1]:
+        event = json.loads(item, parse_constant=_no_constants)
+        if "error" in event:
+            assert isinstance(event["error"].get("message"), str), event
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_a_hostile_request_gets_a_json_answer_and_the_server_lives(
     hostile_server: ServerProcess, case: Case
@@ -143,9 +157,13 @@ def test_a_hostile_request_gets_a_json_answer_and_the_server_lives(
     if case.expect is not None:
         assert response.status_code in case.expect, (response.status_code, response.text[:500])
     assert elapsed < CASE_SECONDS
-    json.dumps(response.json(), allow_nan=False)  # valid JSON, and strict JSON at that
-    if response.status_code >= 400:
-        _check_error_body(response)
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        assert response.status_code == 200
+        _check_event_stream(response.text)
+    else:
+        json.loads(response.text, parse_constant=_no_constants)  # strict JSON: no bare NaN
+        if response.status_code >= 400:
+            _check_error_body(response)
     probe = time.monotonic()
     health = httpx.get(f"{hostile_server.base_url}/healthz", timeout=HEALTH_SECONDS)
     assert health.status_code == 200
