@@ -248,7 +248,7 @@ CASES: list[Case] = [
         CHAT,
         _chat(stream=True, response_format=_schema({"type": "string", "maxLength": 30000})),
     ),
-    Case("stream n 128", CHAT, _chat(stream=True, n=128, max_tokens=2)),
+    Case("stream n 32", CHAT, _chat(stream=True, n=32, max_tokens=2)),
     Case("stream logprobs 20", CHAT, _chat(stream=True, logprobs=True, top_logprobs=20)),
     Case(
         "stream completions best_of", COMPLETIONS, _completion(stream=True, best_of=3), expect=BAD
