@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from inferflux_core.protocol.common import Name, OpenAIModel, Text
+from inferflux_core.structured.limits import nesting_depth
 
 #: OpenAI's rule for function names.
 FUNCTION_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -82,20 +83,3 @@ class NamedToolChoice(OpenAIModel):
 
     type: Literal["function"]
     function: FunctionName
-
-
-def nesting_depth(value: Any) -> int:
-    """How deeply objects and arrays nest in ``value``, measured without recursion."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in children)
-    return deepest

@@ -65,8 +65,10 @@ def refuse(param: str, path: str, problem: str) -> InvalidRequestError:
     return InvalidRequestError(f"{where}: {problem}", param=param, code="too_large")
 
 
-def check_json_depth(value: Any, param: str, limit: int = MAX_JSON_DEPTH) -> None:
-    """400 if objects and arrays nest deeper than ``limit`` in ``value`` (no recursion)."""
+def nesting_depth(value: Any, limit: int | None = None) -> int:
+    """How deeply objects and arrays nest in ``value``, measured without recursion; with
+    ``limit``, the walk stops at the first level past it (and returns that level)."""
+    deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -76,13 +78,21 @@ def check_json_depth(value: Any, param: str, limit: int = MAX_JSON_DEPTH) -> Non
             children = node
         else:
             continue
-        if depth > limit:
-            raise InvalidRequestError(
-                f"{param}: nested deeper than {limit} levels (the cap is {limit})",
-                param=param,
-                code="too_large",
-            )
+        deepest = max(deepest, depth)
+        if limit is not None and depth > limit:
+            return depth
         stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_json_depth(value: Any, param: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """400 if objects and arrays nest deeper than ``limit`` in ``value`` (no recursion)."""
+    if nesting_depth(value, limit) > limit:
+        raise InvalidRequestError(
+            f"{param}: nested deeper than {limit} levels (the cap is {limit})",
+            param=param,
+            code="too_large",
+        )
 
 
 def check_schema_limits(schema: Any, param: str) -> None:
