@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,7 +11,15 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
-    """What a device context found on this machine."""
+    """What a device context found on this machine.
+
+    ``features`` are the capabilities a backend may act on, as lower-case names: the bundled
+    cpu device reports the ISA extensions it found among ``avx2``, ``avx512f`` and ``amx``
+    (Intel AMX, any of its tile, int8 or bf16 units). A backend asks the device it was given
+    (``BackendSpec.device``) instead of probing the hardware itself; a name a device does not
+    report is a capability it does not promise. ``details`` is free-form and for people
+    (``inferflux devices``), not for decisions.
+    """
 
     kind: str
     present: bool
@@ -20,6 +29,19 @@ class DeviceInfo:
     cores: int = 0
     reason: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    features: frozenset[str] = frozenset()
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1.
+
+    What the cpu device reports as ``cores``, and what a backend that runs threads on the host
+    falls back to on a device that reports no cores.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 class DeviceContext(ABC):
