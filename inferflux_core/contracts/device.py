@@ -13,12 +13,8 @@ from typing import Any, ClassVar
 class DeviceInfo:
     """What a device context found on this machine.
 
-    ``features`` are the capabilities a backend may act on, as lower-case names: the bundled
-    cpu device reports the ISA extensions it found among ``avx2``, ``avx512f`` and ``amx``
-    (Intel AMX, any of its tile, int8 or bf16 units). A backend asks the device it was given
-    (``BackendSpec.device``) instead of probing the hardware itself; a name a device does not
-    report is a capability it does not promise. ``details`` is free-form and for people
-    (``inferflux devices``), not for decisions.
+    A backend asks the device it was given (``BackendSpec.device``) about the hardware,
+    through ``features``, instead of probing it itself or importing a device plugin.
     """
 
     kind: str
@@ -28,7 +24,11 @@ class DeviceInfo:
     memory_bytes: int = 0
     cores: int = 0
     reason: str = ""
+    #: Free-form facts, for people reading them rather than for decisions.
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: Capabilities a backend may act on, as lower-case names; one a device does not report is
+    #: one it does not promise. The cpu device reports the ISA extensions it found among
+    #: ``avx2``, ``avx512f`` and ``amx`` (Intel AMX: any of its tile, int8 or bf16 units).
     features: frozenset[str] = frozenset()
 
 
