@@ -122,7 +122,7 @@ def run_kit(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
                 "--inferflux-policy-store=encrypted_file",
                 '--inferflux-options={"path": "{tmp}/p.json", "allow_plaintext": true}',
             ],
-            11,
+            12,
         ),
     ],
 )
