@@ -32,7 +32,7 @@ def model_path() -> Path:
 def usable_cores() -> int:
     """CPUs this process may run on."""
     try:
-        from inferflux_plugins.devices.cpu import usable_cores as cores
+        from inferflux_core.contracts import usable_cores as cores
 
         return cores()
     except ImportError:

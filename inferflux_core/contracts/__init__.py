@@ -8,7 +8,7 @@ from inferflux_core.contracts.backend import (
     StepBackend,
     TokenLogprob,
 )
-from inferflux_core.contracts.device import DeviceContext, DeviceInfo
+from inferflux_core.contracts.device import DeviceContext, DeviceInfo, usable_cores
 from inferflux_core.contracts.embedding import EmbeddingInfo
 from inferflux_core.contracts.generation import (
     ChatMessage,
@@ -95,4 +95,5 @@ __all__ = [
     "ToolChoice",
     "ToolSpec",
     "UsageReport",
+    "usable_cores",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,7 +11,11 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True, slots=True)
 class DeviceInfo:
-    """What a device context found on this machine."""
+    """What a device context found on this machine.
+
+    A backend asks the device it was given (``BackendSpec.device``) about the hardware,
+    through ``features``, instead of probing it itself or importing a device plugin.
+    """
 
     kind: str
     present: bool
@@ -19,7 +24,24 @@ class DeviceInfo:
     memory_bytes: int = 0
     cores: int = 0
     reason: str = ""
+    #: Free-form facts, for people reading them rather than for decisions.
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: Capabilities a backend may act on, as lower-case names; one a device does not report is
+    #: one it does not promise. The cpu device reports the ISA extensions it found among
+    #: ``avx2``, ``avx512f`` and ``amx`` (Intel AMX: any of its tile, int8 or bf16 units).
+    features: frozenset[str] = frozenset()
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1.
+
+    What the cpu device reports as ``cores``, and what a backend that runs threads on the host
+    falls back to on a device that reports no cores.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 class DeviceContext(ABC):

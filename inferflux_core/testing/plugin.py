@@ -9,12 +9,10 @@ whatever tests pytest collects anyway. Without these options the plugin does not
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
 
 from inferflux_core.testing import suites
+from inferflux_core.testing.options import kit_options
 
 #: Command-line option -> the test class of :mod:`~inferflux_core.testing.suites` it adds.
 SUITES = {
@@ -52,11 +50,3 @@ def pytest_configure(config: pytest.Config) -> None:
     if len([o for o in SUITES if config.getoption(o)]) > 1 and options:
         raise pytest.UsageError("--inferflux-options applies to one plugin: name only one")
     config.args.extend(f"{suites.__file__}::{test}" for test in chosen)
-
-
-def kit_options(config: pytest.Config) -> Any:
-    """``--inferflux-options`` parsed; a usage error names the problem."""
-    try:
-        return json.loads(config.getoption("inferflux_options"))
-    except json.JSONDecodeError as exc:
-        raise pytest.UsageError(f"--inferflux-options is not valid JSON: {exc}") from None

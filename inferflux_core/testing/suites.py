@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from inferflux_core.testing.backend import BackendConformance
+from inferflux_core.testing.options import kit_options
 from inferflux_core.testing.policy import PolicyStoreConformance
 from inferflux_core.testing.scheduler import SchedulerConformance
 from inferflux_core.testing.settings import BackendSettings, PluginSettings
@@ -16,8 +17,6 @@ from inferflux_core.testing.transport import TransportConformance
 
 
 def _settings(config: pytest.Config, option: str) -> PluginSettings:
-    from inferflux_core.testing.plugin import kit_options
-
     return PluginSettings(config.getoption(option), kit_options(config))
 
 

@@ -6,11 +6,13 @@ import functools
 import os
 import platform
 
-from inferflux_core.contracts import DeviceContext, DeviceInfo
+from inferflux_core.contracts import DeviceContext, DeviceInfo, usable_cores
 from inferflux_plugins.devices._probe import parse_key_values, read_text
 
 AMX_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
 ISA_FLAGS = ("avx2", "avx512f")
+#: The ``DeviceInfo.features`` name for Intel AMX (any of :data:`AMX_FLAGS`).
+AMX = "amx"
 
 
 @functools.cache
@@ -29,12 +31,12 @@ def cpu_has_amx(flags: frozenset[str] | None = None) -> bool:
     return bool((cpu_flags() if flags is None else flags) & AMX_FLAGS)
 
 
-def usable_cores() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+def cpu_features(flags: frozenset[str]) -> frozenset[str]:
+    """The ``DeviceInfo.features`` these CPU flags give: ``amx``, ``avx2``, ``avx512f``."""
+    found = {flag for flag in ISA_FLAGS if flag in flags}
+    if cpu_has_amx(flags):
+        found.add(AMX)
+    return frozenset(found)
 
 
 def total_memory_bytes() -> int:
@@ -62,10 +64,10 @@ class CpuContext(DeviceContext):
     priority = 0
 
     def detect(self) -> DeviceInfo:
-        """Describe the CPU: name, usable cores, memory, and ISA details (``amx``, ``avx2``…)."""
-        flags = cpu_flags()
-        details: dict[str, object] = {"amx": cpu_has_amx(flags), "logical_cpus": os.cpu_count()}
-        details.update({flag: flag in flags for flag in ISA_FLAGS})
+        """Describe the CPU: name, usable cores, memory, and its ISA extensions as features."""
+        features = cpu_features(cpu_flags())
+        details: dict[str, object] = {"logical_cpus": os.cpu_count()}
+        details.update({name: name in features for name in (AMX, *ISA_FLAGS)})
         return DeviceInfo(
             kind=self.kind,
             present=True,
@@ -74,4 +76,5 @@ class CpuContext(DeviceContext):
             memory_bytes=total_memory_bytes(),
             cores=usable_cores(),
             details=details,
+            features=features,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from inferflux_core.plugins import PluginHost
 from inferflux_core.sources import find_default_model_path
 from inferflux_plugins.backends import llama_cpp as plugin
 from inferflux_plugins.backends.llama_cpp import LlamaCppBackend
+from inferflux_plugins.backends.llama_cpp.backend import cpu_has_amx
 from inferflux_plugins.backends.llama_cpp.options import decide_repack
 from inferflux_plugins.devices.cpu import CpuContext
 
@@ -414,6 +416,41 @@ def test_repack_decision(setting: str, has_amx: bool, repacked: bool) -> None:
     decision = decide_repack(setting, has_amx)
     assert decision.use_extra_bufts is repacked
     assert setting in decision.reason
+
+
+def test_repack_auto_is_off_when_the_device_does_not_describe_the_cpu() -> None:
+    decision = decide_repack("auto", None)
+    assert decision.use_extra_bufts is False
+    assert "does not say" in decision.reason
+    assert decide_repack("on", None).use_extra_bufts is True
+
+
+@pytest.mark.parametrize(
+    ("kind", "features", "expected"),
+    [
+        ("cpu", {"avx2", "amx"}, True),
+        ("cpu", {"avx2", "avx512f"}, False),
+        ("cpu", set(), False),
+        ("cuda", {"amx"}, None),
+        ("metal", set(), None),
+    ],
+)
+def test_the_amx_check_asks_the_device_it_was_given(
+    kind: str, features: set[str], expected: bool | None
+) -> None:
+    device = DeviceInfo(kind=kind, present=True, features=frozenset(features))
+    assert cpu_has_amx(device) is expected
+
+
+def test_the_backend_takes_amx_from_its_device_not_from_the_machine(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A cpu device that reports AMX turns repack: auto off, on a machine with AMX or without.
+    device = dataclasses.replace(CpuContext().detect(), features=frozenset({"amx"}))
+    spec = BackendSpec("amx", find_default_model_path(), device, 256, 1)
+    with caplog.at_level(logging.INFO, logger="inferflux.llama_cpp"):
+        LlamaCppBackend(spec).close()
+    assert "repacked weights off (repack: auto and the CPU has AMX)" in caplog.text
 
 
 def test_a_gpu_device_without_gpu_support_in_the_build_warns_and_runs_on_the_cpu(

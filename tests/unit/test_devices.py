@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from inferflux_core.contracts import DeviceContext
+from inferflux_core.contracts import DeviceContext, usable_cores
 from inferflux_core.plugins import PluginHost
 from inferflux_plugins import devices
 from inferflux_plugins.devices import cpu, rocm
@@ -66,6 +66,34 @@ def test_amx_is_detected_from_any_amx_flag(flags: set[str], expected: bool) -> N
 
 def test_amx_check_of_this_machine_matches_its_cpu_flags() -> None:
     assert cpu_has_amx() is bool(cpu.cpu_flags() & cpu.AMX_FLAGS)
+
+
+@pytest.mark.parametrize(
+    ("flags", "features"),
+    [
+        ({"fpu", "avx2", "avx512f", "amx_int8"}, {"avx2", "avx512f", "amx"}),
+        ({"avx2", "sse4_2"}, {"avx2"}),
+        ({"amx_tile"}, {"amx"}),
+        (set(), set()),
+    ],
+)
+def test_cpu_flags_become_device_features(flags: set[str], features: set[str]) -> None:
+    assert cpu.cpu_features(frozenset(flags)) == frozenset(features)
+
+
+def test_the_cpu_reports_its_isa_extensions_as_features_a_backend_can_read() -> None:
+    info = CpuContext().detect()
+    assert info.features == cpu.cpu_features(cpu.cpu_flags())
+    assert ("amx" in info.features) is cpu_has_amx()
+    for name in ("amx", "avx2", "avx512f"):
+        assert info.details[name] is (name in info.features)
+
+
+def test_usable_cores_is_the_affinity_mask_and_the_cpu_devices_cores() -> None:
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    assert usable_cores() >= 1
+    assert expected is None or usable_cores() == expected
+    assert CpuContext().detect().cores == usable_cores()
 
 
 @pytest.mark.parametrize("context", [CudaContext, RocmContext, MetalContext])

@@ -18,12 +18,14 @@ from typing import Any
 
 from inferflux_core.contracts import (
     BackendSpec,
+    DeviceInfo,
     EmbeddingInfo,
     ModelInfo,
     SamplingParams,
     SequenceChunk,
     StepBackend,
     TokenLogprob,
+    usable_cores,
 )
 from inferflux_core.errors import BackendError, ConfigError, ModelFileError
 from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
@@ -43,7 +45,6 @@ from inferflux_plugins.backends.llama_cpp.options import (
 from inferflux_plugins.backends.llama_cpp.runtime import load_llama
 from inferflux_plugins.backends.llama_cpp.sampling import build_sampler_chain
 from inferflux_plugins.backends.llama_cpp.vocab import Vocab
-from inferflux_plugins.devices.cpu import cpu_has_amx, usable_cores
 
 log = logging.getLogger("inferflux.llama_cpp")
 
@@ -148,7 +149,7 @@ class LlamaCppBackend(StepBackend):
                 spec.device.kind,
                 spec.device.kind.upper(),
             )
-        decision = decide_repack(options.repack, cpu_has_amx())
+        decision = decide_repack(options.repack, cpu_has_amx(spec.device))
         params.use_extra_bufts = decision.use_extra_bufts
         log.info(
             "llama_cpp repacked weights %s (%s)",
@@ -507,6 +508,14 @@ class LlamaCppBackend(StepBackend):
         # at interpreter shutdown the library may already be gone
         with contextlib.suppress(Exception):
             self.close()
+
+
+def cpu_has_amx(device: DeviceInfo) -> bool | None:
+    """Whether the CPU has Intel AMX, as the model's device reports it (its ``amx`` feature).
+
+    Only a cpu device describes the CPU; for any other device the answer is unknown (None).
+    """
+    return "amx" in device.features if device.kind == "cpu" else None
 
 
 def _threads(spec: BackendSpec, options: LlamaCppOptions) -> int:

@@ -56,17 +56,20 @@ class RepackDecision:
     reason: str
 
 
-def decide_repack(setting: str, has_amx: bool) -> RepackDecision:
+def decide_repack(setting: str, has_amx: bool | None) -> RepackDecision:
     """``repack: auto`` turns repacking off on AMX CPUs and on elsewhere; on/off are honoured.
 
     On AMX CPUs llama.cpp's extra buffer types (its AMX kernels and repacked layouts) have
     been seen to crash or misbehave, so ``auto`` leaves them off there; elsewhere the repacked
-    layouts are llama.cpp's faster default.
+    layouts are llama.cpp's faster default. ``has_amx`` is None when the device the model was
+    given does not describe the CPU (a GPU device): ``auto`` then takes the safe side, off.
     """
     if setting == "on":
         return RepackDecision(True, "repack: on")
     if setting == "off":
         return RepackDecision(False, "repack: off")
+    if has_amx is None:
+        return RepackDecision(False, "repack: auto and the device does not say if the CPU has AMX")
     if has_amx:
         return RepackDecision(False, "repack: auto and the CPU has AMX")
     return RepackDecision(True, "repack: auto and the CPU has no AMX")
