@@ -126,11 +126,12 @@ class OpenAIUpstreamBackend(RequestBackend):
         decoder = ChunkDecoder(request.options.n)
         started = False
         try:
-            async for data in self._exchange(request.request_id, url, body):
-                events = decoder.decode(data)
-                started = started or bool(events)
-                for event in events:
-                    yield event
+            async with contextlib.aclosing(self._exchange(request.request_id, url, body)) as feed:
+                async for data in feed:
+                    events = decoder.decode(data)
+                    started = started or bool(events)
+                    for event in events:
+                        yield event
         except _Aborted:
             for choice in range(decoder.n):
                 if choice not in decoder.finished:
