@@ -132,7 +132,11 @@ class RequestBackend(ABC):
 
     @abstractmethod
     async def abort(self, request_id: str) -> None:
-        """Stop request ``request_id`` and free what it holds; unknown ids are ignored."""
+        """Stop request ``request_id`` and free what it holds; unknown ids are ignored.
+
+        Its :meth:`generate` stream then ends soon, still in shape: a ``Finish`` (reason
+        ``cancelled``) for each choice not finished yet, then the final ``UsageReport``.
+        """
 
     async def readiness(self) -> Readiness:
         """Whether requests can be sent now (default: ready once started)."""

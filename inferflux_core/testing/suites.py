@@ -10,6 +10,7 @@ import pytest
 
 from inferflux_core.testing.backend import BackendConformance
 from inferflux_core.testing.policy import PolicyStoreConformance
+from inferflux_core.testing.request_backend import RequestBackendConformance
 from inferflux_core.testing.scheduler import SchedulerConformance
 from inferflux_core.testing.settings import BackendSettings, PluginSettings
 from inferflux_core.testing.transport import TransportConformance
@@ -29,6 +30,20 @@ class TestBackend(BackendConformance):
     def backend_settings(cls, pytestconfig: pytest.Config) -> BackendSettings:
         """Name, model and options from the command line; the class's bounds."""
         chosen = _settings(pytestconfig, "inferflux_backend")
+        model = pytestconfig.getoption("inferflux_model")
+        return BackendSettings(
+            chosen.name, model, chosen.options, cls.context_length, cls.max_sequences
+        )
+
+
+class TestEngineBackend(RequestBackendConformance):
+    """The request-level backend named by ``--inferflux-engine-backend``."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def engine_backend_settings(cls, pytestconfig: pytest.Config) -> BackendSettings:
+        """Name, source (``--inferflux-model``) and options from the command line."""
+        chosen = _settings(pytestconfig, "inferflux_engine_backend")
         model = pytestconfig.getoption("inferflux_model")
         return BackendSettings(
             chosen.name, model, chosen.options, cls.context_length, cls.max_sequences
