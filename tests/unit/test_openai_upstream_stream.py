@@ -123,11 +123,7 @@ class MisbehavingUpstream:
 
 def answer(status: str, body: bytes, *, chunked: bool = False, headers: str = "") -> bytes:
     """An HTTP/1.1 response; ``chunked`` leaves the length open (a stream)."""
-    length = (
-        "Connection: close"
-        if chunked
-        else (f"Content-Length: {len(body)}")
-    )
+    length = "Connection: close" if chunked else (f"Content-Length: {len(body)}")
     head = f"HTTP/1.1 {status}\r\nContent-Type: text/event-stream\r\n{headers}{length}\r\n\r\n"
     return head.encode() + body
 
