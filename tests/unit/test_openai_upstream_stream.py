@@ -121,9 +121,9 @@ class MisbehavingUpstream:
             self.server.close()
 
 
-def answer(status: str, body: bytes, *, chunked: bool = False, headers: str = "") -> bytes:
-    """An HTTP/1.1 response; ``chunked`` leaves the length open (a stream)."""
-    length = "Connection: close" if chunked else (f"Content-Length: {len(body)}")
+def answer(status: str, body: bytes, *, open_ended: bool = False, headers: str = "") -> bytes:
+    """An HTTP/1.1 response; ``open_ended`` leaves the length open (a stream)."""
+    length = "Connection: close" if open_ended else (f"Content-Length: {len(body)}")
     head = f"HTTP/1.1 {status}\r\nContent-Type: text/event-stream\r\n{headers}{length}\r\n\r\n"
     return head.encode() + body
 
@@ -157,13 +157,13 @@ CHUNK = b'data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n'
 )
 def test_a_malformed_stream_before_any_event_is_a_503(body: bytes, problem: str) -> None:
     with pytest.raises(UpstreamUnavailableError, match=problem) as caught:
-        generate_against(MisbehavingUpstream(answer("200 OK", body, chunked=True)))
+        generate_against(MisbehavingUpstream(answer("200 OK", body, open_ended=True)))
     assert caught.value.status == 503 and caught.value.code == "upstream_unavailable"
 
 
 def test_a_stream_broken_after_it_started_finishes_the_choice_with_an_error() -> None:
     events = generate_against(
-        MisbehavingUpstream(answer("200 OK", CHUNK + b"data: {oops\n\n", chunked=True))
+        MisbehavingUpstream(answer("200 OK", CHUNK + b"data: {oops\n\n", open_ended=True))
     )
     assert events[0] == TextDelta(0, "Hel")
     finish = events[1]
@@ -174,7 +174,7 @@ def test_a_stream_broken_after_it_started_finishes_the_choice_with_an_error() ->
 
 
 def test_an_upstream_that_stops_talking_times_out_as_a_503() -> None:
-    upstream = MisbehavingUpstream(answer("200 OK", CHUNK, chunked=True), hang=True)
+    upstream = MisbehavingUpstream(answer("200 OK", CHUNK, open_ended=True), hang=True)
     events = generate_against(upstream, timeout=0.5)
     finish = events[1]
     assert isinstance(finish, Finish) and isinstance(finish.error, UpstreamUnavailableError)
