@@ -145,34 +145,34 @@ class RequestBackendConformance:
     def test_n_choices_each_stream_and_finish(
         self, engine_backend_settings: BackendSettings
     ) -> None:
-        async def scenario(backend: RequestBackend) -> list[InferenceEvent] | None:
-            if not backend.capabilities.n:
-                return None
-            request = self.request(backend, self.short_tokens, n=2)
-            return await asyncio.wait_for(collect(backend.generate(request)), GENERATE_SECONDS)
-
-        events = self.run(engine_backend_settings, scenario)
-        if events is None:
-            pytest.skip("capabilities.n is False")
+        events = self._generate_if(engine_backend_settings, "n", n=2)
         check_shape(events, n=2)
         for choice in (0, 1):
             assert any(isinstance(e, TextDelta) and e.choice == choice and e.text for e in events)
 
     def test_logprobs_come_with_the_text(self, engine_backend_settings: BackendSettings) -> None:
-        async def scenario(backend: RequestBackend) -> list[InferenceEvent] | None:
-            if not backend.capabilities.logprobs:
-                return None
-            request = self.request(backend, self.short_tokens, logprobs=2)
-            return await asyncio.wait_for(collect(backend.generate(request)), GENERATE_SECONDS)
-
-        events = self.run(engine_backend_settings, scenario)
-        if events is None:
-            pytest.skip("capabilities.logprobs is False")
+        events = self._generate_if(engine_backend_settings, "logprobs", logprobs=2)
         deltas = [e for e in events if isinstance(e, TextDelta) and e.text]
         assert deltas and all(d.logprobs for d in deltas)
         for entry in (entry for d in deltas for entry in d.logprobs):
             assert entry.logprob <= 0.0 and not math.isnan(entry.logprob)
             assert len(entry.top) <= 2
+
+    def _generate_if(
+        self, settings: BackendSettings, capability: str, **options: Any
+    ) -> list[InferenceEvent]:
+        """A short generation with ``options``; skipped unless ``capabilities.<capability>``."""
+
+        async def scenario(backend: RequestBackend) -> list[InferenceEvent] | None:
+            if not getattr(backend.capabilities, capability):
+                return None
+            request = self.request(backend, self.short_tokens, **options)
+            return await asyncio.wait_for(collect(backend.generate(request)), GENERATE_SECONDS)
+
+        events = self.run(settings, scenario)
+        if events is None:
+            pytest.skip(f"capabilities.{capability} is False")
+        return events
 
     # -- stopping -------------------------------------------------------------------------
 

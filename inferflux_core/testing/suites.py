@@ -22,6 +22,17 @@ def _settings(config: pytest.Config, option: str) -> PluginSettings:
     return PluginSettings(config.getoption(option), kit_options(config))
 
 
+def _backend_settings(
+    config: pytest.Config, option: str, suite: type[BackendConformance | RequestBackendConformance]
+) -> BackendSettings:
+    """The backend ``option`` names, ``--inferflux-model`` and the suite's bounds."""
+    chosen = _settings(config, option)
+    model = config.getoption("inferflux_model")
+    return BackendSettings(
+        chosen.name, model, chosen.options, suite.context_length, suite.max_sequences
+    )
+
+
 class TestBackend(BackendConformance):
     """The backend named by ``--inferflux-backend``."""
 
@@ -29,11 +40,7 @@ class TestBackend(BackendConformance):
     @classmethod
     def backend_settings(cls, pytestconfig: pytest.Config) -> BackendSettings:
         """Name, model and options from the command line; the class's bounds."""
-        chosen = _settings(pytestconfig, "inferflux_backend")
-        model = pytestconfig.getoption("inferflux_model")
-        return BackendSettings(
-            chosen.name, model, chosen.options, cls.context_length, cls.max_sequences
-        )
+        return _backend_settings(pytestconfig, "inferflux_backend", cls)
 
 
 class TestEngineBackend(RequestBackendConformance):
@@ -43,11 +50,7 @@ class TestEngineBackend(RequestBackendConformance):
     @classmethod
     def engine_backend_settings(cls, pytestconfig: pytest.Config) -> BackendSettings:
         """Name, source (``--inferflux-model``) and options from the command line."""
-        chosen = _settings(pytestconfig, "inferflux_engine_backend")
-        model = pytestconfig.getoption("inferflux_model")
-        return BackendSettings(
-            chosen.name, model, chosen.options, cls.context_length, cls.max_sequences
-        )
+        return _backend_settings(pytestconfig, "inferflux_engine_backend", cls)
 
 
 class TestScheduler(SchedulerConformance):

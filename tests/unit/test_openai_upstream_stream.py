@@ -23,7 +23,11 @@ from inferflux_core.contracts import (
     TextDelta,
     UsageReport,
 )
-from inferflux_core.errors import UpstreamRequestError, UpstreamUnavailableError
+from inferflux_core.errors import (
+    ServiceUnavailableError,
+    UpstreamRequestError,
+    UpstreamUnavailableError,
+)
 from inferflux_plugins.backends.openai_upstream import OpenAIUpstreamBackend
 from inferflux_plugins.backends.openai_upstream.chunks import MAX_TOOL_CALLS, ChunkDecoder
 from inferflux_plugins.backends.openai_upstream.sse import EventReader, MalformedStreamError
@@ -191,3 +195,36 @@ def test_a_5xx_is_a_503_and_a_429_keeps_retry_after() -> None:
     error = caught.value
     assert (error.status, error.message, error.code) == (429, "slow down", "rate")
     assert error.headers == {"Retry-After": "7"} and error.error_type == "rate_limit_error"
+
+
+def test_lone_surrogates_become_replacement_characters_and_bools_are_not_indexes() -> None:
+    decoder = ChunkDecoder(n=2)
+    (delta,) = decoder.decode('{"choices": [{"index": 0, "delta": {"content": "a\\ud800b"}}]}')
+    assert delta == TextDelta(0, "a\ufffd\ufffd\ufffdb") and delta.text.encode()
+    with pytest.raises(MalformedStreamError, match="choice index True"):
+        decoder.decode('{"choices": [{"index": true, "delta": {"content": "x"}}]}')
+
+
+def test_a_request_waiting_past_max_concurrent_gets_a_503_queue_timeout() -> None:
+    upstream = MisbehavingUpstream(answer("200 OK", CHUNK, open_ended=True), hang=True)
+
+    async def main() -> tuple[InferenceEvent, Exception]:
+        async with upstream.running() as base_url:
+            options = {"base_url": base_url, "timeout_seconds": 0.5, "max_concurrent": 1}
+            backend = OpenAIUpstreamBackend(RequestBackendSpec("gw", "m", 2048, 8, options=options))
+            first = backend.generate(InferenceRequest("gw", messages=(ChatMessage("user", "a"),)))
+            second = backend.generate(InferenceRequest("gw", messages=(ChatMessage("user", "b"),)))
+            try:
+                event = await anext(first)
+                assert backend.metrics() == {"num_requests_running": 1, "num_requests_waiting": 0}
+                with pytest.raises(Exception) as caught:
+                    await anext(second)
+                return event, caught.value
+            finally:
+                await first.aclose()  # type: ignore[attr-defined]
+                await backend.close()
+
+    event, error = asyncio.run(asyncio.wait_for(main(), 30))
+    assert event == TextDelta(0, "Hel")
+    assert isinstance(error, ServiceUnavailableError) and error.code == "queue_timeout"
+    assert error.headers == {"Retry-After": "1"}

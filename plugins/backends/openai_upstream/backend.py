@@ -14,13 +14,12 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 
 from inferflux_core.contracts import (
-    Finish,
     InferenceEvent,
     InferenceRequest,
     Readiness,
@@ -28,7 +27,11 @@ from inferflux_core.contracts import (
     RequestBackendCapabilities,
     RequestBackendSpec,
 )
-from inferflux_core.errors import InferfluxError, UpstreamUnavailableError
+from inferflux_core.errors import (
+    InferfluxError,
+    ServiceUnavailableError,
+    UpstreamUnavailableError,
+)
 from inferflux_plugins.backends.openai_upstream.chunks import ChunkDecoder, StreamedError
 from inferflux_plugins.backends.openai_upstream.failures import (
     malformed,
@@ -126,36 +129,38 @@ class OpenAIUpstreamBackend(RequestBackend):
         decoder = ChunkDecoder(request.options.n)
         started = False
         try:
-            async with contextlib.aclosing(self._exchange(request.request_id, url, body)) as feed:
+            async with contextlib.aclosing(
+                self._exchange(request.request_id, request.deadline, url, body)
+            ) as feed:
                 async for data in feed:
                     events = decoder.decode(data)
                     started = started or bool(events)
                     for event in events:
                         yield event
         except _Aborted:
-            for choice in range(decoder.n):
-                if choice not in decoder.finished:
-                    yield Finish(choice, "cancelled")
-            yield decoder.final_usage()
-            return
-        except (InferfluxError, MalformedStreamError, StreamedError) as exc:
-            error = self._as_error(exc)
-            if not started:
-                raise error from None
-            for event in decoder.end(error):
+            for event in decoder.end("cancelled"):
                 yield event
             return
-        unfinished = [c for c in range(decoder.n) if c not in decoder.finished]
+        except (InferfluxError, MalformedStreamError, StreamedError) as exc:
+            for event in self._failed(decoder, self._as_error(exc), started):
+                yield event
+            return
+        unfinished = decoder.unfinished()
         if unfinished:
-            error = malformed(
-                self.spec.model_name, f"it ended before choice {unfinished[0]} finished"
-            )
-            if not started:
-                raise error
-            for event in decoder.end(error):
+            reason = f"it ended before choice {unfinished[0]} finished"
+            for event in self._failed(decoder, malformed(self.spec.model_name, reason), started):
                 yield event
             return
         yield decoder.final_usage()
+
+    @staticmethod
+    def _failed(
+        decoder: ChunkDecoder, error: InferfluxError, started: bool
+    ) -> list[InferenceEvent]:
+        """Raise ``error`` before the first event; after it, end each open choice with it."""
+        if not started:
+            raise error
+        return decoder.end("error", error)
 
     def _as_error(self, exc: Exception) -> InferfluxError:
         if isinstance(exc, InferfluxError):
@@ -167,16 +172,19 @@ class OpenAIUpstreamBackend(RequestBackend):
         return malformed(self.spec.model_name, str(exc))
 
     async def _exchange(
-        self, request_id: str, url: str, body: dict[str, Any]
-    ) -> AsyncIterator[str]:
+        self, request_id: str, deadline: float | None, url: str, body: dict[str, Any]
+    ) -> AsyncGenerator[str, None]:
         """The ``data`` of each event the upstream streams, relayed from the exchange's task."""
-        await self._acquire_slot()
+        await self._acquire_slot(deadline)
         queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_DEPTH)
         pump = asyncio.create_task(self._pump(url, body, queue), name=f"upstream-{request_id}")
         self._live[request_id] = pump
         getter: asyncio.Future[str] | None = None
         try:
             while not (pump.done() and queue.empty()):
+                if not queue.empty():
+                    yield queue.get_nowait()
+                    continue
                 getter = asyncio.ensure_future(queue.get())
                 await asyncio.wait({getter, pump}, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
@@ -198,15 +206,21 @@ class OpenAIUpstreamBackend(RequestBackend):
             await asyncio.gather(pump, return_exceptions=True)
             self._slots.release()
 
-    async def _acquire_slot(self) -> None:
+    async def _acquire_slot(self, deadline: float | None) -> None:
+        """Wait for one of ``max_concurrent`` slots, up to ``timeout_seconds`` and the
+        request's ``deadline``."""
+        wait = self.options.timeout_seconds
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
         self._waiting += 1
         try:
-            async with asyncio.timeout(self.options.timeout_seconds):
+            async with asyncio.timeout(max(wait, 0.0)):
                 await self._slots.acquire()
         except TimeoutError:
-            raise UpstreamUnavailableError(
+            raise ServiceUnavailableError(
                 f"model {self.spec.model_name}: {self.options.max_concurrent} requests are "
-                "already in flight to the upstream",
+                "in flight to the upstream and this one waited too long for its turn",
+                code="queue_timeout",
                 headers={"Retry-After": "1"},
             ) from None
         finally:
@@ -228,6 +242,13 @@ class OpenAIUpstreamBackend(RequestBackend):
             raise transport_error(model, exc) from None
         except MalformedStreamError as exc:
             raise malformed(model, str(exc)) from None
+        except InferfluxError:
+            raise
+        except Exception as exc:  # a bug here must still be a 503 for the client, not a 500
+            log.exception("model %s: the exchange with the upstream failed", model)
+            raise UpstreamUnavailableError(
+                f"model {model}: the exchange with the upstream failed ({type(exc).__name__})"
+            ) from None
 
     async def abort(self, request_id: str) -> None:
         """Cancel ``request_id``'s exchange (closing its connection); unknown ids are ignored."""

@@ -49,6 +49,12 @@ class ChunkDecoder:
 
     def decode(self, data: str) -> list[InferenceEvent]:
         """The events of one SSE event's ``data``; ``[DONE]`` ends the stream."""
+        try:
+            return self._decode(data)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+            raise MalformedStreamError(f"an event does not fit the protocol ({exc})") from None
+
+    def _decode(self, data: str) -> list[InferenceEvent]:
         if self.done:
             raise MalformedStreamError("the upstream sent data after [DONE]")
         if data.strip() == "[DONE]":
@@ -70,13 +76,16 @@ class ChunkDecoder:
         self._chunks += 1
         return events
 
-    def end(self, error: InferfluxError) -> list[InferenceEvent]:
-        """A ``Finish`` with ``error`` for every choice not finished yet, then the usage."""
-        events: list[InferenceEvent] = [
-            Finish(choice, "error", error)
-            for choice in range(self.n)
-            if choice not in self.finished
-        ]
+    def unfinished(self) -> list[int]:
+        """The choices with no ``Finish`` yet."""
+        return [choice for choice in range(self.n) if choice not in self.finished]
+
+    def end(
+        self, reason: FinishReason, error: InferfluxError | None = None
+    ) -> list[InferenceEvent]:
+        """A ``Finish`` with ``reason`` (and ``error``) for every unfinished choice, then the
+        usage."""
+        events: list[InferenceEvent] = [Finish(c, reason, error) for c in self.unfinished()]
         return [*events, self.final_usage()]
 
     def final_usage(self) -> UsageReport:
@@ -87,7 +96,7 @@ class ChunkDecoder:
         if not isinstance(choice, dict):
             raise MalformedStreamError("a choice of the upstream's chunk is not an object")
         index = choice.get("index", 0)
-        if not isinstance(index, int) or not 0 <= index < self.n:
+        if not _is_int(index) or not 0 <= index < self.n:
             raise MalformedStreamError(f"the upstream sent choice index {index!r} (n={self.n})")
         if index in self.finished:
             raise MalformedStreamError(f"the upstream sent more of choice {index} after its end")
@@ -116,7 +125,7 @@ class ChunkDecoder:
         call = _dict(call, "tool call")
         calls = self._calls.setdefault(choice, {})
         upstream_index = call.get("index", len(calls))
-        if not isinstance(upstream_index, int):
+        if not _is_int(upstream_index):
             raise MalformedStreamError("a tool call's index is not an integer")
         if upstream_index not in calls:
             if len(calls) >= MAX_TOOL_CALLS:
@@ -156,7 +165,7 @@ def _usage(usage: Any) -> UsageReport:
     details = usage.get("prompt_tokens_details") or {}
     cached = details.get("cached_tokens", 0) if isinstance(details, dict) else 0
     counts = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0), cached or 0)
-    if not all(isinstance(c, int) and 0 <= c < 1 << 40 for c in counts):
+    if not all(_is_int(c) and 0 <= c < 1 << 40 for c in counts):
         raise MalformedStreamError("the upstream's usage holds a count that is not a token count")
     return UsageReport(*counts)
 
@@ -183,7 +192,7 @@ def _token(entry: dict[str, Any]) -> tuple[str, bytes, float]:
     raw = entry.get("bytes")
     if isinstance(raw, list) and all(isinstance(b, int) and 0 <= b < 256 for b in raw):
         return text, bytes(raw), float(logprob)
-    return text, text.encode("utf-8", "surrogatepass"), float(logprob)
+    return text, text.encode("utf-8"), float(logprob)
 
 
 def _completion_logprobs(logprobs: Any) -> tuple[TextLogprob, ...]:
@@ -225,11 +234,20 @@ def _list(value: Any, what: str) -> list[Any]:
 
 
 def _text(value: Any) -> str:
+    """A string the upstream sent, lone surrogates (which JSON can escape) made U+FFFD."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise MalformedStreamError("the upstream sent text that is not a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _short(value: Any, what: str) -> str | None:

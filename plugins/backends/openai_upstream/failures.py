@@ -47,8 +47,12 @@ def status_error(
     retry_after = headers.get("retry-after", "")
     retry = {"Retry-After": retry_after} if _RETRY_AFTER.fullmatch(retry_after) else {}
     if 400 <= status < 500 and status != 408:
+        text = message or f"the upstream refused the request (HTTP {status})"
+        if status in (401, 403):  # inferflux's credential upstream, not the client's
+            log.warning("model %s: the upstream refused its API key (HTTP %d)", model, status)
+            text = f"the upstream refused this server's credential: {text}"
         return UpstreamRequestError(
-            (message or f"the upstream refused the request (HTTP {status})")[:MAX_MESSAGE_CHARS],
+            text[:MAX_MESSAGE_CHARS],
             status=status,
             error_type=_field(error.get("type")),
             param=_field(error.get("param")),
