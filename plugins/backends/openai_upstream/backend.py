@@ -181,7 +181,7 @@ class OpenAIUpstreamBackend(RequestBackend):
         self._live[request_id] = pump
         getter: asyncio.Future[str] | None = None
         try:
-            while not (pump.done() and queue.empty()):
+            while not (pump.done() and (pump.cancelled() or queue.empty())):
                 if not queue.empty():
                     yield queue.get_nowait()
                     continue
@@ -203,8 +203,10 @@ class OpenAIUpstreamBackend(RequestBackend):
                 del self._live[request_id]
             if not pump.done():
                 pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
-            self._slots.release()
+            try:
+                await asyncio.gather(pump, return_exceptions=True)
+            finally:
+                self._slots.release()
 
     async def _acquire_slot(self, deadline: float | None) -> None:
         """Wait for one of ``max_concurrent`` slots, up to ``timeout_seconds`` and the
