@@ -24,6 +24,7 @@ from inferflux_core.contracts import (
     OutputConstraint,
     RequestBackendSpec,
     TextDelta,
+    ToolCall,
     ToolCallDelta,
     ToolChoice,
     ToolSpec,
@@ -194,6 +195,52 @@ def test_a_forced_tool_call_comes_back_as_tool_call_deltas(
     arguments = json.loads("".join(c.arguments for c in calls))
     assert isinstance(arguments.get("city"), str)
     assert next(e for e in events if isinstance(e, Finish)).reason == "tool_calls"
+
+
+def test_a_conversation_with_a_tool_result_is_answered_as_the_upstream_answers_it(
+    upstream_server: UpstreamServer,
+) -> None:
+    history = (
+        ChatMessage("user", "What is the weather in Paris?"),
+        ChatMessage(
+            "assistant", None, tool_calls=(ToolCall("c1", "get_weather", '{"city": "Paris"}'),)
+        ),
+        ChatMessage("tool", "sunny, 21 degrees", tool_call_id="c1"),
+    )
+    request = InferenceRequest("gw", messages=history, options=GREEDY, tools=(WEATHER,))
+    events = collect(backend_for(upstream_server), request)
+    check_stream_shape(events, 1)
+    wire_history = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "c1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "content": "sunny, 21 degrees", "tool_call_id": "c1"},
+    ]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": WEATHER.name,
+                "description": WEATHER.description,
+                "parameters": dict(WEATHER.parameters or {}),
+            },
+        }
+    ]
+    reference = direct(
+        upstream_server,
+        "/chat/completions",
+        {"messages": wire_history, "tools": tools, **greedy_wire()},
+    ).json()
+    assert texts(events) == [reference["choices"][0]["message"]["content"] or ""]
 
 
 def test_a_json_schema_is_forwarded_as_response_format(upstream_server: UpstreamServer) -> None:
