@@ -38,6 +38,7 @@ from inferflux_core.errors import (
 )
 from inferflux_core.plugins import PluginHost
 from inferflux_plugins.backends.openai_upstream import OpenAIUpstreamBackend
+from inferflux_plugins.backends.openai_upstream.payload import request_body
 from tests.conftest import MODEL_NAME
 from tests.upstream_server import UpstreamServer, free_loopback_url, upstream_server
 
@@ -210,36 +211,10 @@ def test_a_conversation_with_a_tool_result_is_answered_as_the_upstream_answers_i
     request = InferenceRequest("gw", messages=history, options=GREEDY, tools=(WEATHER,))
     events = collect(backend_for(upstream_server), request)
     check_stream_shape(events, 1)
-    wire_history = [
-        {"role": "user", "content": "What is the weather in Paris?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "c1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "content": "sunny, 21 degrees", "tool_call_id": "c1"},
-    ]
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": WEATHER.name,
-                "description": WEATHER.description,
-                "parameters": dict(WEATHER.parameters or {}),
-            },
-        }
-    ]
-    reference = direct(
-        upstream_server,
-        "/chat/completions",
-        {"messages": wire_history, "tools": tools, **greedy_wire()},
-    ).json()
+    # The same request, not streamed: what the upstream answers to it whole.
+    body = {**request_body(request, MODEL_NAME), "stream": False}
+    del body["stream_options"]
+    reference = direct(upstream_server, "/chat/completions", body).json()
     assert texts(events) == [reference["choices"][0]["message"]["content"] or ""]
 
 
