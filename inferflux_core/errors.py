@@ -171,6 +171,37 @@ class BackendError(InferfluxError):
     code = "backend_error"
 
 
+class UpstreamRequestError(InferfluxError):
+    """An upstream model server (a request-level backend's) refused the request with a 4xx:
+    its status, and its message, type, ``param`` and ``code`` where it sent them, pass through
+    (a 429 keeps its ``Retry-After``)."""
+
+    error_type = "invalid_request_error"
+    code = "upstream_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        error_type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code, headers=headers)
+        self.status = status
+        if error_type is not None:
+            self.error_type = error_type
+
+
+class UpstreamUnavailableError(ServiceUnavailableError):
+    """An upstream model server failed (a 5xx), could not be reached, timed out or sent a
+    malformed stream (503)."""
+
+    code = "upstream_unavailable"
+
+
 class FatalBackendError(BackendError):
     """The backend cannot go on (device lost, state corrupt): the engine marks the model failed
     at once instead of after repeated failed steps."""

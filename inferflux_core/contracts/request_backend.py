@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
+from inferflux_core.errors import InvalidRequestError
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,44 @@ class RequestBackendCapabilities:
     priority: bool = False
     embeddings: bool = False
 
+    def check(self, request: InferenceRequest) -> None:
+        """Raise a 400 naming the field of the first thing ``request`` asks for that these
+        capabilities lack (``priority`` is a hint, never refused)."""
+        refusal = self.refusal(request)
+        if refusal is not None:
+            raise refusal
+
+    def refusal(self, request: InferenceRequest) -> InvalidRequestError | None:
+        """The 400 :meth:`check` raises for ``request``, or None if it fits."""
+        constraint = request.constraint
+        missing: list[tuple[bool, str, str]] = [
+            (request.options.logprobs is not None and not self.logprobs, "logprobs", "logprobs"),
+            (request.options.n > 1 and not self.n, "n", "n > 1"),
+            (
+                constraint is not None and constraint.kind == "grammar" and not self.grammar,
+                constraint.param if constraint is not None else "",
+                "a grammar",
+            ),
+            (
+                constraint is not None and constraint.kind != "grammar" and not self.json_schema,
+                constraint.param if constraint is not None else "",
+                "JSON output",
+            ),
+            (
+                isinstance(request.prompt, tuple) and self.input == "messages",
+                "prompt",
+                "a prompt of token ids",
+            ),
+        ]
+        for lacking, param, what in missing:
+            if lacking:
+                return InvalidRequestError(
+                    f"{param}: {what} is not supported by this model's backend",
+                    param=param,
+                    code="unsupported",
+                )
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class Readiness:
@@ -93,7 +132,11 @@ class RequestBackend(ABC):
 
     @abstractmethod
     async def abort(self, request_id: str) -> None:
-        """Stop request ``request_id`` and free what it holds; unknown ids are ignored."""
+        """Stop request ``request_id`` and free what it holds; unknown ids are ignored.
+
+        Its :meth:`generate` stream then ends soon, still in shape: a ``Finish`` (reason
+        ``cancelled``) for each choice not finished yet, then the final ``UsageReport``.
+        """
 
     async def readiness(self) -> Readiness:
         """Whether requests can be sent now (default: ready once started)."""

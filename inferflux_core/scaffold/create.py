@@ -38,6 +38,13 @@ KINDS = {
         PluginKind(
             "backend", "register_backends", "StepBackend", "backend", "Backend", ("model.json",)
         ),
+        PluginKind(
+            "engine-backend",
+            "register_backends",
+            "RequestBackend",
+            "engine_backend",
+            "EngineBackend",
+        ),
         PluginKind("scheduler", "register_schedulers", "Scheduler", "scheduler", "Scheduler"),
         PluginKind("policy-store", "register_policy_stores", "PolicyStore", "store", "PolicyStore"),
         PluginKind("transport", "register_kv_transports", "KVTransport", "transport", "Transport"),

@@ -1,6 +1,7 @@
 """The kit as a pytest plugin (entry point ``pytest11``: ``inferflux``).
 
-It adds ``--inferflux-backend``, ``--inferflux-scheduler``, ``--inferflux-policy-store`` and
+It adds ``--inferflux-backend`` (a step-level backend), ``--inferflux-engine-backend`` (a
+request-level one), ``--inferflux-scheduler``, ``--inferflux-policy-store`` and
 ``--inferflux-transport`` (each a registered name), ``--inferflux-model`` (a model source for
 the backend) and ``--inferflux-options`` (JSON, the plugin's options). Each family named on
 the command line adds its suite from :mod:`inferflux_core.testing.suites` to the run, next to
@@ -17,6 +18,7 @@ from inferflux_core.testing.options import kit_options
 #: Command-line option -> the test class of :mod:`~inferflux_core.testing.suites` it adds.
 SUITES = {
     "inferflux_backend": "TestBackend",
+    "inferflux_engine_backend": "TestEngineBackend",
     "inferflux_scheduler": "TestScheduler",
     "inferflux_policy_store": "TestPolicyStore",
     "inferflux_transport": "TestTransport",
@@ -27,6 +29,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """The kit's command-line options."""
     group = parser.getgroup("inferflux", "inferflux conformance kit")
     group.addoption("--inferflux-backend", metavar="NAME", help="run the backend suite on NAME")
+    group.addoption(
+        "--inferflux-engine-backend",
+        metavar="NAME",
+        help="run the request-level backend suite on NAME",
+    )
     group.addoption("--inferflux-model", metavar="SOURCE", help="model source for the backend")
     group.addoption("--inferflux-scheduler", metavar="NAME", help="run the scheduler suite")
     group.addoption("--inferflux-policy-store", metavar="NAME", help="run the policy-store suite")

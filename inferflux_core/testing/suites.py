@@ -11,6 +11,7 @@ import pytest
 from inferflux_core.testing.backend import BackendConformance
 from inferflux_core.testing.options import kit_options
 from inferflux_core.testing.policy import PolicyStoreConformance
+from inferflux_core.testing.request_backend import RequestBackendConformance
 from inferflux_core.testing.scheduler import SchedulerConformance
 from inferflux_core.testing.settings import BackendSettings, PluginSettings
 from inferflux_core.testing.transport import TransportConformance
@@ -20,6 +21,17 @@ def _settings(config: pytest.Config, option: str) -> PluginSettings:
     return PluginSettings(config.getoption(option), kit_options(config))
 
 
+def _backend_settings(
+    config: pytest.Config, option: str, suite: type[BackendConformance | RequestBackendConformance]
+) -> BackendSettings:
+    """The backend ``option`` names, ``--inferflux-model`` and the suite's bounds."""
+    chosen = _settings(config, option)
+    model = config.getoption("inferflux_model")
+    return BackendSettings(
+        chosen.name, model, chosen.options, suite.context_length, suite.max_sequences
+    )
+
+
 class TestBackend(BackendConformance):
     """The backend named by ``--inferflux-backend``."""
 
@@ -27,11 +39,17 @@ class TestBackend(BackendConformance):
     @classmethod
     def backend_settings(cls, pytestconfig: pytest.Config) -> BackendSettings:
         """Name, model and options from the command line; the class's bounds."""
-        chosen = _settings(pytestconfig, "inferflux_backend")
-        model = pytestconfig.getoption("inferflux_model")
-        return BackendSettings(
-            chosen.name, model, chosen.options, cls.context_length, cls.max_sequences
-        )
+        return _backend_settings(pytestconfig, "inferflux_backend", cls)
+
+
+class TestEngineBackend(RequestBackendConformance):
+    """The request-level backend named by ``--inferflux-engine-backend``."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def engine_backend_settings(cls, pytestconfig: pytest.Config) -> BackendSettings:
+        """Name, source (``--inferflux-model``) and options from the command line."""
+        return _backend_settings(pytestconfig, "inferflux_engine_backend", cls)
 
 
 class TestScheduler(SchedulerConformance):

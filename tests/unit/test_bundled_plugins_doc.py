@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from inferflux_core.config import PluginsConfig, SchedulerConfig
 from inferflux_core.plugins import PluginHost
 from inferflux_plugins.backends.llama_cpp.options import LlamaCppOptions
+from inferflux_plugins.backends.openai_upstream.options import OpenAIUpstreamOptions
 from inferflux_plugins.guardrails.blocklist import BlocklistGuardrail
 from inferflux_plugins.guardrails.opa import OpaGuardrail
 from inferflux_plugins.policy.encrypted import EncryptedFilePolicyStore
@@ -47,9 +48,9 @@ def keyword_defaults(cls: type) -> dict[str, Any]:
 
 
 def model_defaults(model: type[BaseModel]) -> dict[str, Any]:
-    """A pydantic model's fields and their defaults."""
+    """A pydantic model's fields and their defaults (``required`` if none)."""
     return {
-        name: info.get_default(call_default_factory=True)
+        name: "required" if info.is_required() else info.get_default(call_default_factory=True)
         for name, info in model.model_fields.items()
     }
 
@@ -67,6 +68,7 @@ def parse_default(text: str) -> Any:
 CODE: dict[str, dict[str, Any]] = {
     "plugins": model_defaults(PluginsConfig),
     "llama_cpp": model_defaults(LlamaCppOptions),
+    "openai_upstream": model_defaults(OpenAIUpstreamOptions),
     "scheduler": model_defaults(SchedulerConfig),
     "encrypted_file": keyword_defaults(EncryptedFilePolicyStore),
     "blocklist": keyword_defaults(BlocklistGuardrail),
