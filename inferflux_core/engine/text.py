@@ -68,7 +68,12 @@ class TextAssembler:
     def _emit(self, text: str) -> str:
         self._emitted += len(text)
         spans = self._spans
+        # With stop strings, a token that decoded to nothing yet (the first bytes of a
+        # character) waits for its character: if a stop string starts there, it is dropped.
+        waits = bool(self._stop)
         while spans and spans[0][1] <= self._emitted:
+            if waits and spans[0][0] == spans[0][1] == self._emitted:
+                break
             spans.popleft()
             self._released += 1
         return text

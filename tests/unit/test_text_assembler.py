@@ -83,8 +83,9 @@ def test_tokens_are_released_with_their_text() -> None:
 def test_a_token_holding_part_of_a_character_is_released_at_once() -> None:
     data = "€".encode()
     assert _released([data[:2], data[2:], b"!"], ()) == ("€!", [1, 1, 1, 0])
-    # the character held back for a stop string: its last token waits with it
-    assert _released([data[:2], data[2:], b"!"], ("€?",)) == ("€!", [1, 0, 2, 0])
+    # with stop strings, every token of a character waits for it (it may start a stop string)
+    assert _released([data[:2], data[2:], b"!"], ("€?",)) == ("€!", [0, 0, 3, 0])
+    assert _released([b"aa", data[:1], data[1:]], ("€",)) == ("aa", [1, 0, 0])
 
 
 @given(
