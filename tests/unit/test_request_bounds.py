@@ -16,7 +16,7 @@ from inferflux_core.protocol.common import parse_body
 from inferflux_core.protocol.completions import CompletionRequest
 from inferflux_core.protocol.embeddings import EmbeddingRequest
 from inferflux_core.protocol.tokens import DetokenizeRequest, TokenizeRequest
-from inferflux_core.serving.workers import WorkerPool
+from inferflux_core.engine.workers import WorkerPool
 
 USER = [{"role": "user", "content": "hi"}]
 
