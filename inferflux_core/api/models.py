@@ -19,7 +19,7 @@ def model_object(model: LoadedModel) -> dict[str, Any]:
         "object": "model",
         "created": model.created,
         "owned_by": "inferflux",
-        "max_model_len": model.backend.info.context_length,
+        "max_model_len": model.context_length,
     }
 
 

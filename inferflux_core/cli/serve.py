@@ -9,9 +9,9 @@ import sys
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from inferflux_core.api import create_app
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.bootstrap import DEV_KEY_ENV, DevKey, prepare_access
+from inferflux_core.bootstrap import create_app
 from inferflux_core.config import Settings
 from inferflux_core.engine import Engine
 from inferflux_core.http_server import uvicorn_config
