@@ -115,27 +115,7 @@ class RequestRunner:
                     f"model {self.name!r}: the backend ended the request without output"
                 ) from None
             raise
-        return self._relay(request.request_id, first, events)
-
-    async def _relay(
-        self, request_id: str, first: InferenceEvent, events: AsyncIterator[InferenceEvent]
-    ) -> AsyncIterator[InferenceEvent]:
-        done = False
-        try:
-            yield first
-            async for event in events:
-                yield event
-            done = True
-        finally:
-            self._leave()
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            if not done:
-                try:
-                    await self.backend.abort(request_id)
-                except Exception as exc:
-                    log.warning("model %s: abort of %s failed: %s", self.name, request_id, exc)
+        return _Relay(self, request.request_id, first, events)
 
     async def _admit(self, request: InferenceRequest) -> None:
         if request.deadline is not None and time.monotonic() >= request.deadline:
@@ -175,7 +155,7 @@ class RequestRunner:
             self._waiting.remove(waiter)
             heapq.heapify(self._waiting)
 
-    def _leave(self) -> None:
+    def _leave(self) -> None:  # also called by _Relay
         """A running request ended: start the highest-priority waiter in its slot."""
         while self._waiting:
             waiter = heapq.heappop(self._waiting)
@@ -183,3 +163,59 @@ class RequestRunner:
                 waiter.started.set_result(None)
                 return
         self.running -= 1
+
+
+class _Relay:
+    """The events of one admitted request; closing it (even before the first event is read)
+    frees its slot, and closing it before the end aborts the request in the backend."""
+
+    def __init__(
+        self,
+        runner: RequestRunner,
+        request_id: str,
+        first: InferenceEvent,
+        events: AsyncIterator[InferenceEvent],
+    ) -> None:
+        self._runner = runner
+        self._request_id = request_id
+        self._first: InferenceEvent | None = first
+        self._events = events
+        self._closed = False
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> InferenceEvent:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        try:
+            return await anext(self._events)
+        except StopAsyncIteration:
+            await self._close(finished=True)
+            raise
+        except BaseException:
+            await self._close(finished=False)
+            raise
+
+    async def aclose(self) -> None:
+        """Stop: free the slot and abort the request if it had not finished."""
+        await self._close(finished=False)
+
+    async def _close(self, *, finished: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._runner._leave()
+        aclose = getattr(self._events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        if not finished:
+            try:
+                await self._runner.backend.abort(self._request_id)
+            except Exception as exc:
+                log.warning(
+                    "model %s: abort of %s failed: %s", self._runner.name, self._request_id, exc
+                )

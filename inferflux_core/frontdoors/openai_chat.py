@@ -20,7 +20,7 @@ from inferflux_core.contracts.generation import (
     UsageReport,
     new_request_id,
 )
-from inferflux_core.engine.collect import Collected
+from inferflux_core.engine.collect import ChoiceResult, Collected
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.frontdoors.driver import Call, Chunk
 from inferflux_core.frontdoors.openai_logprobs import chat_logprobs
@@ -105,15 +105,31 @@ def inference_request(wire: ChatCompletionRequest) -> InferenceRequest:
     )
 
 
-def chat_message(result_text: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
-    """OpenAI's ``message``: ``content`` is null when the message is only tool calls, and
-    ``refusal`` (a key OpenAI's schema requires) is always null: no model here refuses
-    through a separate channel."""
-    message: dict[str, Any] = {"role": "assistant", "content": result_text, "refusal": None}
-    if calls:
-        message["content"] = result_text or None
-        message["tool_calls"] = calls
+def chat_message(choice: ChoiceResult) -> dict[str, Any]:
+    """OpenAI's ``message`` for a whole choice: ``content`` is null when the message is only
+    tool calls, and ``refusal`` (a key OpenAI's schema requires) is always null: no model here
+    refuses through a separate channel."""
+    message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None}
+    if choice.tool_calls:
+        message["content"] = choice.text or None
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in choice.tool_calls
+        ]
     return message
+
+
+def chat_delta(event: TextDelta | ToolCallDelta) -> dict[str, Any]:
+    """A chunk's ``delta`` for new text or part of a tool call."""
+    if isinstance(event, TextDelta):
+        return {"content": event.text}
+    call: dict[str, Any] = {"index": event.call}
+    if event.id is not None:
+        call.update(id=event.id, type="function")
+        call["function"] = {"name": event.name, "arguments": event.arguments}
+    else:
+        call["function"] = {"arguments": event.arguments}
+    return {"tool_calls": [call]}
 
 
 class ChatDoor:
@@ -135,18 +151,10 @@ class ChatDoor:
         wire: ChatCompletionRequest = call.wire
         choices = []
         for index, choice in enumerate(result.choices):
-            calls = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
-                }
-                for c in choice.tool_calls
-            ]
             choices.append(
                 {
                     "index": index,
-                    "message": chat_message(choice.text, calls),
+                    "message": chat_message(choice),
                     "logprobs": chat_logprobs(choice.logprobs) if wire.logprobs else None,
                     "finish_reason": choice.finish_reason,
                 }
@@ -181,18 +189,11 @@ class ChatChunks:
     def event(self, event: InferenceEvent) -> list[Chunk]:
         """One chunk for a text, tool-call or finish event."""
         if isinstance(event, TextDelta):
-            logprobs = (
-                chat_logprobs(event.logprobs) if self._wire.logprobs and event.logprobs else None
-            )
-            return [self._chunk(event.choice, {"content": event.text}, logprobs=logprobs)]
+            wanted = self._wire.logprobs and event.logprobs
+            logprobs = chat_logprobs(event.logprobs) if wanted else None
+            return [self._chunk(event.choice, chat_delta(event), logprobs=logprobs)]
         if isinstance(event, ToolCallDelta):
-            call: dict[str, Any] = {"index": event.call}
-            if event.id is not None:
-                call.update(id=event.id, type="function")
-                call["function"] = {"name": event.name, "arguments": event.arguments}
-            else:
-                call["function"] = {"arguments": event.arguments}
-            return [self._chunk(event.choice, {"tool_calls": [call]})]
+            return [self._chunk(event.choice, chat_delta(event))]
         if isinstance(event, Finish):
             return [self._chunk(event.choice, {}, finish=event.reason)]
         return []
