@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from inferflux_core.config import GuardrailConfig
 from inferflux_core.contracts import Guardrail, GuardrailInput, OutputFilter
@@ -38,7 +38,7 @@ from inferflux_core.plugins import PluginHost
 
 log = logging.getLogger(__name__)
 
-CONTENT_FILTER = "content_filter"
+CONTENT_FILTER: Final = "content_filter"
 _T = TypeVar("_T")
 
 

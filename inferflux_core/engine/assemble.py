@@ -123,9 +123,9 @@ async def step_events(
             if prepared.echo:
                 for choice in range(len(streams)):
                     yield echo_delta(prepared, choice, token_bytes)
-            async for index, event in merge(streams):
-                counter.generated[index] = event.n_generated_tokens
-                for typed in choice_events(prepared, outputs[index], index, event, token_bytes):
+            async for index, step in merge(streams):
+                counter.generated[index] = step.n_generated_tokens
+                for typed in choice_events(prepared, outputs[index], index, step, token_bytes):
                     yield typed
                 yield counter.report()
     finally:

@@ -185,12 +185,13 @@ async def _merge(
     try:
         remaining = len(sources)
         while remaining:
-            index, event = await queue.get()
-            if isinstance(event, Exception):
-                raise event
-            if event is None:
+            index, item = await queue.get()
+            if isinstance(item, Exception):
+                raise item
+            if item is None:
                 remaining -= 1
                 continue
+            event = item
             if isinstance(event, UsageReport):
                 reports[index] = event
                 yield UsageReport(

@@ -12,8 +12,8 @@ import pytest
 from inferflux_core.config import ModelConfig, SchedulerConfig, Settings
 from inferflux_core.contracts import SamplingParams
 from inferflux_core.engine import Engine, GenerationRequest
-from inferflux_core.frontdoors import OpenAIDicts
 from inferflux_core.errors import QueueFullError, ServiceUnavailableError
+from inferflux_core.frontdoors import OpenAIDicts
 
 MODEL = "smollm2-135m-instruct"
 SYSTEM = "You are a meticulous assistant. " * 60 + "Answer in one short sentence."

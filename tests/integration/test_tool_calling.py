@@ -10,9 +10,9 @@ import jsonschema
 import openai
 import pytest
 
-from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.engine.prepare import render
 from inferflux_core.frontdoors.openai_chat import inference_request
+from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.tools import plan_tools
 from inferflux_core.tools.grammar import MAX_PARALLEL_CALLS
 from tests.conftest import MODEL_NAME, RunningServer

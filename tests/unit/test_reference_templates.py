@@ -20,8 +20,8 @@ import pytest
 
 from inferflux_core.chat_template import CallForm, ChatTemplate
 from inferflux_core.errors import ChatTemplateError
-from inferflux_core.protocol.chat import ChatMessage
 from inferflux_core.frontdoors.openai_chat import typed_messages, typed_tools
+from inferflux_core.protocol.chat import ChatMessage
 from inferflux_core.protocol.tools import ToolDefinition
 from inferflux_core.tools.prompt import conversation
 

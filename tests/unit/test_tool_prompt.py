@@ -9,10 +9,10 @@ import pytest
 from llama_cpp import LlamaGrammar
 
 from inferflux_core.chat_template import ChatTemplate
-from inferflux_core.errors import InvalidRequestError
-from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.contracts import ChatMessage, InferenceRequest, ToolSpec
+from inferflux_core.errors import InvalidRequestError
 from inferflux_core.frontdoors.openai_chat import inference_request, typed_messages, typed_tools
+from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.tools import ToolDefinition
 from inferflux_core.tools import plan_tools
 from inferflux_core.tools.grammar import MAX_PARALLEL_CALLS, forced_call_grammar
