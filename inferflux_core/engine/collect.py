@@ -105,3 +105,29 @@ async def collect(
         if aclose is not None:
             await aclose()
     return collector.result()
+
+
+class Primed:
+    """A request's events whose first one was already taken (so that its work has started and
+    closing it, even before reading, releases what it holds); ``first`` is that event."""
+
+    def __init__(self, first: InferenceEvent, rest: AsyncIterator[InferenceEvent]) -> None:
+        self.first = first
+        self._pending: InferenceEvent | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> Primed:
+        return self
+
+    async def __anext__(self) -> InferenceEvent:
+        if self._pending is not None:
+            event, self._pending = self._pending, None
+            return event
+        return await anext(self._rest)
+
+    async def aclose(self) -> None:
+        """Stop the request."""
+        self._pending = None
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ from inferflux_core.config import Settings, load_config
 from inferflux_core.contracts import RequestBackend
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
 from inferflux_core.engine.assemble import step_events
-from inferflux_core.engine.collect import Collected, collect
+from inferflux_core.engine.collect import Collected, Primed, collect
 from inferflux_core.engine.model import LoadedModel, load_model
 from inferflux_core.engine.prepare import prepare
 from inferflux_core.engine.request_model import RequestModel, load_request_model
@@ -24,7 +25,11 @@ from inferflux_core.engine.request_stage import request_events
 from inferflux_core.engine.requests import GenerationRequest
 from inferflux_core.engine.stream import RequestStream
 from inferflux_core.engine.workers import WorkerPool, default_pool
-from inferflux_core.errors import InvalidRequestError, ModelNotFoundError
+from inferflux_core.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+)
 from inferflux_core.metrics import EngineMetrics
 from inferflux_core.plugins import PluginHost
 
@@ -170,13 +175,18 @@ class Engine:
     ) -> AsyncIterator[InferenceEvent]:
         """Prepare and submit ``request``; iterate the result for its events.
 
-        Every refusal (an unknown model, a bad field, a full queue, ``reserve`` raising)
-        raises here, before any event. Leaving the iteration early cancels the request.
+        Every refusal (an unknown model, a bad field, a full queue, a passed ``deadline``,
+        ``reserve`` raising) raises here, before any event. Leaving the iteration early, or
+        closing it (``aclose``) without reading, cancels the request. On a step-level model the
+        deadline is checked before submitting; its queue wait is bounded by
+        ``scheduler.queue_timeout``.
         """
         model = self.model(request.model)
         if isinstance(model, RequestModel):
             return await request_events(model, request, self.pool, reserve)
         prepared = await self.pool.run(prepare, model, request)
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            raise ServiceUnavailableError("the request's deadline passed before it started")
         if reserve is not None:
             reserve(prepared.worst_case)
         sequences = list(prepared.sequences)
@@ -185,7 +195,8 @@ class Engine:
             if len(sequences) == 1
             else model.runner.submit_group(sequences)
         )
-        return step_events(prepared, streams, model.backend.token_bytes)
+        events = step_events(prepared, streams, model.backend.token_bytes)
+        return Primed(await anext(events), events)
 
     async def generate(
         self, request: InferenceRequest, *, reserve: Reserve | None = None

@@ -178,6 +178,7 @@ class _Relay:
     ) -> None:
         self._runner = runner
         self._request_id = request_id
+        self.first = first
         self._first: InferenceEvent | None = first
         self._events = events
         self._closed = False

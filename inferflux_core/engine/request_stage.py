@@ -18,6 +18,7 @@ from inferflux_core.contracts.generation import (
     TextDelta,
     ToolChoice,
 )
+from inferflux_core.engine.collect import Primed
 from inferflux_core.engine.request_model import RequestModel
 from inferflux_core.engine.request_runner import check_capabilities
 from inferflux_core.engine.workers import WorkerPool
@@ -71,7 +72,10 @@ async def request_events(
     if reserve is not None:
         reserve(worst_case(model, fitted))
     events = await model.runner.open(fitted)
-    return _parsed(events, plan) if plan.parses_calls else events
+    if not plan.parses_calls:
+        return events
+    parsed = _parsed(events, plan)
+    return Primed(await anext(parsed), parsed)
 
 
 async def _parsed(

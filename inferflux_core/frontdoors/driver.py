@@ -87,15 +87,14 @@ class Driver:
     ) -> AsyncIterator[InferenceEvent]:
         """Open every request of ``call`` (refusals raise here) and return their events,
         merged and filtered; ``usage`` follows them."""
-        opened: list[AsyncIterator[InferenceEvent]] = []
-        try:
-            for request in call.requests:
-                opened.append(await self.engine.open(request, reserve=usage.reserve))
-        except BaseException:
-            for events in opened:
-                await _close(events)
-            raise
-        merged = _metered(_merge(opened, call.per_request), usage)
+        if len(call.requests) == 1:
+            events = await self.engine.open(call.requests[0], reserve=usage.reserve)
+            first = getattr(events, "first", None)
+            if isinstance(first, UsageReport):  # charged even if the client leaves now
+                usage.record(first)
+            merged = _metered(events, usage)
+        else:
+            merged = _metered(await _open_merged(self.engine, call, usage), usage)
         if self.guardrails is not None and guard is not None:
             merged = filter_events(merged, self.guardrails, guard)
         return merged
@@ -161,29 +160,51 @@ async def _metered(
         await _close(events)
 
 
-async def _merge(
-    sources: Sequence[AsyncIterator[InferenceEvent]], per_request: int
-) -> AsyncIterator[InferenceEvent]:
-    """Several requests' events as one request's: request ``i``'s choice ``c`` becomes
-    choice ``i * per_request + c``, and usage reports are summed."""
-    if len(sources) == 1:
-        async for event in sources[0]:
-            yield event
-        return
+async def _open_merged(engine: Engine, call: Call, usage: Usage) -> AsyncIterator[InferenceEvent]:
+    """Open every request of ``call`` at once (a backend with few slots starts them as earlier
+    ones finish; every refusal still raises here) and merge their events as one request's:
+    request ``i``'s choice ``c`` becomes choice ``i * per_request + c``, usage is summed."""
     queue: asyncio.Queue[tuple[int, InferenceEvent | Exception | None]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    opened: list[asyncio.Future[None]] = [loop.create_future() for _ in call.requests]
 
-    async def pump(index: int, events: AsyncIterator[InferenceEvent]) -> None:
+    async def run(index: int, request: InferenceRequest) -> None:
+        try:
+            events = await engine.open(request, reserve=usage.reserve)
+        except Exception as exc:
+            opened[index].set_exception(exc)
+            return
+        opened[index].set_result(None)
+        first = getattr(events, "first", None)
+        if isinstance(first, UsageReport):
+            usage.record(first, index)
         try:
             async for event in events:
                 await queue.put((index, event))
             await queue.put((index, None))
         except Exception as exc:
             await queue.put((index, exc))
+        finally:
+            await _close(events)
 
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(sources)]
-    reports = [UsageReport(0, 0)] * len(sources)
+    tasks = [asyncio.create_task(run(i, r)) for i, r in enumerate(call.requests)]
     try:
-        remaining = len(sources)
+        await asyncio.gather(*opened)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+    return _merged(queue, tasks, call.per_request)
+
+
+async def _merged(
+    queue: asyncio.Queue[tuple[int, InferenceEvent | Exception | None]],
+    tasks: Sequence[asyncio.Task[None]],
+    per_request: int,
+) -> AsyncIterator[InferenceEvent]:
+    reports = [UsageReport(0, 0)] * len(tasks)
+    try:
+        remaining = len(tasks)
         while remaining:
             index, item = await queue.get()
             if isinstance(item, Exception):
@@ -204,8 +225,6 @@ async def _merge(
     finally:
         for task in tasks:
             task.cancel()
-        for events in sources:
-            await _close(events)
 
 
 async def _close(events: AsyncIterator[InferenceEvent]) -> None:

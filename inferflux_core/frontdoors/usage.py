@@ -14,8 +14,8 @@ class Usage:
 
     The HTTP layer passes one in to charge rate limits and write the audit line, streaming
     or not, whether or not the client asked for usage, and also when a stream is cut short.
-    A request of several engine requests (completions with a list of prompts) reports each
-    one's usage as ``part``.
+    A request of several engine requests (completions with a list of prompts) may report
+    each one's usage as ``part`` until their usage is reported summed.
     """
 
     #: The rate limiter's reservation (set by the access layer): called by :meth:`reserve`,
@@ -24,7 +24,7 @@ class Usage:
     reserved: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    _parts: dict[int, UsageReport] | None = None
+    _parts: dict[int | None, UsageReport] | None = None
 
     def reserve(self, n_tokens: int) -> None:
         """Set aside the most tokens the request can use; called before it is submitted."""
@@ -32,9 +32,10 @@ class Usage:
             self.on_reserve(n_tokens)
         self.reserved += n_tokens
 
-    def record(self, report: UsageReport, part: int = 0) -> None:
-        """Engine request ``part`` has used ``report`` so far."""
-        parts = self._parts if self._parts is not None else {}
+    def record(self, report: UsageReport, part: int | None = None) -> None:
+        """Engine request ``part`` has used ``report`` so far; without ``part``, ``report``
+        is the whole request's."""
+        parts = self._parts if self._parts is not None and part is not None else {}
         self._parts = parts
         parts[part] = report
         self.prompt_tokens = sum(r.prompt_tokens for r in parts.values())

@@ -9,6 +9,7 @@ from inferflux_core.contracts.generation import OutputConstraint
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured.gbnf import ANY_OBJECT, schema_grammar
 from inferflux_core.structured.limits import check_grammar_size
+from inferflux_core.structured.schema_rules import PARAM as SCHEMA_PARAM
 
 PARAM = "response_format"
 
@@ -39,8 +40,11 @@ def constraint_grammar(
         grammar = constraint.grammar or ""
         check_grammar_size(grammar, param)
         return grammar
-    schema = ANY_OBJECT if constraint.kind == "json_object" else constraint.schema
-    return schema_grammar(dict(schema or {}), param=param)
+    if constraint.kind == "json_object":
+        return schema_grammar(ANY_OBJECT, param=param)
+    # Problems inside the schema are named where the schema sits in the client's request.
+    where = SCHEMA_PARAM if param == PARAM else param
+    return schema_grammar(dict(constraint.schema or {}), param=where)
 
 
 class GrammarChecker(Protocol):

@@ -21,7 +21,9 @@ from inferflux_core.contracts import (
     UsageReport,
 )
 from inferflux_core.engine import Engine
+from inferflux_core.engine.collect import collect
 from inferflux_core.errors import InvalidRequestError, QueueFullError
+from inferflux_core.frontdoors import CompletionsDoor, Driver, Usage
 from tests.conftest import RunningServer, free_port, start_server
 from tests.request_backend_double import NAME, EchoDoublePlugin, EchoRequestBackend
 
@@ -161,6 +163,31 @@ def test_forced_tool_calls_need_native_tools() -> None:
             collected = await engine.collect(_request("a b"))
             assert collected.choices[0].text == "a b"
             assert collected.choices[0].finish_reason == "stop"
+        finally:
+            await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_driver_merges_prompts_and_charges_prompt_tokens_before_any_event() -> None:
+    """Completions with two prompts: two engine requests, their choices numbered one after the
+    other and their usage summed; the prompt tokens are on the meter as soon as it is open."""
+
+    async def scenario() -> None:
+        engine = Engine(settings(), extra_plugins=PLUGINS)
+        await engine.start()
+        try:
+            door = CompletionsDoor(engine)
+            call = door.parse({"model": "echo", "prompt": ["one two", "three"], "n": 1})
+            usage = Usage()
+            events = await Driver(engine).events(call, usage)
+            assert (usage.prompt_tokens, usage.completion_tokens) == (3, 0)
+            result = await collect(events)
+            assert [c.text for c in result.choices] == ["one two", "three"]
+            assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (3, 3)
+            assert usage.total_tokens == 6
+            whole = door.encode(call, result)
+            assert [c["index"] for c in whole["choices"]] == [0, 1]
         finally:
             await engine.stop()
 
