@@ -31,8 +31,11 @@ class Admission:
         self.audit = access.records_requests
         self.needs_text = bool(access.guardrails) or self.audit
 
-    async def body(self, req: falcon.asgi.Request) -> tuple[Any, Exchange]:
-        """Read the body; check the caller may use its model and priority."""
+    async def body(
+        self, req: falcon.asgi.Request, *, check_priority: bool = True
+    ) -> tuple[Any, Exchange]:
+        """Read the body; check the caller may use its model (and, unless the caller checks
+        the parsed value itself, its priority)."""
         body = await read_json(req, self.max_body_bytes)
         exchange: Exchange = req.context.exchange
         exchange.endpoint = self.endpoint
@@ -40,7 +43,7 @@ class Admission:
         if isinstance(model, str) and exchange.principal is not None:
             exchange.principal.require_model(model)
             exchange.model = model
-        if isinstance(body, dict) and exchange.principal is not None:
+        if check_priority and isinstance(body, dict) and exchange.principal is not None:
             exchange.principal.require_priority(body.get("priority"))
         return body, exchange
 
@@ -78,8 +81,10 @@ class GenerationResource:
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Generate; stream if the body says ``"stream": true``."""
-        body, exchange = await self._admission.body(req)
-        call, text = await self._parse(body)
+        body, exchange = await self._admission.body(req, check_priority=False)
+        call, text = await self._parse(body)  # 400 for a priority out of range ...
+        if exchange.principal is not None:  # ... then 403 for one above the caller's cap
+            exchange.principal.require_priority(call.requests[0].priority)
         await self._admission.check_input(exchange, text)
         guard = exchange.guardrail_input()
         if call.stream:

@@ -161,23 +161,13 @@ async def _metered(
 
 
 async def _open_merged(engine: Engine, call: Call, usage: Usage) -> AsyncIterator[InferenceEvent]:
-    """Open every request of ``call`` at once (a backend with few slots starts them as earlier
-    ones finish; every refusal still raises here) and merge their events as one request's:
-    request ``i``'s choice ``c`` becomes choice ``i * per_request + c``, usage is summed."""
+    """Open the requests of ``call`` one after the other, each pumped into one queue as soon
+    as it is open (so a backend with few slots starts the next as earlier ones finish; every
+    refusal still raises here), and merge their events as one request's: request ``i``'s
+    choice ``c`` becomes choice ``i * per_request + c``, usage is summed."""
     queue: asyncio.Queue[tuple[int, InferenceEvent | Exception | None]] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-    opened: list[asyncio.Future[None]] = [loop.create_future() for _ in call.requests]
 
-    async def run(index: int, request: InferenceRequest) -> None:
-        try:
-            events = await engine.open(request, reserve=usage.reserve)
-        except Exception as exc:
-            opened[index].set_exception(exc)
-            return
-        opened[index].set_result(None)
-        first = getattr(events, "first", None)
-        if isinstance(first, UsageReport):
-            usage.record(first, index)
+    async def pump(index: int, events: AsyncIterator[InferenceEvent]) -> None:
         try:
             async for event in events:
                 await queue.put((index, event))
@@ -187,12 +177,21 @@ async def _open_merged(engine: Engine, call: Call, usage: Usage) -> AsyncIterato
         finally:
             await _close(events)
 
-    tasks = [asyncio.create_task(run(i, r)) for i, r in enumerate(call.requests)]
+    opened: list[AsyncIterator[InferenceEvent]] = []
+    tasks: list[asyncio.Task[None]] = []
     try:
-        await asyncio.gather(*opened)
+        for index, request in enumerate(call.requests):
+            events = await engine.open(request, reserve=usage.reserve)
+            opened.append(events)
+            first = getattr(events, "first", None)
+            if isinstance(first, UsageReport):
+                usage.record(first, index)
+            tasks.append(asyncio.create_task(pump(index, events)))
     except BaseException:
         for task in tasks:
             task.cancel()
+        for events in opened:
+            await _close(events)
         raise
     return _merged(queue, tasks, call.per_request)
 

@@ -24,7 +24,7 @@ from inferflux_core.engine.collect import ChoiceResult, Collected
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.frontdoors.driver import Call, Chunk
 from inferflux_core.frontdoors.openai_logprobs import chat_logprobs
-from inferflux_core.frontdoors.options import generation_options
+from inferflux_core.frontdoors.options import check_stream_flag, generation_options
 from inferflux_core.frontdoors.usage import usage_object
 from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.chat import ChatMessage as WireMessage
@@ -139,6 +139,7 @@ class ChatDoor:
 
     def parse(self, body: Any) -> Call:
         """The typed request of a chat body."""
+        check_stream_flag(body)
         wire = parse_body(ChatCompletionRequest, body)
         return Call((inference_request(wire),), wire.stream, wire, wire.n)
 

@@ -23,7 +23,7 @@ from inferflux_core.engine.prepare import check_token_ids
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.frontdoors.driver import Call, Chunk
 from inferflux_core.frontdoors.openai_logprobs import CompletionLogprobs
-from inferflux_core.frontdoors.options import generation_options
+from inferflux_core.frontdoors.options import check_stream_flag, generation_options
 from inferflux_core.frontdoors.usage import usage_object
 from inferflux_core.protocol.common import parse_body
 from inferflux_core.protocol.completions import CompletionRequest
@@ -39,6 +39,7 @@ class CompletionsDoor:
 
     def parse(self, body: Any) -> Call:
         """One typed request per prompt of a completions body."""
+        check_stream_flag(body)
         wire = parse_body(CompletionRequest, body)
         candidates = wire.candidates
         prompts = wire.prompts()

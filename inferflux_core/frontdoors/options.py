@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from inferflux_core.contracts.generation import GenerationOptions
+from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.common import SamplingFields
 
 
@@ -34,3 +37,10 @@ def generation_options(
         best_of=best_of,
         echo=echo,
     )
+
+
+def check_stream_flag(body: Any) -> None:
+    """400 unless ``stream`` is absent, null or a JSON boolean (``"yes"`` is not one)."""
+    stream = body.get("stream") if isinstance(body, dict) else None
+    if stream is not None and not isinstance(stream, bool):
+        raise InvalidRequestError("stream: must be a boolean", param="stream")
