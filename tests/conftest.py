@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from inferflux_core.api import create_app
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
+from inferflux_core.bootstrap import create_app
 from inferflux_core.config import ModelConfig, ServerConfig, Settings
 from inferflux_core.contracts import (
     ALLOW,

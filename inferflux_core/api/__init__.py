@@ -1,5 +1,8 @@
-"""The HTTP layer: a falcon ASGI app over an :class:`~inferflux_core.engine.Engine`."""
+"""The HTTP layer: a falcon ASGI app over the front doors and an engine.
 
-from inferflux_core.api.app import create_app
+The app is composed by :func:`inferflux_core.bootstrap.create_app`.
+"""
 
-__all__ = ["create_app"]
+from inferflux_core.api.app import FrontDoors, http_app
+
+__all__ = ["FrontDoors", "http_app"]

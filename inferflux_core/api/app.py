@@ -1,26 +1,30 @@
-"""Assembling the falcon ASGI app around an engine."""
+"""The HTTP layer's assembly: the falcon ASGI app over front doors, access control and an engine."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
 
+from inferflux_core.api.access_middleware import AccessMiddleware
 from inferflux_core.api.admin import add_admin_routes
 from inferflux_core.api.disconnect import DisconnectAwareApp
 from inferflux_core.api.embeddings import EmbeddingResource
 from inferflux_core.api.errors import install_error_handlers
-from inferflux_core.api.generation import GenerationResource
+from inferflux_core.api.generation import Admission, GenerationResource
 from inferflux_core.api.health import HealthResource, MetricsResource, ReadyResource
 from inferflux_core.api.models import ModelsResource
 from inferflux_core.api.tokens import add_token_routes
 from inferflux_core.auth.access import AccessControl
-from inferflux_core.auth.middleware import AccessMiddleware
 from inferflux_core.auth.policy_admin import PolicyAdmin
-from inferflux_core.engine.requests import new_request_id
-from inferflux_core.serving.tokens import TokenService
+from inferflux_core.config import ServerConfig
+from inferflux_core.contracts.generation import new_request_id
+from inferflux_core.frontdoors.driver import Driver, GenerationDoor
+from inferflux_core.frontdoors.openai_embeddings import EmbeddingService
+from inferflux_core.frontdoors.tokens import TokenService
 
 if TYPE_CHECKING:
     from inferflux_core.engine import Engine
@@ -61,36 +65,49 @@ class RequestIdMiddleware:
         resp.set_header("X-Request-ID", req.context.request_id)
 
 
-def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon.asgi.App[Any, Any]:
-    """The ASGI app serving ``engine``'s models through the OpenAI API.
+@dataclass(frozen=True, slots=True)
+class FrontDoors:
+    """The API adapters the app serves, and the one driver the generating ones run on."""
 
-    ``access`` holds the policy store, OIDC, limits, guardrails and audit; by default it is
-    built from ``engine.settings`` (an in-memory store with no keys: create one with
-    ``PolicyAdmin(access.store).create_key(...)``, or set ``auth.mode: disabled``).
-    """
-    access = access or AccessControl.from_settings(engine.settings, engine.plugins)
+    driver: Driver
+    chat: GenerationDoor
+    completions: GenerationDoor
+    embeddings: EmbeddingService
+    tokens: TokenService
+
+
+def http_app(
+    engine: Engine,
+    doors: FrontDoors,
+    access: AccessControl,
+    server: ServerConfig,
+    *,
+    public_metrics: bool = False,
+) -> falcon.asgi.App[Any, Any]:
+    """The falcon ASGI app: ``doors`` mounted on their routes behind ``access``; health,
+    models and metrics read ``engine``. Built by the composition root
+    (:func:`inferflux_core.bootstrap.create_app`)."""
     middleware: list[Any] = [
         EngineLifespan(engine),
         RequestIdMiddleware(),
-        AccessMiddleware(access),
+        AccessMiddleware(access, public_metrics=public_metrics),
     ]
     app: falcon.asgi.App[Any, Any] = DisconnectAwareApp(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = False
     install_error_handlers(app)
-    limit = engine.settings.server.max_body_bytes
-    app.add_route(
-        "/v1/chat/completions",
-        GenerationResource(engine.chat_service, "chat.completions", limit, access),
-    )
-    app.add_route(
-        "/v1/completions",
-        GenerationResource(engine.completion_service, "completions", limit, access),
-    )
+    limit = server.max_body_bytes
+    pool = engine.pool
+    for path, endpoint, door in (
+        ("/v1/chat/completions", "chat.completions", doors.chat),
+        ("/v1/completions", "completions", doors.completions),
+    ):
+        admission = Admission(endpoint, limit, access)
+        app.add_route(path, GenerationResource(door, doors.driver, admission, pool))
     app.add_route(
         "/v1/embeddings",
-        EmbeddingResource(engine.embedding_service, "embeddings", limit, access),
+        EmbeddingResource(doors.embeddings, Admission("embeddings", limit, access)),
     )
-    add_token_routes(app, TokenService(engine), limit)
+    add_token_routes(app, doors.tokens, limit)
     models = ModelsResource(engine)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
@@ -99,9 +116,7 @@ def create_app(engine: Engine, *, access: AccessControl | None = None) -> falcon
     app.add_route("/healthz", health)
     app.add_route("/livez", health)
     app.add_route("/readyz", ReadyResource(engine))
-    if engine.settings.server.metrics:
-        app.add_route(
-            "/metrics", MetricsResource(engine, public=engine.settings.auth.public_metrics)
-        )
+    if server.metrics:
+        app.add_route("/metrics", MetricsResource(engine, public=public_metrics))
     engine.plugins.call_each("register_routes", app=app, engine=engine)
     return app

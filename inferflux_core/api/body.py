@@ -26,8 +26,8 @@ from typing import Any
 
 import falcon.asgi
 
+from inferflux_core.engine.workers import default_pool
 from inferflux_core.errors import InvalidRequestError, PayloadTooLargeError
-from inferflux_core.serving.workers import default_pool
 
 #: Deepest nesting of objects and arrays in a body (the body itself is level 1).
 MAX_JSON_DEPTH = 64

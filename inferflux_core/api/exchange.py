@@ -8,13 +8,14 @@ and the audit line is written.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from inferflux_core.auth.principal import Principal
 from inferflux_core.contracts import GuardrailInput
-from inferflux_core.serving import Usage
+from inferflux_core.contracts.generation import Finish, InferenceEvent, TextDelta, ToolCallDelta
+from inferflux_core.engine.collect import Collected
+from inferflux_core.frontdoors.usage import Usage
 
 
 @dataclass(eq=False, slots=True)
@@ -47,27 +48,26 @@ class Exchange:
             scopes=tuple(sorted(principal.scopes)) if principal else (),
         )
 
-    def record_response(self, result: dict[str, Any]) -> list[str]:
-        """Keep a complete response's choice texts; returns them."""
-        texts = [choice_text(c) for c in result.get("choices", ())]
-        self.response_parts = texts
-        return texts
+    def record_result(self, result: Collected) -> None:
+        """Keep a complete response's choice texts (a choice's tool calls count as their name
+        and arguments, so the audit hash sees them too)."""
+        self.response_parts = [
+            choice.echo
+            + choice.text
+            + "".join(call.name + call.arguments for call in choice.tool_calls)
+            for choice in result.choices
+        ]
 
-    async def tap(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        """Pass chunks through, keeping their text for the audit line."""
-        parts: list[str] = []
-        self.response_parts = parts
-        try:
-            async for chunk in chunks:
-                for choice in chunk.get("choices", ()):
-                    parts.append(choice_text(choice))
-                    if choice.get("finish_reason") == "content_filter":
-                        self.code = "content_blocked"
-                yield chunk
-        finally:
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+    def observe(self, event: InferenceEvent) -> None:
+        """Keep the text of a streamed event the client is sent, for the audit line."""
+        if self.response_parts is None:
+            self.response_parts = []
+        if isinstance(event, TextDelta):
+            self.response_parts.append(event.text)
+        elif isinstance(event, ToolCallDelta):
+            self.response_parts.append((event.name or "") + event.arguments)
+        elif isinstance(event, Finish) and event.reason == "content_filter":
+            self.code = "content_blocked"
 
     @property
     def response(self) -> str | None:
@@ -91,17 +91,3 @@ class Exchange:
             "completion_tokens": self.usage.completion_tokens,
             "latency_ms": round((time.monotonic() - self.started) * 1000, 1),
         }
-
-
-def choice_text(choice: dict[str, Any]) -> str:
-    """The text of a chat or completion choice, whole or streamed; a chat choice's tool calls
-    count as their name and arguments, so guardrails and the audit hash see them too."""
-    for holder in ("message", "delta"):
-        inner = choice.get(holder)
-        if isinstance(inner, dict):
-            calls = [
-                f"{call['function'].get('name') or ''}{call['function'].get('arguments') or ''}"
-                for call in inner.get("tool_calls") or ()
-            ]
-            return (inner.get("content") or "") + "".join(calls)
-    return choice.get("text") or ""

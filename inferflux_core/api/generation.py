@@ -1,9 +1,9 @@
-"""``POST /v1/chat/completions`` and ``POST /v1/completions``."""
+"""``POST /v1/chat/completions`` and ``POST /v1/completions``: any generating front door."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import falcon.asgi
 
@@ -13,82 +13,97 @@ from inferflux_core.api.exchange import Exchange
 from inferflux_core.api.sse import sse_stream
 from inferflux_core.auth.scopes import INFERENCE
 from inferflux_core.errors import ServiceUnavailableError
-from inferflux_core.guardrails import filter_stream
 
 if TYPE_CHECKING:
     from inferflux_core.auth.access import AccessControl
-    from inferflux_core.serving import ChatService, CompletionService
-    from inferflux_core.serving.embeddings import EmbeddingService
+    from inferflux_core.engine.workers import WorkerPool
+    from inferflux_core.frontdoors.driver import Call, Driver, GenerationDoor
+
+
+class Admission:
+    """What every inference route checks before the engine sees a request: the caller's
+    model allow-list (403) and priority cap, then the guardrails on the input text (400)."""
+
+    def __init__(self, endpoint: str, max_body_bytes: int, access: AccessControl) -> None:
+        self.endpoint = endpoint
+        self.max_body_bytes = max_body_bytes
+        self.guardrails = access.guardrails
+        self.audit = access.records_requests
+        self.needs_text = bool(access.guardrails) or self.audit
+
+    async def body(
+        self, req: falcon.asgi.Request, *, check_priority: bool = True
+    ) -> tuple[Any, Exchange]:
+        """Read the body; check the caller may use its model (and, unless the caller checks
+        the parsed value itself, its priority)."""
+        body = await read_json(req, self.max_body_bytes)
+        exchange: Exchange = req.context.exchange
+        exchange.endpoint = self.endpoint
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and exchange.principal is not None:
+            exchange.principal.require_model(model)
+            exchange.model = model
+        if check_priority and isinstance(body, dict) and exchange.principal is not None:
+            exchange.principal.require_priority(body.get("priority"))
+        return body, exchange
+
+    async def check_input(self, exchange: Exchange, text: str | None) -> None:
+        """Keep the input text for the audit line and let the guardrails judge it."""
+        exchange.prompt = text
+        if self.guardrails:
+            await self.guardrails.check_input(exchange.guardrail_input())
 
 
 class GenerationResource:
-    """One OpenAI generation endpoint: JSON in; a JSON object or an SSE stream out.
+    """One generating endpoint: JSON in; a JSON object or an SSE stream out.
 
-    Before the engine sees the request: the caller's model allow-list (403), then the
-    guardrails on the prompt (400). After: the guardrails on the output, whole or streamed.
-    A client that hangs up has its request cancelled, streamed or not.
+    The front door parses and encodes; the driver runs the request through the engine and the
+    guardrails. A client that hangs up has its request cancelled, streamed or not.
     """
 
     scopes = {"POST": INFERENCE}
 
     def __init__(
-        self,
-        service: ChatService | CompletionService | EmbeddingService,
-        endpoint: str,
-        max_body_bytes: int,
-        access: AccessControl,
+        self, door: GenerationDoor, driver: Driver, admission: Admission, pool: WorkerPool
     ) -> None:
-        self._service = service
-        self._endpoint = endpoint
-        self._max_body_bytes = max_body_bytes
-        self._guardrails = access.guardrails
-        self._audit = access.records_requests
-        self._needs_text = bool(access.guardrails) or self._audit
+        self._door = door
+        self._driver = driver
+        self._admission = admission
+        self._pool = pool
 
-    async def admit(self, req: falcon.asgi.Request) -> tuple[Any, Exchange]:
-        """Read the body; check the caller may use its model and the guardrails pass it."""
-        body = await read_json(req, self._max_body_bytes)
-        exchange: Exchange = req.context.exchange
-        exchange.endpoint = self._endpoint
-        model = body.get("model") if isinstance(body, dict) else None
-        if isinstance(model, str) and exchange.principal is not None:
-            exchange.principal.require_model(model)
-            exchange.model = model
-        if isinstance(body, dict) and exchange.principal is not None:
-            exchange.principal.require_priority(body.get("priority"))
-        if self._needs_text:
-            exchange.prompt = await self._service.input_text(body)
-        if self._guardrails:
-            await self._guardrails.check_input(exchange.guardrail_input())
-        return body, exchange
+    async def _parse(self, body: Any) -> tuple[Call, str | None]:
+        return await self._pool.run(self._parse_sync, body)
+
+    def _parse_sync(self, body: Any) -> tuple[Call, str | None]:
+        call = self._door.parse(body)
+        text = self._door.input_text(call) if self._admission.needs_text else None
+        return call, text
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Generate; stream if the body says ``"stream": true``."""
-        body, exchange = await self.admit(req)
-        if isinstance(body, dict) and body.get("stream") is True:
-            # EmbeddingResource has its own on_post: here the service generates.
-            service = cast("ChatService | CompletionService", self._service)
-            chunks = await service.open_stream(body, exchange.usage)
-            if self._guardrails:
-                chunks = filter_stream(chunks, self._guardrails, exchange.guardrail_input())
-            if self._audit:
-                chunks = exchange.tap(chunks)
+        body, exchange = await self._admission.body(req, check_priority=False)
+        call, text = await self._parse(body)  # 400 for a priority out of range ...
+        if exchange.principal is not None:  # ... then 403 for one above the caller's cap
+            exchange.principal.require_priority(call.requests[0].priority)
+        await self._admission.check_input(exchange, text)
+        guard = exchange.guardrail_input()
+        if call.stream:
+            observe = exchange.observe if self._admission.audit else None
+            chunks = await self._driver.stream(self._door, call, exchange.usage, guard, observe)
             resp.set_header("Cache-Control", "no-cache")
             resp.set_header("X-Accel-Buffering", "no")
             resp.sse = sse_stream(chunks)
-        else:
-            try:
-                result: dict[str, Any] = await unless_disconnected(
-                    req, self._service.create(body, exchange.usage)
-                )
-            except asyncio.CancelledError:
-                # uvicorn cancels what still runs when its graceful shutdown times out: the
-                # client gets a 503 to retry elsewhere, not a bare 500.
-                raise ServiceUnavailableError(
-                    "the server is shutting down; retry the request"
-                ) from None
-            if self._guardrails:
-                self._guardrails.filter_result(result, exchange.guardrail_input())
-            # After the guardrails: the audit line hashes (or keeps) what the client was sent.
-            exchange.record_response(result)
-            resp.media = result
+            return
+        try:
+            result, collected = await unless_disconnected(
+                req, self._driver.whole(self._door, call, exchange.usage, guard)
+            )
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when its graceful shutdown times out: the
+            # client gets a 503 to retry elsewhere, not a bare 500.
+            raise ServiceUnavailableError(
+                "the server is shutting down; retry the request"
+            ) from None
+        # After the guardrails: the audit line hashes (or keeps) what the client was sent.
+        exchange.record_result(collected)
+        resp.media = result

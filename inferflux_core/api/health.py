@@ -9,6 +9,7 @@ import falcon.asgi
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from inferflux_core.auth.scopes import METRICS_READ
+from inferflux_core.engine.request_model import RequestModel
 
 if TYPE_CHECKING:
     from inferflux_core.engine import Engine
@@ -25,7 +26,8 @@ class HealthResource:
 
 
 class ReadyResource:
-    """``/readyz``: every configured model is loaded and none has failed."""
+    """``/readyz``: every configured model is loaded, none has failed, and every request-level
+    backend says it is ready."""
 
     public = True
 
@@ -47,8 +49,21 @@ class ReadyResource:
         elif failed:
             resp.status = falcon.HTTP_503
             resp.media = {"status": "failed", "models": wanted, "failed": failed}
+        elif unready := await self._unready():
+            resp.status = falcon.HTTP_503
+            resp.media = {"status": "unavailable", "models": wanted, "unavailable": unready}
         else:
             resp.media = {"status": "ready", "models": wanted}
+
+    async def _unready(self) -> list[dict[str, str | None]]:
+        """Request-level models whose backend says it cannot take requests now."""
+        out = []
+        for model in list(self._engine.models.values()):
+            if isinstance(model, RequestModel):
+                readiness = await model.runner.readiness()
+                if not readiness.ready:
+                    out.append({"model": model.name, "reason": readiness.reason})
+        return out
 
 
 class MetricsResource:

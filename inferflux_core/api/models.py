@@ -9,17 +9,18 @@ import falcon.asgi
 from inferflux_core.auth.scopes import MODELS_READ
 
 if TYPE_CHECKING:
-    from inferflux_core.engine import Engine, LoadedModel
+    from inferflux_core.engine import Engine
+    from inferflux_core.engine.engine import ServedModel
 
 
-def model_object(model: LoadedModel) -> dict[str, Any]:
+def model_object(model: ServedModel) -> dict[str, Any]:
     """OpenAI's model object, with the context length as vLLM reports it."""
     return {
         "id": model.name,
         "object": "model",
         "created": model.created,
         "owned_by": "inferflux",
-        "max_model_len": model.backend.info.context_length,
+        "max_model_len": model.context_length,
     }
 
 

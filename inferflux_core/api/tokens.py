@@ -10,7 +10,7 @@ import falcon.asgi
 
 from inferflux_core.api.body import encode_json, read_json
 from inferflux_core.auth.scopes import INFERENCE
-from inferflux_core.serving.tokens import TokenService
+from inferflux_core.frontdoors.tokens import TokenService
 
 
 class TokenResource:

@@ -1,7 +1,7 @@
 """Access control for one server: the policy store, OIDC, rate limits, guardrails and audit.
 
 :class:`AccessControl` turns an ``Authorization`` header into a :class:`Principal` (or a 401);
-the middleware in :mod:`inferflux_core.auth.middleware` applies it to every request.
+the middleware in :mod:`inferflux_core.api.access_middleware` applies it to every request.
 """
 
 from __future__ import annotations

@@ -9,11 +9,10 @@ import sys
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
-from inferflux_core.api import create_app
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.bootstrap import DEV_KEY_ENV, DevKey, prepare_access
+from inferflux_core.bootstrap import build_engine, create_app
 from inferflux_core.config import Settings
-from inferflux_core.engine import Engine
 from inferflux_core.http_server import uvicorn_config
 
 log = logging.getLogger("inferflux")
@@ -22,7 +21,7 @@ log = logging.getLogger("inferflux")
 def serve(settings: Settings) -> None:
     """Open the policy store first (a wrong passphrase fails in a second), then load every
     model (a bad model fails here, before the port opens), then serve."""
-    engine = Engine(settings)
+    engine = build_engine(settings)
     server = settings.server
     access = AccessControl.from_settings(settings, engine.plugins)
     try:

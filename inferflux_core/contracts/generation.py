@@ -43,11 +43,12 @@ class ChatMessage:
     """One message of a conversation, in the roles every chat template knows.
 
     ``content`` is the message's text (a front door joins text parts; other parts are refused
-    by the front door until a backend declares it takes them). ``tool_calls`` are an
+    by the front door until a backend declares it takes them). ``developer`` is OpenAI's newer
+    name for ``system``; templates that know it render it as such. ``tool_calls`` are an
     assistant's earlier calls; ``tool_call_id`` ties a ``tool`` message to its call.
     """
 
-    role: Literal["system", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | None = None
     name: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
@@ -165,11 +166,17 @@ class TextLogprob:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """New text of output ``choice``; ``logprobs`` has one entry per token this text holds."""
+    """New text of output ``choice``; ``logprobs`` has one entry per token this text holds.
+
+    ``echo``: the text repeats the prompt (``GenerationOptions.echo``), and its ``logprobs``
+    entries list the prompt's tokens, whose log-probabilities are not computed (``logprob``
+    is 0.0 and there are no alternatives; a front door shows them as null).
+    """
 
     choice: int
     text: str
     logprobs: tuple[TextLogprob, ...] = ()
+    echo: bool = False
 
 
 @dataclass(frozen=True, slots=True)

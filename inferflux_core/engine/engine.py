@@ -1,29 +1,54 @@
-"""The engine: loaded models, routed by name. The Python API other apps embed."""
+"""The engine: loaded models, routed by name, typed requests in and typed events out.
+
+It knows nothing of HTTP or of any wire format: front doors (``inferflux_core.frontdoors``)
+parse their API's requests into :class:`~inferflux_core.contracts.InferenceRequest` and
+encode the :data:`~inferflux_core.contracts.InferenceEvent` stream this yields.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from inferflux_core.config import Settings, load_config
+from inferflux_core.contracts import RequestBackend
+from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
+from inferflux_core.engine.assemble import step_events
+from inferflux_core.engine.collect import Collected, Primed, collect
 from inferflux_core.engine.model import LoadedModel, load_model
-from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
+from inferflux_core.engine.prepare import prepare
+from inferflux_core.engine.request_model import RequestModel, load_request_model
+from inferflux_core.engine.request_stage import request_events
+from inferflux_core.engine.requests import GenerationRequest
 from inferflux_core.engine.stream import RequestStream
-from inferflux_core.errors import ModelNotFoundError
+from inferflux_core.engine.workers import WorkerPool, default_pool
+from inferflux_core.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+)
 from inferflux_core.metrics import EngineMetrics
 from inferflux_core.plugins import PluginHost
 
 log = logging.getLogger(__name__)
 
+#: A model the engine serves: stepped by inferflux, or served by a backend that schedules itself.
+ServedModel = LoadedModel | RequestModel
+#: Called with the most tokens a request can use, before it is submitted (a rate limiter's
+#: reservation: it raises to refuse the request).
+Reserve = Callable[[int], None]
+
 
 class Engine:
-    """Loads the configured models and serves generation requests, without any HTTP.
+    """Loads the configured models and generates for typed requests, without any HTTP.
 
     >>> engine = Engine.from_config()          # the default model
     >>> await engine.start()
-    >>> reply = await engine.chat({"model": "smollm2-135m-instruct", "messages": [...]})
+    >>> request = InferenceRequest("smollm2-135m-instruct", messages=(ChatMessage("user", "Hi"),))
+    >>> async for event in engine.generate(request): ...
     >>> await engine.stop()
     """
 
@@ -33,6 +58,7 @@ class Engine:
         *,
         plugins: PluginHost | None = None,
         extra_plugins: Iterable[tuple[str, object]] = (),
+        pool: WorkerPool | None = None,
     ) -> None:
         self.settings = settings
         self.plugins = plugins or PluginHost(
@@ -41,13 +67,9 @@ class Engine:
             extra_plugins=extra_plugins,
         )
         self.metrics = EngineMetrics()
-        self.models: dict[str, LoadedModel] = {}
-        from inferflux_core.serving import ChatService, CompletionService
-        from inferflux_core.serving.embeddings import EmbeddingService
-
-        self.chat_service = ChatService(self)
-        self.completion_service = CompletionService(self)
-        self.embedding_service = EmbeddingService(self)
+        self.models: dict[str, ServedModel] = {}
+        #: Where CPU-heavy request preparation runs (tokenizing, templates, grammars).
+        self.pool = pool or default_pool()
 
     @classmethod
     def from_config(
@@ -56,36 +78,74 @@ class Engine:
         """An engine for ``settings`` (or the file / environment / defaults)."""
         return cls(settings or load_config(config_file), **kw)
 
+    # -- lifecycle ------------------------------------------------------------------------
+
     def load(self) -> None:
-        """Load every configured model (blocking). All load, or none stays loaded."""
+        """Load every configured model (blocking). All load, or none stays loaded.
+
+        A request-level backend's ``start`` runs on a private event loop here; programs that
+        run one loop should ``await engine.start()`` instead, which starts it on theirs.
+        """
+        self._load_all()
         try:
-            for model_config in self.settings.models:
-                self.models[model_config.name] = load_model(
-                    model_config, self.settings.scheduler, self.plugins, self.metrics
-                )
+            for model in self._request_models():
+                asyncio.run(model.backend.start())
         except BaseException:
             self.unload()
             raise
         self.plugins.call_each("on_startup", engine=self)
 
     def unload(self) -> None:
-        """Stop every step loop and release every model (blocking)."""
+        """Stop every model and release its backend (blocking)."""
         if self.models:
             self.plugins.notify("on_shutdown", engine=self)
         for model in self.models.values():
-            model.runner.stop()
-            model.backend.close()
+            model.close()
         self.models.clear()
 
     async def start(self) -> None:
         """Load the models without blocking the event loop."""
-        await asyncio.to_thread(self.load)
+        await asyncio.to_thread(self._load_all)
+        try:
+            for model in self._request_models():
+                await model.backend.start()
+        except BaseException:
+            await self.stop()
+            raise
+        self.plugins.call_each("on_startup", engine=self)
 
     async def stop(self) -> None:
         """Unload the models without blocking the event loop."""
+        for model in self._request_models():
+            try:
+                await model.backend.close()
+            except Exception as exc:
+                log.warning("model %s failed to close: %s", model.name, exc)
+        for name in [m.name for m in self._request_models()]:
+            del self.models[name]
         await asyncio.to_thread(self.unload)
 
-    def model(self, name: str) -> LoadedModel:
+    def _load_all(self) -> None:
+        scheduler = self.settings.scheduler
+        try:
+            for config in self.settings.models:
+                backend_cls = self.plugins.get("backends", config.backend)
+                if isinstance(backend_cls, type) and issubclass(backend_cls, RequestBackend):
+                    self.models[config.name] = load_request_model(config, scheduler, self.plugins)
+                else:
+                    self.models[config.name] = load_model(
+                        config, scheduler, self.plugins, self.metrics
+                    )
+        except BaseException:
+            self.unload()
+            raise
+
+    def _request_models(self) -> list[RequestModel]:
+        return [m for m in self.models.values() if isinstance(m, RequestModel)]
+
+    # -- models ---------------------------------------------------------------------------
+
+    def model(self, name: str) -> ServedModel:
         """The loaded model called ``name``; ModelNotFoundError otherwise."""
         try:
             return self.models[name]
@@ -95,41 +155,74 @@ class Engine:
                 param="model",
             ) from None
 
+    def step_model(self, name: str, what: str = "this endpoint") -> LoadedModel:
+        """The step-level model called ``name`` (404 if none; 400 if its backend schedules
+        itself and so has no vocabulary or step loop to offer ``what``)."""
+        model = self.model(name)
+        if not isinstance(model, LoadedModel):
+            raise InvalidRequestError(
+                f"model {name!r} is served by a request-level backend, which does not support "
+                f"{what}",
+                param="model",
+                code="unsupported",
+            )
+        return model
+
+    # -- typed generation ------------------------------------------------------------------
+
+    async def open(
+        self, request: InferenceRequest, *, reserve: Reserve | None = None
+    ) -> AsyncIterator[InferenceEvent]:
+        """Prepare and submit ``request``; iterate the result for its events.
+
+        Every refusal (an unknown model, a bad field, a full queue, a passed ``deadline``,
+        ``reserve`` raising) raises here, before any event. Leaving the iteration early, or
+        closing it (``aclose``) without reading, cancels the request. On a step-level model the
+        deadline is checked before submitting; its queue wait is bounded by
+        ``scheduler.queue_timeout``.
+        """
+        model = self.model(request.model)
+        if isinstance(model, RequestModel):
+            return await request_events(model, request, self.pool, reserve)
+        prepared = await self.pool.run(prepare, model, request)
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            raise ServiceUnavailableError("the request's deadline passed before it started")
+        if reserve is not None:
+            reserve(prepared.worst_case)
+        sequences = list(prepared.sequences)
+        streams = (
+            [model.runner.submit(sequences[0])]
+            if len(sequences) == 1
+            else model.runner.submit_group(sequences)
+        )
+        events = step_events(prepared, streams, model.backend.token_bytes)
+        return Primed(await anext(events), events)
+
+    async def generate(
+        self, request: InferenceRequest, *, reserve: Reserve | None = None
+    ) -> AsyncIterator[InferenceEvent]:
+        """Generate ``request``: its events in order, each choice ending with a ``Finish``,
+        then a final ``UsageReport``. Closing the iterator cancels the request."""
+        events = await self.open(request, reserve=reserve)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    async def collect(self, request: InferenceRequest) -> Collected:
+        """Generate ``request`` to its end: each choice's text, tool calls and finish reason,
+        and the usage. A choice that failed raises its error."""
+        return await collect(await self.open(request))
+
+    # -- the step runner's own requests ----------------------------------------------------
+
     def submit(self, model: str, request: GenerationRequest) -> RequestStream:
-        """Queue a tokenized request; iterate the returned stream for its events."""
-        return self.model(model).runner.submit(request)
+        """Queue a tokenized request on a step-level model; iterate the stream for its events."""
+        return self.step_model(model, "token requests").runner.submit(request)
 
     def submit_group(
         self, model: str, requests: Sequence[GenerationRequest]
     ) -> list[RequestStream]:
         """Queue requests that share one prompt (``n > 1``); the prompt is prefilled once."""
-        return self.model(model).runner.submit_group(requests)
-
-    async def generate(
-        self, model: str, request: GenerationRequest
-    ) -> AsyncIterator[GenerationEvent]:
-        """Submit and yield the request's events; closing the iterator cancels it."""
-        async for event in self.submit(model, request):
-            yield event
-
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        """An OpenAI chat completion for an OpenAI request body."""
-        return await self.chat_service.create(body)
-
-    async def stream_chat(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """OpenAI ``chat.completion.chunk`` objects for a streaming request body."""
-        async for chunk in await self.chat_service.open_stream(body):
-            yield chunk
-
-    async def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        """An OpenAI text completion for an OpenAI request body."""
-        return await self.completion_service.create(body)
-
-    async def stream_complete(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """OpenAI text-completion chunks for a streaming request body."""
-        async for chunk in await self.completion_service.open_stream(body):
-            yield chunk
-
-    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
-        """OpenAI embeddings (``{"object": "list", "data": [...]}``) for a request body."""
-        return await self.embedding_service.create(body)
+        return self.step_model(model, "token requests").runner.submit_group(requests)

@@ -1,4 +1,5 @@
-"""A loaded model: its backend, chat template and step loop, under the name it is served as."""
+"""A loaded step-level model: its backend, chat template and step loop, under the name it is
+served as."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from pathlib import Path
 
 from inferflux_core.chat_template import ChatTemplate
 from inferflux_core.config import ModelConfig, SchedulerConfig
-from inferflux_core.contracts import BackendSpec, DeviceInfo, SchedulerLimits, StepBackend
+from inferflux_core.contracts import (
+    BackendSpec,
+    DeviceInfo,
+    RequestBackend,
+    SchedulerLimits,
+    StepBackend,
+)
 from inferflux_core.engine.devices import select_device
 from inferflux_core.engine.runner import ModelRunner
 from inferflux_core.errors import ChatTemplateError, ConfigError
@@ -48,6 +55,16 @@ class LoadedModel:
         return self.runner.health.failure
 
     @property
+    def context_length(self) -> int:
+        """Tokens of context per sequence (``max_model_len``)."""
+        return self.backend.info.context_length
+
+    def close(self) -> None:
+        """Stop the step loop and release the backend (blocking)."""
+        self.runner.stop()
+        self.backend.close()
+
+    @property
     def serves_embeddings(self) -> bool:
         """True if ``/v1/embeddings`` may use this model (its backend can, its config allows)."""
         return self.config.embeddings and self.backend.supports_embeddings
@@ -65,6 +82,11 @@ def load_model(
     """Resolve, validate and load ``config``, and start its step loop."""
     started = time.monotonic()
     backend_cls = host.get("backends", config.backend)
+    if isinstance(backend_cls, type) and issubclass(backend_cls, RequestBackend):
+        raise ConfigError(
+            f"models.{config.name}.backend: {config.backend!r} is a request-level backend; "
+            "it is loaded by the engine's request runner, not as a step model"
+        )
     scheduler_cls = host.get("schedulers", scheduler_config.name)
     path = resolve_model_source(config.source, host)
     device = select_device(host, config.device, getattr(backend_cls, "supported_devices", ("cpu",)))

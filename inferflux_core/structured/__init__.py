@@ -2,8 +2,16 @@
 
 from inferflux_core.structured.gbnf import schema_grammar
 from inferflux_core.structured.response_format import (
+    GrammarChecker,
     check_backend_grammar,
-    response_format_grammar,
+    constraint_grammar,
+    response_format_constraint,
 )
 
-__all__ = ["check_backend_grammar", "response_format_grammar", "schema_grammar"]
+__all__ = [
+    "GrammarChecker",
+    "check_backend_grammar",
+    "constraint_grammar",
+    "response_format_constraint",
+    "schema_grammar",
+]

@@ -1,41 +1,60 @@
-"""OpenAI's ``response_format`` → the grammar that enforces it during sampling."""
+"""Output constraints (OpenAI's ``response_format`` and the typed request's ``constraint``)
+and the grammar that enforces them during sampling."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from inferflux_core.contracts import StepBackend
+from inferflux_core.contracts.generation import OutputConstraint
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured.gbnf import ANY_OBJECT, schema_grammar
 from inferflux_core.structured.limits import check_grammar_size
+from inferflux_core.structured.schema_rules import PARAM as SCHEMA_PARAM
 
 PARAM = "response_format"
 
 
-def response_format_grammar(
-    response_format: dict[str, Any] | None,
-    backend: StepBackend,
-    *,
-    ignore_eos: bool = False,
-    min_tokens: int = 0,
-) -> str | None:
-    """The GBNF grammar for ``response_format`` (``None`` for plain text), checked by the
-    backend that will run it; 400 naming the problem otherwise."""
+def response_format_constraint(response_format: dict[str, Any] | None) -> OutputConstraint | None:
+    """OpenAI's ``response_format`` as the engine's output constraint (None for plain text);
+    400 naming the field that is wrong."""
     schema = _schema(response_format)
     if schema is None:
         return None
+    if schema is ANY_OBJECT:
+        return OutputConstraint("json_object", param=PARAM)
+    return OutputConstraint("json_schema", schema=schema, param=PARAM)
+
+
+def constraint_grammar(
+    constraint: OutputConstraint, *, ignore_eos: bool = False, min_tokens: int = 0
+) -> str:
+    """The GBNF grammar that enforces ``constraint``; 400 naming ``constraint.param``."""
+    param = constraint.param
     if ignore_eos or min_tokens:
         raise InvalidRequestError(
-            "response_format: ignore_eos and min_tokens cannot be combined with structured "
+            f"{param}: ignore_eos and min_tokens cannot be combined with structured "
             "output (the output ends when the JSON is complete)",
             param="ignore_eos" if ignore_eos else "min_tokens",
         )
-    grammar = schema_grammar(schema)
-    check_backend_grammar(backend, grammar, PARAM)
-    return grammar
+    if constraint.kind == "grammar":
+        grammar = constraint.grammar or ""
+        check_grammar_size(grammar, param)
+        return grammar
+    if constraint.kind == "json_object":
+        return schema_grammar(ANY_OBJECT, param=param)
+    # Problems inside the schema are named where the schema sits in the client's request.
+    where = SCHEMA_PARAM if param == PARAM else param
+    return schema_grammar(dict(constraint.schema or {}), param=where)
 
 
-def check_backend_grammar(backend: StepBackend, grammar: str, param: str) -> None:
+class GrammarChecker(Protocol):
+    """What a grammar check needs of a backend."""
+
+    def check_grammar(self, grammar: str) -> None:
+        """Raise InvalidRequestError if the backend cannot run ``grammar``."""
+
+
+def check_backend_grammar(backend: GrammarChecker, grammar: str, param: str) -> None:
     """400 unless ``grammar`` is within the size caps and ``backend`` accepts it; the error
     names ``param``, the request field the grammar was built from."""
     check_grammar_size(grammar, param)

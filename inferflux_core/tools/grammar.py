@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from inferflux_core.protocol.tools import ToolDefinition
+from inferflux_core.contracts.generation import ToolSpec
 from inferflux_core.structured import schema_grammar
 from inferflux_core.tools.parser import CLOSE, OPEN
 
@@ -28,18 +28,18 @@ VALUE_KEYWORDS = frozenset({"$ref", "const", "enum", "default", "examples"})
 
 
 def forced_call_grammar(
-    tools: Sequence[ToolDefinition], *, parallel: bool, param: str = "tool_choice"
+    tools: Sequence[ToolSpec], *, parallel: bool, param: str = "tool_choice"
 ) -> str:
     """GBNF for one call (or, with ``parallel``, 1 to :data:`MAX_PARALLEL_CALLS`) of one of
     ``tools``; a 400 (a cap of the combined grammar passed) names ``param``."""
     definitions: dict[str, Any] = {}
     calls = []
     for i, tool in enumerate(tools):
-        arguments = _hoist_definitions(tool.function.parameters_schema(), f"f{i}-", definitions)
+        arguments = _hoist_definitions(parameters_schema(tool), f"f{i}-", definitions)
         calls.append(
             {
                 "type": "object",
-                "properties": {"name": {"const": tool.function.name}, "arguments": arguments},
+                "properties": {"name": {"const": tool.name}, "arguments": arguments},
                 "required": ["name", "arguments"],
                 "additionalProperties": False,
             }
@@ -51,6 +51,22 @@ def forced_call_grammar(
     block = f"{_literal(OPEN + chr(10))} {CALL_RULE} {_literal(chr(10) + CLOSE)}"
     repeat = f' ("\\n" {block}){{0,{MAX_PARALLEL_CALLS - 1}}}' if parallel else ""
     return f"root ::= {block}{repeat}\n{rules}"
+
+
+def parameters_schema(tool: ToolSpec) -> dict[str, Any]:
+    """The tool's ``parameters``, or an object without properties when it takes none."""
+    if tool.parameters is None:
+        return {"type": "object", "properties": {}}
+    return dict(tool.parameters)
+
+
+def tool_template_dict(tool: ToolSpec) -> dict[str, Any]:
+    """The tool as chat templates and the fallback prompt show it to the model."""
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description:
+        function["description"] = tool.description
+    function["parameters"] = parameters_schema(tool)
+    return {"type": "function", "function": function}
 
 
 def _literal(text: str) -> str:

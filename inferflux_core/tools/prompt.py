@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from inferflux_core.contracts.generation import ChatMessage, InferenceRequest, ToolCall, ToolSpec
 from inferflux_core.errors import InvalidRequestError
-from inferflux_core.protocol.chat import ChatCompletionRequest, ChatMessage
-from inferflux_core.protocol.tools import ToolCall, ToolDefinition
-from inferflux_core.tools.choice import ToolPlan
+from inferflux_core.tools.grammar import tool_template_dict
 from inferflux_core.tools.parser import CLOSE, MAX_BLOCK_DEPTH, OPEN, nesting_depth
-
-if TYPE_CHECKING:
-    from inferflux_core.engine.model import LoadedModel
 
 TOOLS_PREAMBLE = (
     "# Tools\n\n"
@@ -42,20 +38,13 @@ TOOLS_INSTRUCTIONS = (
 )
 
 
-def render_prompt(model: LoadedModel, request: ChatCompletionRequest, plan: ToolPlan) -> str:
-    """The prompt for a chat request: its messages and the plan's tools, rendered."""
-    native = model.template is not None and model.template.uses_tools
-    messages, tools = conversation(request.messages, plan.offered, native=native)
-    return model.render_chat(messages, add_generation_prompt=True, tools=tools)
-
-
 def conversation(
-    messages: Sequence[ChatMessage], offered: Sequence[ToolDefinition], *, native: bool
+    messages: Sequence[ChatMessage], offered: Sequence[ToolSpec], *, native: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
     """The ``messages`` and ``tools`` to render: as they are for a template that renders
     tools itself (``native``), else in the fallback format with ``tools`` None."""
     if native:
-        tools = [tool.template_dict() for tool in offered] or None
+        tools = [tool_template_dict(tool) for tool in offered] or None
         return [_native_message(m, i) for i, m in enumerate(messages)], tools
     converted = fallback_messages(messages)
     if offered:
@@ -63,27 +52,28 @@ def conversation(
     return converted, None
 
 
-def conversation_text(request: ChatCompletionRequest) -> str:
+def conversation_text(request: InferenceRequest) -> str:
     """What guardrails and the audit log see of a chat request, one part a line: each
     message's content (earlier calls and results written as the fallback writes them), the
     client's labels a template may render (``name``, ``tool_call_id``, tool call ids), then
     each tool's definition."""
-    texts = [m["content"] for m in fallback_messages(request.messages)]
-    texts += [label for message in request.messages for label in _labels(message)]
-    texts += [json.dumps(t.template_dict(), ensure_ascii=False) for t in request.tools or ()]
+    messages = request.messages or ()
+    texts = [m["content"] for m in fallback_messages(messages)]
+    texts += [label for message in messages for label in _labels(message)]
+    texts += [json.dumps(tool_template_dict(t), ensure_ascii=False) for t in request.tools]
     return "\n".join(texts)
 
 
 def _labels(message: ChatMessage) -> list[str]:
     """The strings besides content that a message carries into a template."""
     labels = [message.name or "", message.tool_call_id or ""]
-    labels += [call.id for call in message.tool_calls or ()]
+    labels += [call.id for call in message.tool_calls]
     return [label for label in labels if label]
 
 
-def tools_block(tools: Sequence[ToolDefinition]) -> str:
+def tools_block(tools: Sequence[ToolSpec]) -> str:
     """The fallback's description of the tools and how to call them."""
-    signatures = "\n".join(json.dumps(t.template_dict(), ensure_ascii=False) for t in tools)
+    signatures = "\n".join(json.dumps(tool_template_dict(t), ensure_ascii=False) for t in tools)
     return TOOLS_PREAMBLE + signatures + TOOLS_INSTRUCTIONS
 
 
@@ -92,7 +82,7 @@ def fallback_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     previous_was_tool = False
     for index, message in enumerate(messages):
-        text = message.text(index)
+        text = message.content or ""
         if message.role == "tool":
             _require_tool_call_id(message, index)
             response = f"<tool_response>\n{text}\n</tool_response>"
@@ -123,7 +113,7 @@ def _with_system_text(messages: list[dict[str, Any]], text: str) -> list[dict[st
 
 
 def _native_message(message: ChatMessage, index: int) -> dict[str, Any]:
-    entry: dict[str, Any] = {"role": message.role, "content": message.text(index)}
+    entry: dict[str, Any] = {"role": message.role, "content": message.content or ""}
     if message.name:
         entry["name"] = message.name
     if message.role == "tool":
@@ -134,10 +124,7 @@ def _native_message(message: ChatMessage, index: int) -> dict[str, Any]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {
-                    "name": call.function.name,
-                    "arguments": _decoded_arguments(call.function.arguments),
-                },
+                "function": {"name": call.name, "arguments": _decoded_arguments(call.arguments)},
             }
             for call in message.tool_calls
         ]
@@ -145,7 +132,7 @@ def _native_message(message: ChatMessage, index: int) -> dict[str, Any]:
 
 
 def _call_markup(call: ToolCall) -> str:
-    payload = {"name": call.function.name, "arguments": _decoded_arguments(call.function.arguments)}
+    payload = {"name": call.name, "arguments": _decoded_arguments(call.arguments)}
     return f"{OPEN}\n{json.dumps(payload, ensure_ascii=False)}\n{CLOSE}"
 
 

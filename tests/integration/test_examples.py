@@ -17,6 +17,7 @@ import pytest
 
 from inferflux_core.config import ModelConfig, ServerConfig, Settings, load_config
 from inferflux_core.engine import Engine
+from inferflux_core.frontdoors import OpenAIDicts
 from inferflux_plugins.backends.llama_cpp.options import parse_options
 from tests.conftest import free_port, start_server
 
@@ -209,7 +210,7 @@ def test_runnable_example_config_serves_a_chat(name: str, monkeypatch: pytest.Mo
         await engine.start()
         try:
             body = {"model": model, "messages": HELLO, "max_tokens": 8, "temperature": 0}
-            reply = await engine.chat(body)
+            reply = await OpenAIDicts(engine).chat(body)
         finally:
             await engine.stop()
         return reply["choices"][0]["message"]["content"]

@@ -13,6 +13,7 @@ from inferflux_core.config import ModelConfig, SchedulerConfig, Settings
 from inferflux_core.contracts import SamplingParams
 from inferflux_core.engine import Engine, GenerationRequest
 from inferflux_core.errors import QueueFullError, ServiceUnavailableError
+from inferflux_core.frontdoors import OpenAIDicts
 
 MODEL = "smollm2-135m-instruct"
 SYSTEM = "You are a meticulous assistant. " * 60 + "Answer in one short sentence."
@@ -52,7 +53,7 @@ def _counter(engine: Engine, name: str) -> float:
 
 def _chat(engine: Engine, messages: list[dict[str, str]], **extra: Any) -> str:
     body = {"model": MODEL, "messages": messages, "temperature": 0, "max_tokens": 24, **extra}
-    reply = asyncio.run(engine.chat(body))
+    reply = asyncio.run(OpenAIDicts(engine).chat(body))
     return str(reply["choices"][0]["message"]["content"])
 
 
@@ -113,7 +114,7 @@ def test_concurrent_short_chats_share_the_template_prefix_with_identical_output(
             }
             for q in questions
         ]
-        replies = await asyncio.gather(*(engine.chat(b) for b in bodies))
+        replies = await asyncio.gather(*(OpenAIDicts(engine).chat(b) for b in bodies))
         return [str(r["choices"][0]["message"]["content"]) for r in replies]
 
     hits = _counter(reuse_on, "inferflux_prefix_hits_total")

@@ -10,8 +10,10 @@ import jsonschema
 import openai
 import pytest
 
+from inferflux_core.engine.prepare import render
+from inferflux_core.frontdoors.openai_chat import inference_request
 from inferflux_core.protocol.chat import ChatCompletionRequest
-from inferflux_core.tools import plan_tools, render_prompt
+from inferflux_core.tools import plan_tools
 from inferflux_core.tools.grammar import MAX_PARALLEL_CALLS
 from tests.conftest import MODEL_NAME, RunningServer
 
@@ -283,11 +285,13 @@ def test_a_two_turn_tool_conversation(client: openai.OpenAI, server: RunningServ
     expected = "tool_calls" if answer.message.tool_calls else answer.finish_reason
     assert answer.finish_reason == expected
 
-    request = ChatCompletionRequest.model_validate(
-        {"model": MODEL_NAME, "messages": conversation, "tools": TOOLS}
+    request = inference_request(
+        ChatCompletionRequest.model_validate(
+            {"model": MODEL_NAME, "messages": conversation, "tools": TOOLS}
+        )
     )
-    model = server.engine.model(MODEL_NAME)
-    prompt = render_prompt(model, request, plan_tools(request, model.backend))
+    model = server.engine.step_model(MODEL_NAME)
+    prompt = render(model, request, plan_tools(request, model.backend))
     markup = json.dumps({"name": "get_weather", "arguments": json.loads(call.function.arguments)})
     assert f"<|im_start|>assistant\n<tool_call>\n{markup}\n</tool_call><|im_end|>" in prompt
     assert "<|im_start|>user\n<tool_response>\nSunny, 24 C every day.\n</tool_response>" in prompt

@@ -11,9 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferflux_core.contracts import Guardrail, GuardrailInput, GuardrailVerdict
+from inferflux_core.contracts import (
+    Finish,
+    Guardrail,
+    GuardrailInput,
+    GuardrailVerdict,
+    InferenceEvent,
+    TextDelta,
+    ToolCallDelta,
+    UsageReport,
+)
 from inferflux_core.errors import ConfigError, GuardrailError, GuardrailUnavailableError
-from inferflux_core.guardrails import GuardrailChain, filter_stream
+from inferflux_core.guardrails import GuardrailChain, filter_events
 from inferflux_core.plugins import PluginHost
 from inferflux_plugins.guardrails.blocklist import BlocklistGuardrail
 from inferflux_plugins.guardrails.opa import OpaGuardrail
@@ -81,84 +90,77 @@ def test_case_sensitive_and_terms_file(tmp_path: Any) -> None:
         BlocklistGuardrail(terms=[" "])
 
 
-async def _chunks(items: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def _events(items: list[InferenceEvent]) -> AsyncIterator[InferenceEvent]:
     for item in items:
         yield item
 
 
-def _run(chain: GuardrailChain, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    async def collect() -> list[dict[str, Any]]:
-        return [c async for c in filter_stream(_chunks(items), chain, REQUEST)]
+def _run(chain: GuardrailChain, items: list[InferenceEvent]) -> list[InferenceEvent]:
+    async def collect() -> list[InferenceEvent]:
+        return [e async for e in filter_events(_events(items), chain, REQUEST)]
 
     return asyncio.run(collect())
 
 
-def _chat(content: str | None, finish: str | None = None) -> dict[str, Any]:
-    delta = {} if content is None else {"content": content}
-    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+def _text(events: list[InferenceEvent], choice: int = 0) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta) and e.choice == choice)
 
 
-def test_a_chat_stream_with_a_split_phrase_ends_with_content_filter() -> None:
-    items = [_chat(""), _chat("One day, a cat"), _chat(" named"), _chat(" Luna"), _chat(" sat")]
-    out = _run(_blocklist("named Luna"), items)
-    texts = [c["choices"][0]["delta"].get("content") for c in out]
-    assert "".join(t or "" for t in texts) == "One day, a cat "
-    assert out[-1]["choices"][0]["finish_reason"] == "content_filter"
-    assert len(out) == 4
+def _arguments(events: list[InferenceEvent], call: int = 0) -> str:
+    return "".join(e.arguments for e in events if isinstance(e, ToolCallDelta) and e.call == call)
 
 
-def test_held_text_is_released_with_the_finish_chunk() -> None:
-    items = [_chat("a cat named"), _chat(None, "stop")]
-    out = _run(_blocklist("named Luna"), items)
-    assert out[0]["choices"][0]["delta"]["content"] == "a cat "
-    assert out[1]["choices"][0] == {
-        "index": 0,
-        "delta": {"content": "named"},
-        "finish_reason": "stop",
-    }
+def test_a_stream_with_a_split_phrase_ends_with_content_filter() -> None:
+    items: list[InferenceEvent] = [
+        TextDelta(0, t) for t in ("", "One day, a cat", " named", " Luna", " sat")
+    ]
+    out = _run(_blocklist("named Luna"), [UsageReport(3, 0), *items])
+    assert _text(out) == "One day, a cat "
+    assert out[-1] == Finish(0, "content_filter")
+    assert out[0] == UsageReport(3, 0), "usage passes unchanged"
 
 
-def _call(index: int, arguments: str, name: str | None = None) -> dict[str, Any]:
-    call: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
-    if name is not None:
-        call.update(id=f"call_{index}", type="function")
-        call["function"]["name"] = name
-    return {"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}]}
+def test_held_text_is_released_before_the_finish() -> None:
+    out = _run(_blocklist("named Luna"), [TextDelta(0, "a cat named"), Finish(0, "stop")])
+    assert out == [TextDelta(0, "a cat "), TextDelta(0, "named"), Finish(0, "stop")]
 
 
 def test_tool_call_arguments_with_a_split_phrase_end_with_content_filter() -> None:
-    items = [_chat(""), _call(0, "", "say"), _call(0, '{"text": "a cat'), _call(0, ' named'),
-             _call(0, ' Luna"}'), _chat(None, "tool_calls")]  # fmt: skip
+    items: list[InferenceEvent] = [
+        ToolCallDelta(0, 0, "call_0", "say"),
+        *(ToolCallDelta(0, 0, arguments=a) for a in ('{"text": "a cat', " named", ' Luna"}')),
+        Finish(0, "tool_calls"),
+    ]
     out = _run(_blocklist("named Luna"), items)
-    last = out[-1]["choices"][0]
-    assert last["finish_reason"] == "content_filter"
-    assert "tool_calls" not in last["delta"]
-    sent = "".join(
-        c["function"].get("arguments", "")
-        for chunk in out
-        for c in chunk["choices"][0]["delta"].get("tool_calls", ())
-    )
+    assert out[-1] == Finish(0, "content_filter")
+    sent = _arguments(out)
     assert "Luna" not in sent and sent.startswith('{"text": "a cat')
 
 
-def test_held_arguments_are_released_with_the_finish_chunk() -> None:
-    items = [_call(0, "", "say"), _call(0, '{"text": "named'), _call(1, "{}", "other"),
-             _chat(None, "tool_calls")]  # fmt: skip
+def test_held_arguments_are_released_before_the_finish() -> None:
+    items: list[InferenceEvent] = [
+        ToolCallDelta(0, 0, "call_0", "say"),
+        ToolCallDelta(0, 0, arguments='{"text": "named'),
+        ToolCallDelta(0, 1, "call_1", "other", "{}"),
+        Finish(0, "tool_calls"),
+    ]
     out = _run(_blocklist("named Luna"), items)
-    assert out[1]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] == '{"text": "'
-    last = out[-1]["choices"][0]
-    assert last["finish_reason"] == "tool_calls"
-    assert last["delta"]["tool_calls"] == [{"index": 0, "function": {"arguments": "named"}}]
+    assert out[1] == ToolCallDelta(0, 0, arguments='{"text": "')
+    assert out[-2:] == [ToolCallDelta(0, 0, arguments="named"), Finish(0, "tool_calls")]
 
 
-def test_completion_choices_are_filtered_separately() -> None:
-    def part(index: int, text: str, finish: str | None = None) -> dict[str, Any]:
-        return {"choices": [{"index": index, "text": text, "finish_reason": finish}]}
-
-    items = [part(0, "bad"), part(1, "fine wor"), part(0, "ly", "stop"), part(1, "ds", "stop")]
+def test_choices_are_filtered_separately() -> None:
+    items: list[InferenceEvent] = [
+        TextDelta(0, "bad"),
+        TextDelta(1, "fine wor"),
+        TextDelta(0, "ly"),
+        Finish(0, "stop"),
+        TextDelta(1, "ds"),
+        Finish(1, "stop"),
+    ]
     out = _run(_blocklist("badly"), items)
-    assert out[-1]["choices"][0]["finish_reason"] == "content_filter"
-    assert "".join(c["choices"][0]["text"] for c in out) == "fine wor"
+    assert out[-1] == Finish(0, "content_filter")
+    assert _text(out, 0) == "" and _text(out, 1) == "fine wor"
 
 
 class _Broken(Guardrail):

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from inferflux_core.engine.infill import infill_tokens
 from inferflux_core.errors import InvalidRequestError
-from inferflux_core.serving.infill import infill_tokens
 
 BOS, PRE, SUF, MID = 1, 90, 91, 92
 

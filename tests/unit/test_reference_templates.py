@@ -20,6 +20,7 @@ import pytest
 
 from inferflux_core.chat_template import CallForm, ChatTemplate
 from inferflux_core.errors import ChatTemplateError
+from inferflux_core.frontdoors.openai_chat import typed_messages, typed_tools
 from inferflux_core.protocol.chat import ChatMessage
 from inferflux_core.protocol.tools import ToolDefinition
 from inferflux_core.tools.prompt import conversation
@@ -107,8 +108,8 @@ def _render(path: Path, messages: list[dict[str, Any]], *, offer_tools: bool) ->
     if path.stem in NO_SYSTEM_ROLE and messages[0]["role"] == "system":
         system, first, *rest = messages
         messages = [{**first, "content": f"{system['content']}\n\n{first['content']}"}, *rest]
-    parsed = [ChatMessage.model_validate(m) for m in messages]
-    offered = [ToolDefinition.model_validate(TOOL)] if offer_tools else []
+    parsed = typed_messages([ChatMessage.model_validate(m) for m in messages])
+    offered = typed_tools([ToolDefinition.model_validate(TOOL)] if offer_tools else [])
     converted, tools = conversation(parsed, offered, native=template.uses_tools)
     extra = EXTRA_VARIABLES.get(path.stem, {})
     return template.render(converted, add_generation_prompt=True, tools=tools, **extra)

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from inferflux_core.api.body import MAX_JSON_DEPTH, encode_json, parse_json
+from inferflux_core.engine.workers import WorkerPool
 from inferflux_core.errors import InvalidRequestError, ServerBusyError
 from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.common import parse_body
 from inferflux_core.protocol.completions import CompletionRequest
 from inferflux_core.protocol.embeddings import EmbeddingRequest
 from inferflux_core.protocol.tokens import DetokenizeRequest, TokenizeRequest
-from inferflux_core.serving.workers import WorkerPool
 
 USER = [{"role": "user", "content": "hi"}]
 

@@ -10,8 +10,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from inferflux_core.tools import ChoiceOutput, ToolPlan, chat_message
-from inferflux_core.tools.output import AssembledMessage
+from inferflux_core.contracts import Finish, TextDelta, ToolCallDelta
+from inferflux_core.engine.collect import Collector
+from inferflux_core.frontdoors.openai_chat import chat_delta
+from inferflux_core.frontdoors.openai_chat import chat_message as wire_message
+from inferflux_core.tools import ChoiceOutput, ToolPlan
 from inferflux_core.tools.parser import CallStart, Text, ToolCallParser
 
 AUTO = ToolPlan("auto")
@@ -33,13 +36,25 @@ def without_ids(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "tool_calls": calls} if calls else message
 
 
+def assembled(events: list[TextDelta | ToolCallDelta]) -> dict[str, Any]:
+    """The whole ``message`` the chat front door makes of a choice's events."""
+    collector = Collector()
+    for event in [*events, Finish(0, "stop")]:
+        collector.add(event)
+    return wire_message(collector.result().choices[0])
+
+
+def chat_message(plan: ToolPlan, text: str, finish_reason: str) -> tuple[dict[str, Any], str]:
+    """The ``message`` and ``finish_reason`` of a complete output."""
+    output = ChoiceOutput(plan)
+    events = output.push(text) + output.finish()
+    return assembled(events), output.finish_reason(finish_reason)
+
+
 def streamed(plan: ToolPlan, pieces: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     output = ChoiceOutput(plan)
-    deltas = [d for piece in pieces for d in output.push(piece)] + output.finish()
-    message = AssembledMessage()
-    for delta in deltas:
-        message.add(delta)
-    return deltas, message.as_dict()
+    events = [e for piece in pieces for e in output.push(piece)] + output.finish()
+    return [chat_delta(e) for e in events], assembled(events)
 
 
 def test_calls_and_text_around_them_are_separated() -> None:

@@ -9,7 +9,9 @@ import pytest
 from llama_cpp import LlamaGrammar
 
 from inferflux_core.chat_template import ChatTemplate
+from inferflux_core.contracts import ChatMessage, InferenceRequest, ToolSpec
 from inferflux_core.errors import InvalidRequestError
+from inferflux_core.frontdoors.openai_chat import inference_request, typed_messages, typed_tools
 from inferflux_core.protocol.chat import ChatCompletionRequest
 from inferflux_core.protocol.tools import ToolDefinition
 from inferflux_core.tools import plan_tools
@@ -62,13 +64,17 @@ def request(messages: list[dict[str, Any]], **fields: Any) -> ChatCompletionRequ
     return ChatCompletionRequest.model_validate({"model": "m", "messages": messages, **fields})
 
 
-def tools() -> list[ToolDefinition]:
-    return [ToolDefinition.model_validate(WEATHER)]
+def messages_of(messages: list[dict[str, Any]]) -> tuple[ChatMessage, ...]:
+    return typed_messages(request(messages).messages)
+
+
+def tools() -> tuple[ToolSpec, ...]:
+    return typed_tools([ToolDefinition.model_validate(WEATHER)])
 
 
 def test_fallback_adds_the_tools_to_a_new_system_message() -> None:
     messages, rendered_tools = conversation(
-        request([{"role": "user", "content": "hi"}]).messages, tools(), native=False
+        messages_of([{"role": "user", "content": "hi"}]), tools(), native=False
     )
     assert rendered_tools is None
     assert messages[0]["role"] == "system"
@@ -80,9 +86,9 @@ def test_fallback_adds_the_tools_to_a_new_system_message() -> None:
 
 def test_fallback_appends_the_tools_to_an_existing_system_message() -> None:
     messages, _ = conversation(
-        request(
+        messages_of(
             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
-        ).messages,
+        ),
         tools(),
         native=False,
     )
@@ -91,7 +97,7 @@ def test_fallback_appends_the_tools_to_an_existing_system_message() -> None:
 
 
 def test_fallback_writes_earlier_calls_and_results_as_markup() -> None:
-    messages, _ = conversation(request(HISTORY).messages, (), native=False)
+    messages, _ = conversation(messages_of(HISTORY), (), native=False)
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[1]["content"] == (
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
@@ -107,7 +113,7 @@ def test_fallback_writes_earlier_calls_and_results_as_markup() -> None:
 def test_a_template_that_renders_tools_gets_them_natively() -> None:
     template = ChatTemplate(TOOLS_TEMPLATE)
     assert template.uses_tools and not ChatTemplate(CHATML).uses_tools
-    messages, rendered_tools = conversation(request(HISTORY).messages, tools(), native=True)
+    messages, rendered_tools = conversation(messages_of(HISTORY), tools(), native=True)
     prompt = template.render(messages, tools=rendered_tools)
     assert prompt.startswith("TOOLS=" + json.dumps([WEATHER]))
     assert "[call call_1 get_weather Paris][call call_2 get_weather Rome]" in prompt
@@ -118,7 +124,7 @@ def test_a_template_that_renders_tools_gets_them_natively() -> None:
 def test_a_tool_message_needs_its_tool_call_id(native: bool) -> None:
     bad = [*HISTORY[:2], {"role": "tool", "content": "18 C"}]
     with pytest.raises(InvalidRequestError) as caught:
-        conversation(request(bad).messages, (), native=native)
+        conversation(messages_of(bad), (), native=native)
     assert caught.value.param == "messages.2.tool_call_id"
 
 
@@ -146,7 +152,7 @@ def test_forced_grammar_compiles_and_keeps_each_functions_definitions_apart() ->
             },
         },
     }
-    definitions = [ToolDefinition.model_validate(t) for t in (first, second)]
+    definitions = typed_tools([ToolDefinition.model_validate(t) for t in (first, second)])
     grammar = forced_call_grammar(definitions, parallel=False)
     LlamaGrammar.from_string(grammar, verbose=False)
     assert grammar.startswith('root ::= "<tool_call>\\n" tool-call "\\n</tool_call>"\n')
@@ -185,8 +191,10 @@ def test_a_named_function_is_forced_once_and_required_may_call_in_parallel(
     fields: dict[str, Any] = {"tools": [WEATHER], "tool_choice": tool_choice}
     if parallel is not None:
         fields["parallel_tool_calls"] = parallel
-    checked = request([{"role": "user", "content": "hi"}], **fields)
-    plan = plan_tools(checked, GrammarChecker())  # type: ignore[arg-type]
+    checked: InferenceRequest = inference_request(
+        request([{"role": "user", "content": "hi"}], **fields)
+    )
+    plan = plan_tools(checked, GrammarChecker())
     assert plan.mode == "forced" and plan.grammar is not None
     repeats = plan.grammar.splitlines()[0].endswith(f"){{0,{MAX_PARALLEL_CALLS - 1}}}")
     assert repeats == (max_calls > 1)

@@ -8,7 +8,7 @@ Order, for each request:
    ``Host`` and ``X-Forwarded-*`` never matter.
 2. ``process_resource`` (after routing): check the scope the resource declares for the
    method (403), then the key's request rate (429); a generating request gets the token
-   reservation hook on its usage meter, which the serving layer calls with the request's
+   reservation hook on its usage meter, which the engine calls with the request's
    worst case once the prompt is tokenized (429 if it does not fit).
 3. ``process_response``: settle the reservation with the tokens the request used, add the
    ``x-ratelimit-*`` headers and write the audit line — for a stream, once its last event
@@ -40,9 +40,10 @@ from inferflux_core.errors import AuthenticationError
 class AccessMiddleware:
     """Authentication, authorization, rate limits and audit for every non-public route."""
 
-    def __init__(self, access: AccessControl) -> None:
+    def __init__(self, access: AccessControl, *, public_metrics: bool = False) -> None:
+        """``public_metrics``: ``/metrics`` is served without a credential."""
         self._access = access
-        self._public = public_paths(access.settings.auth.public_metrics)
+        self._public = public_paths(public_metrics)
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Authenticate before routing, so no path variant reaches a resource unchecked."""

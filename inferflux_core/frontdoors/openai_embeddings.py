@@ -9,17 +9,27 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from inferflux_core.contracts.generation import UsageReport
+from inferflux_core.engine.prepare import check_token_ids
+from inferflux_core.engine.workers import WorkerPool
 from inferflux_core.errors import ContextLengthError, InvalidRequestError
+from inferflux_core.frontdoors.usage import Usage
 from inferflux_core.protocol.common import parse_body
 from inferflux_core.protocol.embeddings import EmbeddingRequest
-from inferflux_core.serving.common import Service, Usage
 
 if TYPE_CHECKING:
+    from inferflux_core.engine import Engine
     from inferflux_core.engine.model import LoadedModel
 
 
-class EmbeddingService(Service):
+class EmbeddingService:
     """``{"object": "list", "data": [embedding, ...], "usage"}`` from request bodies."""
+
+    endpoint = "embeddings"
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pool: WorkerPool = engine.pool
 
     async def create(self, body: Any, usage_meter: Usage | None = None) -> dict[str, Any]:
         """Embed every input in one queued job; vectors have unit length, as OpenAI's.
@@ -31,7 +41,7 @@ class EmbeddingService(Service):
         request, model, size, inputs = await self.pool.run(self._prepare, body)
         n_tokens = sum(len(tokens) for tokens in inputs)
         usage_meter.reserve(n_tokens)
-        usage_meter.update(0, n_tokens, 0)
+        usage_meter.record(UsageReport(n_tokens, 0))
         vectors = await model.runner.embeddings.submit(inputs)
         data = await self.pool.run(embedding_objects, vectors, size, request.encoding_format)
         return {
@@ -60,14 +70,14 @@ class EmbeddingService(Service):
             if isinstance(item, str):
                 texts.append(item)
             else:
-                model = self.engine.model(request.model)
-                self.check_token_ids(model, item, "input")
+                model = self.engine.step_model(request.model, "token-id inputs")
+                check_token_ids(model, item, "input")
                 texts.append(model.backend.detokenize(item))
         return "\n".join(texts)
 
     def embedding_model(self, name: str) -> LoadedModel:
         """The model called ``name``: 404 if there is none, 400 if it cannot embed."""
-        model = self.engine.model(name)
+        model = self.engine.step_model(name, "embeddings")
         if not model.serves_embeddings:
             raise InvalidRequestError(
                 f"model {name!r} cannot produce embeddings", param="model", code="unsupported"
@@ -105,7 +115,7 @@ class EmbeddingService(Service):
                 tokens = model.backend.tokenize(item, add_special=True) if item else []
             else:
                 tokens = item
-                self.check_token_ids(model, tokens, "input")
+                check_token_ids(model, tokens, "input")
             if not tokens:
                 raise InvalidRequestError(f"input[{index}]: must not be empty", param="input")
             if len(tokens) > max_tokens:

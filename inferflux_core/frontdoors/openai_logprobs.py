@@ -3,32 +3,24 @@ object (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferflux_core.contracts import TokenLogprob
-
-TokenBytes = Callable[[int], bytes]
+from inferflux_core.contracts.generation import TextLogprob
 
 
-def token_text(token_bytes: TokenBytes, token: int) -> str:
-    """A token's text; bytes that are part of a UTF-8 character become U+FFFD (as OpenAI)."""
-    return token_bytes(token).decode("utf-8", errors="replace")
-
-
-def chat_logprobs(token_bytes: TokenBytes, entries: Iterable[TokenLogprob]) -> dict[str, Any]:
+def chat_logprobs(entries: Iterable[TextLogprob]) -> dict[str, Any]:
     """``choices[i].logprobs`` of a chat completion (or of one chunk of its stream)."""
-
-    def item(token: int, logprob: float) -> dict[str, Any]:
-        return {
-            "token": token_text(token_bytes, token),
-            "logprob": logprob,
-            "bytes": list(token_bytes(token)),
-        }
-
     content = [
-        {**item(e.token, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
+        {
+            "token": e.text,
+            "logprob": e.logprob,
+            "bytes": list(e.bytes),
+            "top_logprobs": [
+                {"token": t.text, "logprob": t.logprob, "bytes": list(t.bytes)} for t in e.top
+            ],
+        }
         for e in entries
     ]
     return {"content": content, "refusal": None}
@@ -44,25 +36,27 @@ class CompletionLogprobs:
     asked, as OpenAI's.
     """
 
-    token_bytes: TokenBytes
     offset: int = 0
     tokens: list[str] = field(default_factory=list)
     token_logprobs: list[float | None] = field(default_factory=list)
     top_logprobs: list[dict[str, float] | None] = field(default_factory=list)
     text_offset: list[int] = field(default_factory=list)
 
-    def add_prompt(self, prompt_tokens: Iterable[int]) -> None:
+    def add_prompt(self, entries: Iterable[TextLogprob]) -> None:
         """Echoed prompt tokens: listed, their logprobs null (prompt logprobs are not computed)."""
-        for token in prompt_tokens:
-            self._append(token_text(self.token_bytes, token), None, None)
+        for entry in entries:
+            self._append(entry.text, None, None)
 
-    def add(self, entries: Iterable[TokenLogprob]) -> None:
+    def add(self, entries: Iterable[TextLogprob]) -> None:
         """Generated tokens with their logprobs."""
         for entry in entries:
-            top = {token_text(self.token_bytes, t): lp for t, lp in entry.top}
-            text = token_text(self.token_bytes, entry.token)
-            top.setdefault(text, entry.logprob)
-            self._append(text, entry.logprob, top)
+            top = {t.text: t.logprob for t in entry.top}
+            top.setdefault(entry.text, entry.logprob)
+            self._append(entry.text, entry.logprob, top)
+
+    def skip(self, text: str) -> None:
+        """Text that has no entries here (an echo without logprobs) still moves the offset."""
+        self.offset += len(text)
 
     def take(self) -> dict[str, Any]:
         """The object for what was added since the last call (a stream's chunk), then reset."""

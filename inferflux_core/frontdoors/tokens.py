@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from inferflux_core.engine.prepare import check_token_ids
+from inferflux_core.engine.workers import WorkerPool
 from inferflux_core.protocol.common import parse_body
 from inferflux_core.protocol.tokens import DetokenizeRequest, TokenizeRequest
-from inferflux_core.serving.common import Service
 
 if TYPE_CHECKING:
+    from inferflux_core.engine import Engine
     from inferflux_core.engine.model import LoadedModel
 
 
-class TokenService(Service):
+class TokenService:
     """``{"tokens", "count", "max_model_len"}`` and ``{"prompt"}`` from request bodies."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.pool: WorkerPool = engine.pool
 
     async def tokenize(self, body: Any) -> dict[str, Any]:
         """The token ids of a prompt, or of a conversation rendered by the chat template
@@ -26,7 +32,7 @@ class TokenService(Service):
 
     def _tokenize(self, body: Any) -> dict[str, Any]:
         request = parse_body(TokenizeRequest, body)
-        model = self.engine.model(request.model)
+        model = self.engine.step_model(request.model, "tokenizing")
         tokens = _tokens(model, request)
         return {
             "tokens": tokens,
@@ -36,8 +42,8 @@ class TokenService(Service):
 
     def _detokenize(self, body: Any) -> dict[str, Any]:
         request = parse_body(DetokenizeRequest, body)
-        model = self.engine.model(request.model)
-        self.check_token_ids(model, request.tokens, "tokens")
+        model = self.engine.step_model(request.model, "tokenizing")
+        check_token_ids(model, request.tokens, "tokens")
         return {"prompt": model.backend.detokenize(request.tokens)}
 
     def model_name(self, body: Any) -> str | None:

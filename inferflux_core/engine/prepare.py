@@ -1,0 +1,170 @@
+"""The stage in front of the step runner: a typed request made into token sequences.
+
+For a conversation: the tool plan, the grammar for a forced call or an output constraint,
+the model's chat template and its tokenizer; for a prompt: its tokens (or a fill-in-the-middle
+prompt for ``suffix``). Then the limits and the sampling settings of each sequence. All of it
+is CPU work, run in the engine's worker pool; nothing here submits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from inferflux_core.contracts import SamplingParams, StepBackend
+from inferflux_core.contracts.generation import InferenceRequest, OutputConstraint
+from inferflux_core.engine.infill import infill_tokens
+from inferflux_core.engine.model import LoadedModel
+from inferflux_core.engine.requests import GenerationRequest, new_request_id
+from inferflux_core.errors import InvalidRequestError
+from inferflux_core.structured import check_backend_grammar, constraint_grammar
+from inferflux_core.tools import NO_TOOLS, ToolPlan, conversation, plan_tools
+
+SEED_MASK = (1 << 64) - 1
+#: Odd 64-bit constant (the golden ratio's): choice seeds far apart for nearby request seeds.
+SEED_STRIDE = 0x9E3779B97F4A7C15
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready to submit: ``candidates`` sequences of one prompt, of which the ``n``
+    likeliest are returned when ``candidates > n`` (``best_of``)."""
+
+    model: LoadedModel
+    sequences: tuple[GenerationRequest, ...]
+    n: int
+    plan: ToolPlan
+    echo: tuple[int, ...]
+    keep_logprobs: bool
+
+    @property
+    def ranks(self) -> bool:
+        """Whether candidates are ranked (``best_of > n``)."""
+        return len(self.sequences) > self.n
+
+    @property
+    def worst_case(self) -> int:
+        """The most tokens the request can use: its prompt once, and every sequence's
+        ``max_tokens`` (what a rate limiter reserves before it is submitted)."""
+        first = self.sequences[0]
+        return len(first.prompt_tokens) + first.max_tokens * len(self.sequences)
+
+
+def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
+    """The sequences for ``request`` on ``model``; 400 naming the problem."""
+    backend = model.backend
+    options = request.options
+    if options.logprobs is not None and not backend.supports_logprobs:
+        raise InvalidRequestError(
+            f"logprobs: the backend of model {model.name!r} cannot report token logprobs",
+            param="logprobs",
+            code="unsupported",
+        )
+    plan = NO_TOOLS
+    if request.messages is not None:
+        plan = plan_tools(request, backend)
+        tokens = model.tokenize_prompt(render(model, request, plan))
+    else:
+        tokens = prompt_tokens(model, request)
+    grammar = plan.grammar or _constraint(request.constraint, backend, request)
+    n = options.n
+    candidates = max(n, options.best_of or n)
+    # Ranking best_of candidates needs their logprobs even when the client asks for none.
+    logprobs = options.logprobs
+    if logprobs is None and candidates > n:
+        logprobs = 0
+    room = backend.info.context_length - len(tokens)
+    limit = model.config.max_tokens_limit
+    max_tokens = min(options.max_tokens or limit, limit, max(room, 1))
+    sampling = SamplingParams(
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k,
+        min_p=options.min_p,
+        seed=options.seed,
+        repeat_penalty=options.repeat_penalty,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        grammar=grammar,
+        logit_bias=_logit_bias(model, options.logit_bias),
+        logprobs=logprobs,
+    )
+    first = GenerationRequest(
+        prompt_tokens=tokens,
+        max_tokens=max_tokens,
+        sampling=sampling,
+        stop=options.stop,
+        ignore_eos=options.ignore_eos,
+        min_tokens=options.min_tokens,
+        priority=request.priority,
+        request_id=request.request_id,
+    )
+    sequences = [first] + [
+        dataclasses.replace(
+            first,
+            sampling=dataclasses.replace(sampling, seed=derive_seed(options.seed, i)),
+            request_id=new_request_id(request.request_id.split("-", 1)[0]),
+        )
+        for i in range(1, candidates)
+    ]
+    echo = tuple(tokens) if options.echo else ()
+    return Prepared(model, tuple(sequences), n, plan, echo, options.logprobs is not None)
+
+
+def render(model: LoadedModel, request: InferenceRequest, plan: ToolPlan) -> str:
+    """The prompt for a conversation: its messages and the plan's tools, rendered."""
+    native = model.template is not None and model.template.uses_tools
+    messages, tools = conversation(request.messages or (), plan.offered, native=native)
+    return model.render_chat(messages, add_generation_prompt=True, tools=tools)
+
+
+def prompt_tokens(model: LoadedModel, request: InferenceRequest) -> list[int]:
+    """A raw prompt's tokens, or the fill-in-the-middle prompt when there is a ``suffix``."""
+    prompt = request.prompt if request.prompt is not None else ""
+    if isinstance(prompt, tuple):
+        check_token_ids(model, prompt, "prompt")
+    if request.suffix:
+        return infill_tokens(
+            model, prompt if isinstance(prompt, str) else list(prompt), request.suffix
+        )
+    return model.tokenize_prompt(prompt) if isinstance(prompt, str) else list(prompt)
+
+
+def check_token_ids(model: LoadedModel, tokens: tuple[int, ...] | list[int], param: str) -> None:
+    """400 if a token id is outside the model's vocabulary."""
+    vocab = model.backend.info.vocab_size
+    for token in tokens:
+        if not 0 <= token < vocab:
+            raise InvalidRequestError(
+                f"{param}: token id {token} is outside the vocabulary (0..{vocab - 1})",
+                param=param,
+            )
+
+
+def derive_seed(seed: int | None, index: int) -> int | None:
+    """Choice ``index``'s seed: the request's for the first, distinct reproducible ones after."""
+    if seed is None or index == 0:
+        return seed
+    return (seed + index * SEED_STRIDE) & SEED_MASK
+
+
+def _constraint(
+    constraint: OutputConstraint | None, backend: StepBackend, request: InferenceRequest
+) -> str | None:
+    if constraint is None:
+        return None
+    options = request.options
+    grammar = constraint_grammar(
+        constraint, ignore_eos=options.ignore_eos, min_tokens=options.min_tokens
+    )
+    check_backend_grammar(backend, grammar, constraint.param)
+    return grammar
+
+
+def _logit_bias(model: LoadedModel, bias: Mapping[int, float] | None) -> dict[int, float] | None:
+    if not bias:
+        return None
+    out = dict(bias)
+    check_token_ids(model, list(out), "logit_bias")
+    return out

@@ -1,0 +1,222 @@
+"""Serving a model whose backend schedules itself (a :class:`RequestBackend`).
+
+The backend batches, pages its KV and reuses prefixes on its own; this runner does what stays
+inferflux's: admission (at most ``max_sequences`` requests run, ``max_queue`` more wait; one
+more is a 429 ``queue_full``, a wait past ``queue_timeout`` or the request's deadline a 503),
+priority (waiters are started highest first; passed to the backend when it takes it),
+capability checks (a 400 naming the field the backend cannot serve), cancellation (a consumer
+that goes away aborts the request in the backend) and readiness. It relays the backend's
+typed events unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
+from inferflux_core.contracts.request_backend import (
+    Readiness,
+    RequestBackend,
+    RequestBackendCapabilities,
+)
+from inferflux_core.errors import InvalidRequestError, QueueFullError, ServiceUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def check_capabilities(
+    model: str, capabilities: RequestBackendCapabilities, request: InferenceRequest
+) -> None:
+    """400 naming the first field of ``request`` the backend cannot serve."""
+    options = request.options
+    wanted: list[tuple[bool, str, str]] = [
+        (options.logprobs is not None and not capabilities.logprobs, "logprobs", "token logprobs"),
+        ((options.n > 1 or (options.best_of or 1) > 1) and not capabilities.n, "n", "n > 1"),
+        (request.suffix is not None, "suffix", "fill-in-the-middle"),
+        (options.echo, "echo", "echo"),
+    ]
+    constraint = request.constraint
+    if constraint is not None:
+        able = capabilities.grammar if constraint.kind == "grammar" else capabilities.json_schema
+        wanted.append((not able, constraint.param, f"{constraint.kind} output constraints"))
+    forced = request.tools and request.tool_choice.mode in ("required", "function")
+    wanted.append((bool(forced) and not capabilities.native_tools, "tool_choice", "forced calls"))
+    for missing, param, what in wanted:
+        if missing:
+            raise InvalidRequestError(
+                f"{param}: the backend of model {model!r} does not support {what}",
+                param=param,
+                code="unsupported",
+            )
+
+
+@dataclass(order=True)
+class _Waiter:
+    key: tuple[int, int]
+    started: asyncio.Future[None] = field(compare=False)
+
+
+class RequestRunner:
+    """Admission, priority, cancellation and readiness in front of one request backend."""
+
+    def __init__(
+        self,
+        name: str,
+        backend: RequestBackend,
+        *,
+        max_running: int,
+        max_queue: int,
+        queue_timeout: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.backend = backend
+        self.max_running = max_running
+        self.max_queue = max_queue
+        self.queue_timeout = queue_timeout
+        self.running = 0
+        self._waiting: list[_Waiter] = []
+        self._order = itertools.count()
+        self.failure: str | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot."""
+        return len(self._waiting)
+
+    async def readiness(self) -> Readiness:
+        """The backend's readiness; not ready (with the reason) if it raises."""
+        if self.failure is not None:
+            return Readiness(False, self.failure)
+        try:
+            return await self.backend.readiness()
+        except Exception as exc:
+            return Readiness(False, f"{type(exc).__name__}: {exc}")
+
+    async def open(self, request: InferenceRequest) -> AsyncIterator[InferenceEvent]:
+        """Admit ``request`` and start it; the returned iterator yields its events.
+
+        Refusals (capabilities, a full queue, the backend's own) raise here, before any event.
+        """
+        check_capabilities(self.name, self.backend.capabilities, request)
+        await self._admit(request)
+        try:
+            events = aiter(self.backend.generate(request))
+            first = await anext(events)
+        except BaseException as exc:
+            self._leave()
+            if isinstance(exc, StopAsyncIteration):
+                raise ServiceUnavailableError(
+                    f"model {self.name!r}: the backend ended the request without output"
+                ) from None
+            raise
+        return _Relay(self, request.request_id, first, events)
+
+    async def _admit(self, request: InferenceRequest) -> None:
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            raise ServiceUnavailableError("the request's deadline passed before it started")
+        if self.running < self.max_running and not self._waiting:
+            self.running += 1
+            return
+        if len(self._waiting) >= self.max_queue:
+            raise QueueFullError(
+                f"model {self.name!r} has {self.max_queue} requests waiting; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        waiter = _Waiter((-request.priority, next(self._order)), asyncio.Future())
+        heapq.heappush(self._waiting, waiter)
+        try:
+            await asyncio.wait_for(waiter.started, self._wait_limit(request))
+        except TimeoutError:
+            self._forget(waiter)
+            raise ServiceUnavailableError(
+                f"model {self.name!r}: the request waited too long for a free slot; retry",
+                headers={"Retry-After": "1"},
+            ) from None
+        except BaseException:
+            if waiter.started.done() and not waiter.started.cancelled():
+                self._leave()  # it was started just as its caller went away
+            self._forget(waiter)
+            raise
+
+    def _wait_limit(self, request: InferenceRequest) -> float | None:
+        limits = [self.queue_timeout] if self.queue_timeout > 0 else []
+        if request.deadline is not None:
+            limits.append(max(0.0, request.deadline - time.monotonic()))
+        return min(limits) if limits else None
+
+    def _forget(self, waiter: _Waiter) -> None:
+        if waiter in self._waiting:
+            self._waiting.remove(waiter)
+            heapq.heapify(self._waiting)
+
+    def _leave(self) -> None:  # also called by _Relay
+        """A running request ended: start the highest-priority waiter in its slot."""
+        while self._waiting:
+            waiter = heapq.heappop(self._waiting)
+            if not waiter.started.done():
+                waiter.started.set_result(None)
+                return
+        self.running -= 1
+
+
+class _Relay:
+    """The events of one admitted request; closing it (even before the first event is read)
+    frees its slot, and closing it before the end aborts the request in the backend."""
+
+    def __init__(
+        self,
+        runner: RequestRunner,
+        request_id: str,
+        first: InferenceEvent,
+        events: AsyncIterator[InferenceEvent],
+    ) -> None:
+        self._runner = runner
+        self._request_id = request_id
+        self.first = first
+        self._first: InferenceEvent | None = first
+        self._events = events
+        self._closed = False
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> InferenceEvent:
+        if self._closed:
+            raise StopAsyncIteration
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        try:
+            return await anext(self._events)
+        except StopAsyncIteration:
+            await self._close(finished=True)
+            raise
+        except BaseException:
+            await self._close(finished=False)
+            raise
+
+    async def aclose(self) -> None:
+        """Stop: free the slot and abort the request if it had not finished."""
+        await self._close(finished=False)
+
+    async def _close(self, *, finished: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._runner._leave()
+        aclose = getattr(self._events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        if not finished:
+            try:
+                await self._runner.backend.abort(self._request_id)
+            except Exception as exc:
+                log.warning(
+                    "model %s: abort of %s failed: %s", self._runner.name, self._request_id, exc
+                )
