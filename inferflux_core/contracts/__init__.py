@@ -33,6 +33,12 @@ from inferflux_core.contracts.guardrail import (
     GuardrailVerdict,
     OutputFilter,
 )
+from inferflux_core.contracts.options import (
+    PluginOptions,
+    checked_options,
+    options_of,
+    parse_options,
+)
 from inferflux_core.contracts.policy import ApiKeyRecord, Policy, PolicyStore, RateLimits
 from inferflux_core.contracts.request_backend import (
     Readiness,
@@ -70,6 +76,7 @@ __all__ = [
     "ModelInfo",
     "OutputConstraint",
     "OutputFilter",
+    "PluginOptions",
     "Policy",
     "PolicyStore",
     "RateLimits",
@@ -95,4 +102,7 @@ __all__ = [
     "ToolChoice",
     "ToolSpec",
     "UsageReport",
+    "checked_options",
+    "options_of",
+    "parse_options",
 ]
