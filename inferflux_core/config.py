@@ -92,18 +92,27 @@ class SchedulerConfig(_Strict):
     model loads (``inferflux config`` shows them with their defaults).
     """
 
-    name: str = "continuous"
+    name: str = Field("continuous", description="the registered scheduler to use")
     token_budget: int = Field(
-        512, ge=1, description="tokens fed per step, all sequences (raised to fit one chunk)"
+        512,
+        ge=1,
+        description="tokens fed per step across all sequences (raised to "
+        "`prefill_chunk + max_sequences` if smaller)",
     )
     prefill_chunk: int = Field(512, ge=1, description="prompt tokens per sequence per step")
-    max_queue: int = Field(256, ge=0, description="waiting requests before 429")
-    queue_timeout: float = Field(
-        300.0, ge=0, description="seconds a request may wait for admission before 503 (0: none)"
+    max_queue: int = Field(
+        256, ge=0, description="waiting requests per model before 429 with `Retry-After`"
     )
-    prefix_reuse: bool = Field(True, description="reuse KV of cached prompt prefixes")
+    queue_timeout: float = Field(
+        300.0,
+        ge=0,
+        description="seconds a request may wait for admission before 503 (0: no limit)",
+    )
+    prefix_reuse: bool = Field(True, description="reuse the KV of a cached prompt prefix")
     options: dict[str, Any] = Field(
-        default_factory=dict, description="the scheduler's own options (its options model)"
+        default_factory=dict,
+        description="the scheduler's own options, checked against its options model when a "
+        "model loads (`continuous`: see below)",
     )
 
     @model_validator(mode="before")
@@ -145,8 +154,12 @@ class ServerConfig(_Strict):
 class PluginsConfig(_Strict):
     """Which plugins load."""
 
-    autoload: bool = True
-    disable: list[str] = Field(default_factory=list)
+    autoload: bool = Field(True, description="load every installed `inferflux` entry point")
+    disable: list[str] = Field(
+        default_factory=list,
+        description="entry-point names not to load (e.g. `[guardrail_opa]`); honoured by "
+        "`inferflux plugins --check` too",
+    )
 
 
 class OidcConfig(_Strict):

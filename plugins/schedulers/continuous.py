@@ -33,16 +33,25 @@ class ContinuousOptions(PluginOptions):
     """``scheduler.options`` of the ``continuous`` scheduler."""
 
     prefill_sequences: int = Field(
-        1, ge=0, description="prompts fed per step (0: as many as the budget allows)"
+        1,
+        ge=0,
+        description="prompts fed per step (0: as many as the budget allows); 1 lets prompts "
+        "that arrive together reach their first token one after the other instead of all at "
+        "the end",
+    )
+    preemption: bool = Field(
+        False,
+        description="let higher-priority requests preempt running ones (KV saved and restored "
+        "later), where the backend can",
     )
     aging_per_second: float = Field(
         0.1, ge=0, description="priority a waiting request gains per second"
     )
-    preemption: bool = Field(
-        False, description="let higher-priority requests preempt running ones (KV saved)"
-    )
     timeslice_tokens: int = Field(
-        0, ge=0, description="tokens before a sequence yields to a waiting one (0: off)"
+        0,
+        ge=0,
+        description="with `preemption`, tokens a sequence decodes before yielding to an equal "
+        "or higher waiting one (0: off)",
     )
 
 
