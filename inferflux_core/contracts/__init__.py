@@ -33,12 +33,7 @@ from inferflux_core.contracts.guardrail import (
     GuardrailVerdict,
     OutputFilter,
 )
-from inferflux_core.contracts.options import (
-    PluginOptions,
-    checked_options,
-    options_of,
-    parse_options,
-)
+from inferflux_core.contracts.options import PluginOptions, parse_options
 from inferflux_core.contracts.policy import ApiKeyRecord, Policy, PolicyStore, RateLimits
 from inferflux_core.contracts.request_backend import (
     Readiness,
@@ -102,7 +97,5 @@ __all__ = [
     "ToolChoice",
     "ToolSpec",
     "UsageReport",
-    "checked_options",
-    "options_of",
     "parse_options",
 ]
