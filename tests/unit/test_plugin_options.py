@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -84,3 +85,31 @@ def test_inferflux_config_refuses_an_invalid_plugin_option_naming_it() -> None:
     settings = Settings(models=[{"name": "m", "options": {"batch_size": 0}}])
     with pytest.raises(ConfigError, match=r"models\.m\.options\.batch_size: "):
         effective_config(settings, PluginHost())
+
+
+@pytest.mark.parametrize(
+    ("family", "name"),
+    [
+        ("guardrails", "blocklist"),
+        ("guardrails", "opa"),
+        ("policy_stores", "encrypted_file"),
+        ("kv_transports", "inprocess"),
+    ],
+)
+def test_an_options_model_agrees_with_its_plugins_keyword_constructor(
+    family: str, name: str
+) -> None:
+    plugin = PluginHost().get(family, name)
+    model = plugin.options_model
+    params = {
+        p.name: p.default
+        for p in inspect.signature(plugin.__init__).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    }
+    assert set(params) == set(model.model_fields)
+    for key, info in model.model_fields.items():
+        if params[key] is inspect.Parameter.empty:
+            assert info.is_required(), f"{name}.{key}"
+            continue
+        default = list(params[key]) if isinstance(params[key], tuple) else params[key]
+        assert info.get_default(call_default_factory=True) == default, f"{name}.{key}"
