@@ -3,9 +3,10 @@
 :class:`ModelRunner` is the facade; each concern has its module: admission and the queue
 (:mod:`~inferflux_core.engine.admission`), a sequence's KV life
 (:mod:`~inferflux_core.engine.lifecycle`), how a plan is applied
-(:mod:`~inferflux_core.engine.plan`), finish rules (:mod:`~inferflux_core.engine.finish`),
-the hand-off of events to the event loop (:class:`~inferflux_core.engine.stream.Outbox`),
-metrics (:mod:`~inferflux_core.engine.runner_metrics`) and supervision
+(:mod:`~inferflux_core.engine.plan`, on the backend :mod:`~inferflux_core.engine.step`),
+finish rules (:mod:`~inferflux_core.engine.finish`), the hand-off of events to the event
+loop (:class:`~inferflux_core.engine.stream.Outbox`), metrics
+(:mod:`~inferflux_core.engine.runner_metrics`) and supervision
 (:mod:`~inferflux_core.engine.supervision`).
 """
 
@@ -13,26 +14,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from inferflux_core.contracts import (
     ScheduledSequence,
     Scheduler,
-    SequenceChunk,
     StepBackend,
     StepPlan,
-    TokenLogprob,
 )
 from inferflux_core.engine import supervision
 from inferflux_core.engine.admission import Admission
 from inferflux_core.engine.embedding import EmbeddingQueue
 from inferflux_core.engine.finish import TokenAcceptor
-from inferflux_core.engine.groups import waits_for_leader
 from inferflux_core.engine.lifecycle import SequenceLifecycle
-from inferflux_core.engine.plan import PlanApplier
 from inferflux_core.engine.requests import GenerationRequest
 from inferflux_core.engine.runner_metrics import RunnerMetrics
 from inferflux_core.engine.slots import KVSlots
+from inferflux_core.engine.step import StepApplier
 from inferflux_core.engine.stream import EngineSequence, Outbox, RequestStream
 from inferflux_core.errors import ServiceUnavailableError
 from inferflux_core.metrics import EngineMetrics
@@ -40,10 +38,9 @@ from inferflux_core.metrics import EngineMetrics
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_SECONDS = 0.5
-_NO_LOGPROBS: Mapping[int, TokenLogprob] = {}
 
 
-class ModelRunner(PlanApplier[EngineSequence]):
+class ModelRunner:
     """Runs continuous batching for one model on a dedicated thread.
 
     Requests are submitted from the event loop; each step asks the scheduler for chunks, feeds
@@ -102,7 +99,9 @@ class ModelRunner(PlanApplier[EngineSequence]):
             self._lifecycle.release,
             context_length=context_length,
         )
-        self._step_logprobs = _NO_LOGPROBS
+        self._steps = StepApplier(
+            backend, scheduler, self._lifecycle, self._tokens, self._m, self._live
+        )
         #: Embedding requests, run on the step thread between generation steps.
         self.embeddings = EmbeddingQueue(
             model_name, backend, metrics, self._wake, max_queue=max_queue
@@ -209,52 +208,8 @@ class ModelRunner(PlanApplier[EngineSequence]):
 
     def run_step(self, plan: StepPlan) -> None:
         """Open, feed and sample the plan's sequences in one ``decode``; emit their events."""
-        try:
-            if self.apply(plan):
-                self._m.queue_sizes(self.scheduler.running_count, self.scheduler.waiting_count)
-        finally:
-            self._step_logprobs = _NO_LOGPROBS
-
-    # --- applying a plan (see inferflux_core.engine.plan) -----------------------------------
-
-    def preempt(self, sequence: ScheduledSequence) -> None:
-        """Save a planned-out sequence's KV and give its id back."""
-        live = self._live.get(sequence.request_id)
-        if live is sequence:
-            self._lifecycle.preempt(live)
-
-    def admit(self, sequence: ScheduledSequence) -> EngineSequence | None:
-        """The live sequence to feed, opened if it has no KV id yet; None if it must wait for
-        its group's leader, or the scheduler planned a sequence that already finished."""
-        live = self._live.get(sequence.request_id)
-        if live is not sequence:
-            self.scheduler.finish(sequence)  # a scheduler bug: it kept a finished sequence
-            return None
-        if waits_for_leader(live):
-            return None
-        if live.seq_id is None:
-            self._lifecycle.open(live)
-        return live
-
-    def decode(
-        self, chunks: Sequence[SequenceChunk], fed: Sequence[EngineSequence]
-    ) -> dict[int, int]:
-        """One backend ``decode`` for the step, and the logprobs the step's requests want."""
-        sampled = self.backend.decode(chunks)
-        if any(s.state.request.sampling.logprobs is not None for s in fed):
-            self._step_logprobs = self.backend.take_logprobs()
-        self._m.step.observe(len(chunks))
-        return sampled
-
-    def prefilled(self, sequence: EngineSequence, chunk: SequenceChunk) -> None:
-        """Count the prompt tokens; a finished prompt is kept for reuse and forked."""
-        self._m.prompt.inc(len(chunk.tokens))
-        if sequence.prefill_done:
-            self._lifecycle.prompt_done(sequence)
-
-    def accept(self, sequence: EngineSequence, token: int) -> None:
-        """Apply the finish rules to ``token`` (see :mod:`inferflux_core.engine.finish`)."""
-        self._tokens.accept(sequence, token, self._step_logprobs)
+        if self._steps.apply(plan):
+            self._m.queue_sizes(self.scheduler.running_count, self.scheduler.waiting_count)
 
     def _finish(
         self,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from inferflux_core.contracts import ScheduledChunk, ScheduledSequence, SequenceChunk, StepPlan
 from inferflux_core.engine.plan import PlanApplier
-from inferflux_core.engine.runner import ModelRunner
+from inferflux_core.engine.step import StepApplier
 from inferflux_core.testing.simulation import SimulatedEngine
 
 
@@ -89,5 +89,5 @@ def test_a_plan_with_nothing_to_feed_decodes_nothing() -> None:
 
 
 def test_the_runner_and_the_simulated_engine_apply_plans_with_the_same_code() -> None:
-    assert ModelRunner.apply is PlanApplier.apply
+    assert StepApplier.apply is PlanApplier.apply
     assert SimulatedEngine.apply is PlanApplier.apply
