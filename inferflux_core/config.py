@@ -8,11 +8,19 @@ reported by :func:`load_config` as a :class:`~inferflux_core.errors.ConfigError`
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -67,32 +75,67 @@ class ModelConfig(_Strict):
         return None
 
 
-class SchedulerConfig(_Strict):
-    """Which scheduler runs each model's step loop, and its bounds."""
+#: Keys that used to sit under ``scheduler`` and now are ``continuous`` scheduler options:
+#: still read (with a warning) and moved into ``scheduler.options``.
+DEPRECATED_SCHEDULER_KEYS = (
+    "prefill_sequences",
+    "preemption",
+    "aging_per_second",
+    "timeslice_tokens",
+)
 
-    name: str = "continuous"
+
+class SchedulerConfig(_Strict):
+    """Which scheduler runs each model's step loop, and the bounds every scheduler keeps.
+
+    ``options`` belong to the scheduler named: checked against its options model when a
+    model loads (``inferflux config`` shows them with their defaults).
+    """
+
+    name: str = Field("continuous", description="the registered scheduler to use")
     token_budget: int = Field(
-        512, ge=1, description="tokens fed per step, all sequences (raised to fit one chunk)"
+        512,
+        ge=1,
+        description="tokens fed per step across all sequences (raised to "
+        "`prefill_chunk + max_sequences` if smaller)",
     )
     prefill_chunk: int = Field(512, ge=1, description="prompt tokens per sequence per step")
-    prefill_sequences: int = Field(
-        1, ge=0, description="prompts fed per step (0: as many as the budget allows)"
+    max_queue: int = Field(
+        256, ge=0, description="waiting requests per model before 429 with `Retry-After`"
     )
-    max_queue: int = Field(256, ge=0, description="waiting requests before 429")
     queue_timeout: float = Field(
-        300.0, ge=0, description="seconds a request may wait for admission before 503 (0: none)"
+        300.0,
+        ge=0,
+        description="seconds a request may wait for admission before 503 (0: no limit)",
     )
-    prefix_reuse: bool = Field(True, description="reuse KV of cached prompt prefixes")
-    preemption: bool = Field(
-        False, description="let higher-priority requests preempt running ones (KV saved)"
+    prefix_reuse: bool = Field(True, description="reuse the KV of a cached prompt prefix")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the scheduler's own options, checked against its options model when a "
+        "model loads (`continuous`: see below)",
     )
-    aging_per_second: float = Field(
-        0.1, ge=0, description="priority a waiting request gains per second"
-    )
-    timeslice_tokens: int = Field(
-        0, ge=0, description="tokens before a sequence yields to a waiting one (0: off)"
-    )
-    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _move_deprecated_keys(cls, data: Any) -> Any:
+        """``scheduler.<key>`` for a key that moved to ``scheduler.options`` still works."""
+        if not isinstance(data, dict):
+            return data
+        moved = [key for key in DEPRECATED_SCHEDULER_KEYS if key in data]
+        if not moved:
+            return data
+        data = dict(data)
+        options = dict(data.get("options") or {})
+        for key in moved:
+            value = data.pop(key)
+            options.setdefault(key, value)
+            warnings.warn(
+                f"scheduler.{key} is deprecated: set scheduler.options.{key} instead",
+                FutureWarning,
+                stacklevel=2,
+            )
+        data["options"] = options
+        return data
 
 
 class ServerConfig(_Strict):
@@ -111,8 +154,12 @@ class ServerConfig(_Strict):
 class PluginsConfig(_Strict):
     """Which plugins load."""
 
-    autoload: bool = True
-    disable: list[str] = Field(default_factory=list)
+    autoload: bool = Field(True, description="load every installed `inferflux` entry point")
+    disable: list[str] = Field(
+        default_factory=list,
+        description="entry-point names not to load (e.g. `[guardrail_opa]`); honoured by "
+        "`inferflux plugins --check` too",
+    )
 
 
 class OidcConfig(_Strict):

@@ -1,12 +1,14 @@
-"""Generate the hook reference, ``docs/hooks.md``, from the hook specs and the contracts.
+"""Generate the hook reference, ``docs/hooks.md``, from the hook specs and the contracts, and
+the option tables of ``docs/bundled-plugins.md`` from the options models
+(:mod:`inferflux_core.docs_options`).
 
 The reference is made from :mod:`inferflux_core.hookspecs` and the modules of
 :mod:`inferflux_core.contracts`: every hook with its signature and docstring, every contract
 class with its attributes (``#:`` comments), dataclass and pydantic fields, and public
 methods, each with its ``inspect`` signature and docstring. So it cannot drift from the code::
 
-    python -m inferflux_core.docs_gen --write   # regenerate docs/hooks.md
-    python -m inferflux_core.docs_gen --check   # exit 1 if docs/hooks.md is out of date
+    python -m inferflux_core.docs_gen --write   # regenerate docs/hooks.md and the tables
+    python -m inferflux_core.docs_gen --check   # exit 1 if either is out of date
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from inferflux_core import contracts, hookspecs
+from inferflux_core import contracts, docs_options, hookspecs
 from inferflux_core.contracts import backend, device, guardrail, policy, scheduler, transport
 
 #: The contract modules, in the order the reference lists them.
@@ -296,23 +298,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     action.add_argument("--write", action="store_true", help="write the reference file")
     action.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the reference file")
+    parser.add_argument(
+        "--bundled",
+        type=Path,
+        default=docs_options.DEFAULT_BUNDLED,
+        help="the bundled-plugins guide whose option tables are generated",
+    )
     args = parser.parse_args(argv)
     missing = missing_docstrings()
     if missing:
         print("missing docstrings:\n  " + "\n  ".join(missing), file=sys.stderr)
         return 1
     text = render()
-    if args.write:
-        args.output.write_text(text, encoding="utf-8")
+    if not (args.write or args.check):
+        sys.stdout.write(text)
         return 0
-    if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is out of date: run `{REGENERATE}`", file=sys.stderr)
-            return 1
-        return 0
-    sys.stdout.write(text)
-    return 0
+    files = {args.output: text}
+    if args.bundled.exists():
+        guide = args.bundled.read_text(encoding="utf-8")
+        files[args.bundled] = docs_options.render_bundled(guide, docs_options.option_models())
+    stale = 0
+    for path, wanted in files.items():
+        if args.write:
+            path.write_text(wanted, encoding="utf-8")
+        elif (path.read_text(encoding="utf-8") if path.exists() else "") != wanted:
+            print(f"{path} is out of date: run `{REGENERATE}`", file=sys.stderr)
+            stale = 1
+    return stale
 
 
 if __name__ == "__main__":

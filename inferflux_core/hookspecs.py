@@ -72,7 +72,8 @@ def register_backends() -> dict[str, type[StepBackend]]:
     Called once when the plugin manager loads plugins. Return ``{"llama_cpp": Backend}``: a
     mapping from the name used in ``models[].backend`` to a
     :class:`~inferflux_core.contracts.StepBackend` subclass. The engine constructs it with a
-    :class:`~inferflux_core.contracts.BackendSpec` when a model using it loads.
+    :class:`~inferflux_core.contracts.BackendSpec` when a model using it loads. A backend that
+    sets ``options_model`` has ``models[].options`` documented and shown from that model.
     """
 
 
@@ -83,7 +84,9 @@ def register_schedulers() -> dict[str, type[Scheduler]]:
     Called once when the plugin manager loads plugins. Return ``{"continuous": Scheduler}``:
     a mapping from the name used in ``scheduler.name`` to a
     :class:`~inferflux_core.contracts.Scheduler` subclass. The engine constructs one per loaded
-    model with its :class:`~inferflux_core.contracts.SchedulerLimits` and ``scheduler.options``.
+    model with its :class:`~inferflux_core.contracts.SchedulerLimits` and ``scheduler.options``
+    as keyword arguments, checked first against the scheduler's ``options_model`` when it
+    declares one (an invalid option stops the load naming ``scheduler.options.<key>``).
     """
 
 

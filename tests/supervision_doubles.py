@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from inferflux_core.contracts import (
     BackendSpec,
@@ -22,6 +23,7 @@ from inferflux_core.contracts import (
     SequenceStatus,
     StepPlan,
 )
+from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.hookspecs import hookimpl
 from inferflux_plugins.backends.llama_cpp.backend import LlamaCppBackend
 from inferflux_plugins.schedulers.continuous import ContinuousBatchingScheduler
@@ -37,14 +39,15 @@ class StepThreadKiller(BaseException):
 
 
 def _marked(sequence: ScheduledSequence, marker: str) -> bool:
-    return marker in sequence.payload.request.stop
+    # A test double may peek at the engine's side of a sequence; a real scheduler never does.
+    return isinstance(sequence, EngineSequence) and marker in sequence.state.request.stop
 
 
 class FailingScheduler(ContinuousBatchingScheduler):
     """The continuous scheduler, failing for requests marked with a stop string."""
 
-    def __init__(self, limits: SchedulerLimits) -> None:
-        super().__init__(limits)
+    def __init__(self, limits: SchedulerLimits, **options: Any) -> None:
+        super().__init__(limits, **options)
         self._poison_lock = threading.Lock()
         self._poisoned: list[ScheduledSequence] = []
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import threading
 import time
 
+from pydantic import Field
+
 from inferflux_core.contracts import (
+    PluginOptions,
     ScheduledChunk,
     ScheduledSequence,
     Scheduler,
@@ -26,8 +29,18 @@ from inferflux_core.hookspecs import hookimpl
 INFERFLUX_HOOKSPEC_VERSION = 1
 
 
+class SjfOptions(PluginOptions):
+    """``scheduler.options`` of ``sjf``: checked by inferflux before the scheduler is built."""
+
+    max_wait_seconds: float = Field(
+        30.0, gt=0, description="seconds after which a waiting request goes first regardless"
+    )
+
+
 class ShortestJobFirstScheduler(Scheduler):
     """Admits the shortest waiting prompt first; see the module docstring."""
+
+    options_model = SjfOptions
 
     def __init__(self, limits: SchedulerLimits, *, max_wait_seconds: float = 30.0) -> None:
         super().__init__(limits)

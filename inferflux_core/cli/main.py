@@ -160,7 +160,11 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
 def _config(args: argparse.Namespace, settings: Settings) -> int:
     import yaml
 
-    print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False))
+    from inferflux_core.cli.config_view import effective_config
+    from inferflux_core.plugins import PluginHost
+
+    host = PluginHost(autoload=settings.plugins.autoload, disable=settings.plugins.disable)
+    print(yaml.safe_dump(effective_config(settings, host), sort_keys=False))
     return 0
 
 

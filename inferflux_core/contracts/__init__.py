@@ -33,6 +33,7 @@ from inferflux_core.contracts.guardrail import (
     GuardrailVerdict,
     OutputFilter,
 )
+from inferflux_core.contracts.options import PluginOptions, parse_options
 from inferflux_core.contracts.policy import ApiKeyRecord, Policy, PolicyStore, RateLimits
 from inferflux_core.contracts.request_backend import (
     Readiness,
@@ -70,6 +71,7 @@ __all__ = [
     "ModelInfo",
     "OutputConstraint",
     "OutputFilter",
+    "PluginOptions",
     "Policy",
     "PolicyStore",
     "RateLimits",
@@ -95,5 +97,6 @@ __all__ = [
     "ToolChoice",
     "ToolSpec",
     "UsageReport",
+    "parse_options",
     "usable_cores",
 ]

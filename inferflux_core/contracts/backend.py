@@ -14,7 +14,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from inferflux_core.contracts.device import DeviceInfo
 from inferflux_core.contracts.embedding import EmbeddingInfo
@@ -123,6 +125,9 @@ class StepBackend(ABC):
 
     #: Device kinds (``cpu``, ``cuda``, ``rocm``, ``metal``) this backend runs on.
     supported_devices: tuple[str, ...] = ("cpu",)
+    #: The pydantic model of this plugin's ``options`` (see
+    #: :mod:`inferflux_core.contracts.options`), or None to take them unchecked.
+    options_model: ClassVar[type[BaseModel] | None] = None
     #: True if ``open_sequence(keep_tokens=...)``, :meth:`copy_prefix` and
     #: ``free_sequence(keep_kv=True)`` work: the engine then reuses cached prompt prefixes.
     supports_prefix_reuse: bool = False

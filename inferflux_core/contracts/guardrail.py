@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,10 @@ class Guardrail(ABC):
     the error is logged with the guardrail's and the plugin's names. Guardrails must be safe
     to call concurrently.
     """
+
+    #: The pydantic model of this plugin's ``options`` (see
+    #: :mod:`inferflux_core.contracts.options`), or None to take them unchecked.
+    options_model: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -129,6 +129,9 @@ class PolicyStore(ABC):
     #: Whether the policy outlives the process (the server only makes a development key
     #: for a store that does not).
     persistent: ClassVar[bool] = True
+    #: The pydantic model of this plugin's ``options`` (see
+    #: :mod:`inferflux_core.contracts.options`), or None to take them unchecked.
+    options_model: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, **options: Any) -> None:
         self.options = options

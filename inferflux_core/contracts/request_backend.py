@@ -14,7 +14,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel
 
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
 from inferflux_core.errors import InvalidRequestError
@@ -116,6 +118,9 @@ class RequestBackend(ABC):
 
     #: What this backend takes; see :class:`RequestBackendCapabilities`.
     capabilities: RequestBackendCapabilities = RequestBackendCapabilities()
+    #: The pydantic model of this plugin's ``options`` (see
+    #: :mod:`inferflux_core.contracts.options`), or None to take them unchecked.
+    options_model: ClassVar[type[BaseModel] | None] = None
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Load the model or connect to the engine; raise to mark the model failed."""

@@ -7,7 +7,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 
 class SequenceStatus(enum.Enum):
@@ -23,7 +25,8 @@ class ScheduledSequence:
     """One request's sequence as the scheduler sees it.
 
     ``prompt_tokens[:n_prefilled]`` are in the KV already; once the prompt is prefilled, each
-    step feeds the last generated token.
+    step feeds the last generated token. Everything else about the request (its sampling,
+    its stream, a preempted sequence's saved KV) is the engine's and stays on its side.
     """
 
     request_id: str
@@ -34,13 +37,10 @@ class ScheduledSequence:
     seq_id: int | None = None
     n_prefilled: int = 0
     generated: list[int] = field(default_factory=list)
-    payload: Any = None
     #: Tokens decoded since the sequence was last admitted (for timeslices).
     slice_tokens: int = 0
     #: How often the sequence was preempted.
     preemptions: int = 0
-    #: The backend's saved state while the sequence is preempted (the engine's business).
-    saved: Any = None
 
     @property
     def prefill_done(self) -> bool:
@@ -79,29 +79,26 @@ class StepPlan:
 
 @dataclass(frozen=True, slots=True)
 class SchedulerLimits:
-    """Bounds the engine gives a scheduler for one model.
+    """Bounds the engine gives a scheduler for one model, whatever the scheduler.
 
     ``kv_capacity`` is the number of KV cells all sequences share; a scheduler admits a
     sequence only while the prompts and generated tokens of running sequences fit in it.
+    How a scheduler ranks, ages or preempts within these bounds is its own business, set by
+    its options (see :attr:`Scheduler.options_model`).
     """
 
     max_sequences: int
     context_length: int
     kv_capacity: int
+    #: Tokens all chunks of one step may hold together (``scheduler.token_budget``).
     token_budget: int
+    #: Prompt tokens one sequence may feed in one step (``scheduler.prefill_chunk``).
     prefill_chunk: int
+    #: Sequences that may wait for admission (``scheduler.max_queue``).
     max_queue: int
-    #: Whether running sequences may be preempted (the backend can save and restore them).
+    #: Whether the engine can preempt running sequences (the backend saves and restores
+    #: them); a plan may list sequences in ``preempt`` only when this is true.
     preemption: bool = False
-    #: Priority a waiting request gains per second, so low priority never starves.
-    aging_per_second: float = 0.0
-    #: Tokens a sequence may decode before yielding its slot to an equal or higher waiting
-    #: request (0: no timeslice). Only with ``preemption``.
-    timeslice_tokens: int = 0
-    #: Sequences whose prompts are fed in one step (0: as many as the budget allows). Fewer
-    #: means earlier first tokens: prompts that arrive together finish prefill one after the
-    #: other instead of all at the end.
-    prefill_sequences: int = 0
 
 
 class Scheduler(ABC):
@@ -110,7 +107,17 @@ class Scheduler(ABC):
     The engine calls :meth:`add` when a request arrives (from the event loop thread),
     and :meth:`plan_step`, :meth:`finish` from its step thread; implementations guard shared
     state themselves. The engine assigns KV ``seq_id`` s to sequences the plan admits.
+
+    The constructor takes the model's :class:`SchedulerLimits` and ``scheduler.options`` as
+    keyword arguments: checked against :attr:`options_model` (defaults filled in) when the
+    scheduler declares one, as they are otherwise (then raise ``TypeError`` for one it does
+    not know).
     """
+
+    #: The pydantic model of this scheduler's ``scheduler.options`` (a
+    #: :class:`~inferflux_core.contracts.PluginOptions` subclass), or None to take them
+    #: unchecked. The core validates the options against it and documents its fields.
+    options_model: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, limits: SchedulerLimits, **options: Any) -> None:
         self.limits = limits
@@ -126,7 +133,7 @@ class Scheduler(ABC):
         Running sequences that finished prefill decode one token; waiting sequences are
         admitted (status becomes RUNNING) while fewer than ``max_sequences`` run; prompt
         tokens fill the rest of ``token_budget`` in chunks of at most ``prefill_chunk``.
-        With ``limits.preemption``, running sequences listed in ``preempt`` go back to
+        Only with ``limits.preemption``, running sequences listed in ``preempt`` go back to
         WAITING; the engine saves their KV before the step and restores it on readmission.
         Returns an empty plan when there is nothing to do.
         """

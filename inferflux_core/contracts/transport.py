@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,10 @@ class KVTransport(ABC):
     :class:`~inferflux_core.errors.KVTransportClosedError`, and :meth:`receive` returns the
     blocks already delivered, then raises it too.
     """
+
+    #: The pydantic model of this plugin's ``options`` (see
+    #: :mod:`inferflux_core.contracts.options`), or None to take them unchecked.
+    options_model: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, **options: Any) -> None:
         self.options = options

@@ -7,12 +7,13 @@ that cannot make progress (preempted, finished or failed): the follower then pre
 
 from __future__ import annotations
 
-from inferflux_core.contracts import ScheduledSequence, SequenceStatus
+from inferflux_core.contracts import SequenceStatus
+from inferflux_core.engine.stream import EngineSequence
 
 
-def waits_for_leader(sequence: ScheduledSequence) -> bool:
+def waits_for_leader(sequence: EngineSequence) -> bool:
     """True for a follower with no KV yet while its running leader prefills their prompt."""
-    leader = sequence.payload.leader
+    leader = sequence.state.leader
     return (
         leader is not None
         and sequence.seq_id is None
@@ -23,18 +24,18 @@ def waits_for_leader(sequence: ScheduledSequence) -> bool:
     )
 
 
-def copy_source(sequence: ScheduledSequence) -> ScheduledSequence | None:
+def copy_source(sequence: EngineSequence) -> EngineSequence | None:
     """The leader whose KV holds the follower's whole prompt, if any."""
-    leader: ScheduledSequence | None = sequence.payload.leader
+    leader = sequence.state.leader
     if leader is not None and leader.seq_id is not None and leader.prefill_done:
         return leader
     return None
 
 
-def followers_to_fork(leader: ScheduledSequence) -> list[ScheduledSequence]:
+def followers_to_fork(leader: EngineSequence) -> list[EngineSequence]:
     """Admitted followers with no KV yet: they copy the leader's prompt now."""
     return [
         follower
-        for follower in leader.payload.followers
+        for follower in leader.state.followers
         if follower.status is SequenceStatus.RUNNING and follower.seq_id is None
     ]

@@ -10,15 +10,10 @@ from pathlib import Path
 
 from inferflux_core.chat_template import ChatTemplate
 from inferflux_core.config import ModelConfig, SchedulerConfig
-from inferflux_core.contracts import (
-    BackendSpec,
-    DeviceInfo,
-    RequestBackend,
-    SchedulerLimits,
-    StepBackend,
-)
+from inferflux_core.contracts import BackendSpec, DeviceInfo, RequestBackend, StepBackend
 from inferflux_core.engine.devices import select_device
 from inferflux_core.engine.runner import ModelRunner
+from inferflux_core.engine.scheduling import make_scheduler
 from inferflux_core.errors import ChatTemplateError, ConfigError
 from inferflux_core.metrics import EngineMetrics
 from inferflux_core.plugins import PluginHost
@@ -109,27 +104,7 @@ def load_model(
         )
         if template is None:
             log.warning("model %s has no chat template: chat completions will fail", config.name)
-        limits = SchedulerLimits(
-            max_sequences=config.max_sequences,
-            context_length=info.context_length,
-            kv_capacity=info.kv_capacity,
-            token_budget=max(
-                scheduler_config.token_budget,
-                scheduler_config.prefill_chunk + config.max_sequences,
-            ),
-            prefill_chunk=scheduler_config.prefill_chunk,
-            max_queue=scheduler_config.max_queue,
-            preemption=scheduler_config.preemption and backend.supports_preemption,
-            aging_per_second=scheduler_config.aging_per_second,
-            timeslice_tokens=scheduler_config.timeslice_tokens,
-            prefill_sequences=scheduler_config.prefill_sequences,
-        )
-        if scheduler_config.preemption and not backend.supports_preemption:
-            log.warning("model %s: its backend cannot preempt; preemption is off", config.name)
-        try:
-            scheduler = scheduler_cls(limits, **scheduler_config.options)
-        except TypeError as exc:
-            raise ConfigError(f"scheduler.options: {exc}") from None
+        scheduler = make_scheduler(scheduler_cls, config, scheduler_config, info, backend)
         eog_tokens = [t for t in range(info.vocab_size) if backend.is_end_of_generation(t)]
         runner = ModelRunner(
             config.name,

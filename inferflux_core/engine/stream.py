@@ -27,9 +27,9 @@ class RequestState:
     assembler: TextAssembler
     queue: asyncio.Queue[GenerationEvent] = field(default_factory=asyncio.Queue)
     submitted_at: float = 0.0
-    sequence: ScheduledSequence | None = None
-    leader: ScheduledSequence | None = None
-    followers: list[ScheduledSequence] = field(default_factory=list)
+    sequence: EngineSequence | None = None
+    leader: EngineSequence | None = None
+    followers: list[EngineSequence] = field(default_factory=list)
     pending_logprobs: collections.deque[TokenLogprob] = field(default_factory=collections.deque)
 
     def release_logprobs(self, *, finished: bool) -> tuple[TokenLogprob, ...]:
@@ -40,6 +40,20 @@ class RequestState:
         if finished:
             pending.clear()  # a cut stop string's tokens are never reported
         return released
+
+
+@dataclass(eq=False, slots=True, kw_only=True)
+class EngineSequence(ScheduledSequence):
+    """The engine's sequence: what the scheduler sees, plus what only the engine reads.
+
+    Schedulers are given these as plain :class:`ScheduledSequence` s; ``state`` and ``saved``
+    are not part of the scheduler contract.
+    """
+
+    #: The request's state on the engine's side.
+    state: RequestState
+    #: The backend's saved KV while the sequence is preempted.
+    saved: object | None = None
 
 
 class RequestStream:

@@ -40,6 +40,7 @@ from inferflux_core.errors import (
 
 if TYPE_CHECKING:
     from inferflux_core.engine.runner import ModelRunner
+    from inferflux_core.engine.stream import EngineSequence
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +118,11 @@ class StepSupervisor:
             )
         return _scheduler_error(exc)
 
-    def suspects(self, live: Iterable[ScheduledSequence]) -> list[ScheduledSequence]:
+    def suspects(self, live: Iterable[EngineSequence]) -> list[EngineSequence]:
         """Whom the latest failed plan fails: see the module docstring. A level that finds
         nobody gives way to the next."""
         live = list(live)
-        arrived = [s for s in live if s.payload.submitted_at >= self._good_plan_started]
+        arrived = [s for s in live if s.state.submitted_at >= self._good_plan_started]
         waiting = [s for s in live if s.status is SequenceStatus.WAITING]
         levels = (arrived, waiting, live)[min(self._failed_plans, 3) - 1 :]
         return next((level for level in levels if level), [])
@@ -170,7 +171,7 @@ class StepSupervisor:
         return self.health.model_name
 
 
-def overdue(sequences: Iterable[ScheduledSequence], cutoff: float) -> list[ScheduledSequence]:
+def overdue(sequences: Iterable[EngineSequence], cutoff: float) -> list[EngineSequence]:
     """Sequences still waiting for their first admission that were submitted before ``cutoff``
     (on the ``time.monotonic`` clock)."""
     return [
@@ -179,7 +180,7 @@ def overdue(sequences: Iterable[ScheduledSequence], cutoff: float) -> list[Sched
         if s.seq_id is None
         and s.saved is None
         and s.status is SequenceStatus.WAITING
-        and s.payload.submitted_at < cutoff
+        and s.state.submitted_at < cutoff
     ]
 
 

@@ -4,7 +4,9 @@ Subclass :class:`SchedulerConformance`, set ``scheduler_name`` (and ``scheduler_
 and every test drives the scheduler the installed plugins register under that name through a
 :class:`~inferflux_core.testing.simulation.SimulatedEngine`, which checks each plan against
 the contract: token budget, prefill chunk, ``max_sequences``, KV capacity, a decode step for
-every running sequence, preemption only when enabled.
+every running sequence, preemption only when the engine can preempt. Aging and preemption
+are a scheduler's own options: set ``aging_options`` / ``preemption_options`` to the options
+that turn them on, and their tests run too.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any, ClassVar
 import pytest
 
 from inferflux_core.contracts import Scheduler, SchedulerLimits, SequenceStatus
-from inferflux_core.errors import QueueFullError
+from inferflux_core.contracts.options import checked_options, options_of
+from inferflux_core.errors import ConfigError, QueueFullError
 from inferflux_core.testing.lookup import plugin_factory
 from inferflux_core.testing.settings import PluginSettings
 from inferflux_core.testing.simulation import SimulatedEngine
@@ -41,6 +44,12 @@ class SchedulerConformance:
     scheduler_name: ClassVar[str] = ""
     #: ``scheduler.options`` to construct it with.
     scheduler_options: ClassVar[dict[str, Any]] = {}
+    #: Options (added to ``scheduler_options``) under which a long-waiting request gains
+    #: priority; None if the scheduler does not age requests (that test is skipped).
+    aging_options: ClassVar[dict[str, Any] | None] = None
+    #: Options under which a more urgent request preempts a running one, when the engine
+    #: can preempt; None if the scheduler never preempts (that test is skipped).
+    preemption_options: ClassVar[dict[str, Any] | None] = None
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -52,19 +61,25 @@ class SchedulerConformance:
 
     @pytest.fixture
     def make_scheduler(self, scheduler_settings: PluginSettings) -> SchedulerFactory:
-        """``make_scheduler(**limit_changes)``: a new scheduler with ``BASE_LIMITS`` changed."""
+        """``make_scheduler(options=None, **limit_changes)``: a new scheduler with
+        ``BASE_LIMITS`` changed and ``options`` added to the configured ones."""
         factory = plugin_factory("schedulers", scheduler_settings.name)
 
-        def make(**changes: Any) -> Scheduler:
+        def make(options: dict[str, Any] | None = None, **changes: Any) -> Scheduler:
             limits = dataclasses.replace(BASE_LIMITS, **changes)
-            scheduler: Scheduler = factory(limits, **scheduler_settings.options)
+            scheduler: Scheduler = factory(limits, **scheduler_settings.options, **(options or {}))
             return scheduler
 
         return make
 
-    def engine(self, make_scheduler: SchedulerFactory, **changes: Any) -> SimulatedEngine:
+    def engine(
+        self,
+        make_scheduler: SchedulerFactory,
+        options: dict[str, Any] | None = None,
+        **changes: Any,
+    ) -> SimulatedEngine:
         """A simulated engine around a new scheduler."""
-        return SimulatedEngine(make_scheduler(**changes))
+        return SimulatedEngine(make_scheduler(options, **changes))
 
     def test_every_request_completes_within_the_limits(
         self, make_scheduler: SchedulerFactory
@@ -111,7 +126,9 @@ class SchedulerConformance:
     def test_a_long_waiting_low_priority_request_is_not_starved(
         self, make_scheduler: SchedulerFactory
     ) -> None:
-        engine = self.engine(make_scheduler, max_sequences=1, aging_per_second=1.0)
+        if self.aging_options is None:
+            pytest.skip("the scheduler does not age waiting requests (aging_options is None)")
+        engine = self.engine(make_scheduler, options=self.aging_options, max_sequences=1)
         engine.submit(4, name="old-low", priority=0, waited=60.0)
         for i in range(3):
             engine.submit(4, name=f"new-high-{i}", priority=5)
@@ -192,7 +209,10 @@ class SchedulerConformance:
     def test_with_preemption_a_higher_priority_request_displaces_the_lowest(
         self, make_scheduler: SchedulerFactory
     ) -> None:
-        engine = self.engine(make_scheduler, max_sequences=2, preemption=True)
+        if self.preemption_options is None:
+            pytest.skip("the scheduler never preempts (preemption_options is None)")
+        options = self.preemption_options
+        engine = self.engine(make_scheduler, options=options, max_sequences=2, preemption=True)
         low = engine.submit(4, name="low", priority=0, max_tokens=8)
         engine.submit(4, name="mid", priority=1, max_tokens=8)
         engine.step()
@@ -203,9 +223,31 @@ class SchedulerConformance:
         engine.run()
         assert len(low.generated) == 8, "the preempted request did not finish"
 
-    def test_unknown_options_are_refused_with_type_error(
-        self, scheduler_settings: PluginSettings
+    def test_without_engine_preemption_nothing_is_preempted(
+        self, make_scheduler: SchedulerFactory
     ) -> None:
+        engine = self.engine(make_scheduler, options=self.preemption_options, max_sequences=1)
+        engine.submit(4, name="low", max_tokens=6)
+        engine.step()
+        engine.submit(4, name="urgent", priority=9)
+        engine.run()  # the engine fails any plan that preempts without preemption
+        assert engine.admitted == ["low", "urgent"]
+
+    def test_unknown_options_are_refused(self, scheduler_settings: PluginSettings) -> None:
+        """With an options model, the core names the key; without, the constructor raises
+        ``TypeError``."""
         factory = plugin_factory("schedulers", scheduler_settings.name)
-        with pytest.raises(TypeError):
-            factory(BASE_LIMITS, **scheduler_settings.options, no_such_option_xyz=1)
+        options = {**scheduler_settings.options, "no_such_option_xyz": 1}
+        model = options_of(factory) if isinstance(factory, type) else None
+        if model is None:
+            with pytest.raises(TypeError):
+                factory(BASE_LIMITS, **options)
+            return
+        with pytest.raises(ConfigError, match=r"scheduler\.options\.no_such_option_xyz"):
+            checked_options(model, options, "scheduler.options")
+
+    def test_the_default_options_are_valid(self, scheduler_settings: PluginSettings) -> None:
+        factory = plugin_factory("schedulers", scheduler_settings.name)
+        model = options_of(factory) if isinstance(factory, type) else None
+        options = checked_options(model, scheduler_settings.options, "scheduler.options")
+        assert isinstance(factory(BASE_LIMITS, **options), Scheduler)

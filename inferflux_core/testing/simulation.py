@@ -1,9 +1,10 @@
 """A small engine loop without a model, to drive a scheduler and check every plan it makes.
 
-:class:`SimulatedEngine` plays the runner's part (``inferflux_core/engine/runner.py``): it
-hands out KV sequence ids to admitted sequences, applies each plan (prompt tokens prefilled,
-one token generated per decode chunk, preempted sequences "saved" and resumed later), and
-finishes a request once it has its tokens. Every plan is checked against the scheduler
+:class:`SimulatedEngine` applies each plan with the runner's own plan application
+(:class:`~inferflux_core.engine.plan.PlanApplier`, as ``inferflux_core/engine/runner.py``
+does) over a simulated backend: it hands out KV sequence ids to admitted sequences, "saves"
+preempted ones and resumes them later, samples token 1 wherever a chunk asks for a sample,
+and finishes a request once it has its tokens. Every plan is checked against the scheduler
 contract before it is applied; a violation fails the test with the step and the reason.
 """
 
@@ -11,9 +12,17 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from inferflux_core.contracts import ScheduledSequence, Scheduler, SequenceStatus, StepPlan
+from inferflux_core.contracts import (
+    ScheduledSequence,
+    Scheduler,
+    SequenceChunk,
+    SequenceStatus,
+    StepPlan,
+)
+from inferflux_core.engine.plan import PlanApplier
 
 RUNNING = SequenceStatus.RUNNING
 
@@ -27,7 +36,7 @@ class Request:
 
 
 @dataclass
-class SimulatedEngine:
+class SimulatedEngine(PlanApplier[ScheduledSequence]):
     """Drives ``scheduler`` step by step; see the module docstring."""
 
     scheduler: Scheduler
@@ -42,6 +51,8 @@ class SimulatedEngine:
     steps: int = 0
     _free_ids: list[int] = field(default_factory=list)
     _running: set[str] = field(default_factory=set)
+    #: What a preempted sequence "saved", by request id.
+    _saved: dict[str, tuple[int, int]] = field(default_factory=dict)
     _names: itertools.count[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -71,6 +82,7 @@ class SimulatedEngine:
     def cancel(self, sequence: ScheduledSequence) -> None:
         """What the engine does when a client goes away: finish it and free its id."""
         self._release(sequence)
+        self._saved.pop(sequence.request_id, None)
         self.scheduler.finish(sequence)
         self.cancelled.append(sequence.request_id)
 
@@ -80,11 +92,7 @@ class SimulatedEngine:
         plan = self.scheduler.plan_step()
         self.steps += 1
         self._check(plan, before)
-        for sequence in plan.preempt:
-            self._release(sequence)
-            sequence.saved = ("saved", sequence.n_prefilled, len(sequence.generated))
-        for chunk in plan.chunks:
-            self._apply(chunk.sequence, chunk.n_tokens)
+        self.apply(plan)
         return plan
 
     def run(self, max_steps: int = 1000) -> None:
@@ -100,19 +108,38 @@ class SimulatedEngine:
         """Sequences holding a sequence id now."""
         return [self.requests[r].sequence for r in sorted(self._running)]
 
-    def _apply(self, sequence: ScheduledSequence, n_tokens: int) -> None:
+    # --- the plan application's parts (see inferflux_core.engine.plan) ---------------------
+
+    def preempt(self, sequence: ScheduledSequence) -> None:
+        """Free the sequence's id and remember how far it got."""
+        self._release(sequence)
+        self._saved[sequence.request_id] = (sequence.n_prefilled, len(sequence.generated))
+
+    def admit(self, sequence: ScheduledSequence) -> ScheduledSequence:
+        """Give a newly admitted (or resumed) sequence an id."""
         if sequence.request_id not in self._running:
+            saved = self._saved.pop(sequence.request_id, None)
+            assert saved in (None, (sequence.n_prefilled, len(sequence.generated))), (
+                f"step {self.steps}: {sequence.request_id} changed while preempted"
+            )
             self._running.add(sequence.request_id)
             sequence.seq_id = self._free_ids.pop(0)
-            sequence.saved = None
             if sequence.request_id not in self.admitted:
                 self.admitted.append(sequence.request_id)
-        if sequence.prefill_done:
-            sequence.generated.append(1)
-        else:
-            sequence.n_prefilled += n_tokens
-            if sequence.prefill_done:
-                sequence.generated.append(1)
+        return sequence
+
+    def decode(
+        self, chunks: Sequence[SequenceChunk], fed: Sequence[ScheduledSequence]
+    ) -> dict[int, int]:
+        """Sample token 1 for every chunk that asks for a sample."""
+        return {chunk.seq_id: 1 for chunk in chunks if chunk.sample}
+
+    def prefilled(self, sequence: ScheduledSequence, chunk: SequenceChunk) -> None:
+        """Nothing to remember: the simulated KV holds no prefixes."""
+
+    def accept(self, sequence: ScheduledSequence, token: int) -> None:
+        """Append ``token``; finish the request once it has its tokens."""
+        sequence.generated.append(token)
         if len(sequence.generated) >= self.requests[sequence.request_id].max_tokens:
             self._release(sequence)
             self.scheduler.finish(sequence)

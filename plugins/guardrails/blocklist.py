@@ -12,12 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from inferflux_core.contracts import (
     ALLOW,
     Guardrail,
     GuardrailInput,
     GuardrailVerdict,
     OutputFilter,
+    PluginOptions,
 )
 from inferflux_core.hookspecs import hookimpl
 from inferflux_core.matching import partial_match_length
@@ -53,8 +56,25 @@ class PhraseFilter(OutputFilter):
         return held
 
 
+class BlocklistOptions(PluginOptions):
+    """``guardrails[].options`` of ``blocklist`` (at least one term, listed or in the file)."""
+
+    terms: list[str] = Field(
+        default_factory=list, description="phrases to block (surrounding spaces ignored)"
+    )
+    terms_file: str | None = Field(
+        None, description="a file of phrases, one per line; `#` starts a comment"
+    )
+    case_sensitive: bool = Field(False, description="match case exactly instead of with `casefold`")
+    check_output: bool = Field(
+        True, description="filter the model's output too, not only the prompt"
+    )
+
+
 class BlocklistGuardrail(Guardrail):
     """Blocks text containing any configured phrase; see the module docstring."""
+
+    options_model = BlocklistOptions
 
     def __init__(
         self,

@@ -17,8 +17,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+from pydantic import Field
 
-from inferflux_core.contracts import Guardrail, GuardrailInput, GuardrailVerdict
+from inferflux_core.contracts import Guardrail, GuardrailInput, GuardrailVerdict, PluginOptions
 from inferflux_core.hookspecs import hookimpl
 
 #: The version of inferflux's hook contract this plugin was written against.
@@ -27,8 +28,19 @@ INFERFLUX_HOOKSPEC_VERSION = 1
 MAX_ANSWER_BYTES = 64 * 1024
 
 
+class OpaOptions(PluginOptions):
+    """``guardrails[].options`` of ``opa``."""
+
+    url: str = Field(description="OPA's base URL, `http(s)://host:port`")
+    policy: str = Field(description="the data path, e.g. `inferflux/allow`")
+    timeout_seconds: float = Field(2.0, gt=0, description="per decision")
+    send_prompt: bool = Field(True, description="include the prompt `text` in the input")
+
+
 class OpaGuardrail(Guardrail):
     """Asks OPA; see the module docstring."""
+
+    options_model = OpaOptions
 
     def __init__(
         self, *, url: str, policy: str, timeout_seconds: float = 2.0, send_prompt: bool = True

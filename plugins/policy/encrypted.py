@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from filelock import FileLock, Timeout
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from inferflux_core.contracts import Policy, PolicyStore
+from inferflux_core.contracts import PluginOptions, Policy, PolicyStore
 from inferflux_core.errors import PolicyStoreError
 from inferflux_core.hookspecs import hookimpl
 from inferflux_plugins.policy.files import atomic_write
@@ -82,8 +82,26 @@ class PlainCodec:
             raise SealError("it is not a valid plaintext inferflux policy file") from None
 
 
+class EncryptedFileOptions(PluginOptions):
+    """``policy.options`` of ``encrypted_file``."""
+
+    path: str = Field(
+        description="the policy file; created (mode 0600) if missing; its directory must exist"
+    )
+    allow_plaintext: bool = Field(
+        False,
+        description="without `INFERFLUX_POLICY_PASSPHRASE`, keep the file as plain JSON and log "
+        "a warning instead of refusing to start",
+    )
+    lock_timeout: float = Field(
+        10.0, gt=0, description="seconds a write waits for another process's"
+    )
+
+
 class EncryptedFilePolicyStore(PolicyStore):
     """The policy in one sealed file; see the module docstring."""
+
+    options_model = EncryptedFileOptions
 
     persistent = True
 

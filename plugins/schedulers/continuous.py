@@ -3,20 +3,56 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import Field
+
 from inferflux_core.contracts import (
+    PluginOptions,
     ScheduledChunk,
     ScheduledSequence,
     Scheduler,
     SchedulerLimits,
     SequenceStatus,
     StepPlan,
+    parse_options,
 )
 from inferflux_core.errors import QueueFullError
+
+log = logging.getLogger(__name__)
+
+#: Where the options sit in the configuration, for error messages.
+OPTIONS_KEY = "scheduler.options"
+
+
+class ContinuousOptions(PluginOptions):
+    """``scheduler.options`` of the ``continuous`` scheduler."""
+
+    prefill_sequences: int = Field(
+        1,
+        ge=0,
+        description="prompts fed per step (0: as many as the budget allows); 1 lets prompts "
+        "that arrive together reach their first token one after the other instead of all at "
+        "the end",
+    )
+    preemption: bool = Field(
+        False,
+        description="let higher-priority requests preempt running ones (KV saved and restored "
+        "later), where the backend can",
+    )
+    aging_per_second: float = Field(
+        0.1, ge=0, description="priority a waiting request gains per second"
+    )
+    timeslice_tokens: int = Field(
+        0,
+        ge=0,
+        description="with `preemption`, tokens a sequence decodes before yielding to an equal "
+        "or higher waiting one (0: off)",
+    )
 
 
 class ContinuousBatchingScheduler(Scheduler):
@@ -34,7 +70,11 @@ class ContinuousBatchingScheduler(Scheduler):
     With preemption, a waiting sequence of strictly higher priority than a running one takes
     its place, and with a timeslice a sequence that decoded ``timeslice_tokens`` yields to an
     equal or higher waiting one. A preempted sequence queues again as a new arrival.
+    Preemption needs both the ``preemption`` option and an engine that can preempt
+    (``limits.preemption``). The options are :class:`ContinuousOptions`.
     """
+
+    options_model = ContinuousOptions
 
     def __init__(
         self,
@@ -43,14 +83,18 @@ class ContinuousBatchingScheduler(Scheduler):
         clock: Callable[[], float] = time.monotonic,
         **options: Any,
     ) -> None:
-        if options:
-            raise TypeError(f"unknown options: {', '.join(sorted(options))}")
+        #: The validated options (:class:`ContinuousOptions`).
+        self.options = parse_options(ContinuousOptions, options, OPTIONS_KEY)
+        if self.options.preemption and not limits.preemption:
+            log.warning("the backend cannot preempt sequences; preemption is off")
         # A whole chunk must always fit beside a full decode step, or prefill could starve.
         floor = limits.prefill_chunk + limits.max_sequences
         if limits.token_budget < floor:
             limits = dataclasses.replace(limits, token_budget=floor)
         super().__init__(limits)
         self._clock = clock
+        self._preemption = self.options.preemption and limits.preemption
+        self._aging = self.options.aging_per_second
         self._lock = threading.Lock()
         self._waiting: list[ScheduledSequence] = []
         self._running: list[ScheduledSequence] = []
@@ -70,13 +114,13 @@ class ContinuousBatchingScheduler(Scheduler):
         """Preemptions, then decode chunks, admissions and prompt chunks within the budget."""
         with self._lock:
             now = self._clock()
-            preempt = self._preemptions(now) if self.limits.preemption else []
+            preempt = self._preemptions(now) if self._preemption else []
             chunks = [ScheduledChunk(s, 1) for s in self._running if s.prefill_done]
             for chunk in chunks:
                 chunk.sequence.slice_tokens += 1
             budget = self.limits.token_budget - len(chunks)
             self._admit(now)
-            prompts_left = self.limits.prefill_sequences or len(self._running)
+            prompts_left = self.options.prefill_sequences or len(self._running)
             for sequence in self._running:
                 if not sequence.prefill_done:
                     n_tokens = min(sequence.remaining_prompt, self.limits.prefill_chunk)
@@ -107,7 +151,7 @@ class ContinuousBatchingScheduler(Scheduler):
         return len(self._running)
 
     def _urgency(self, sequence: ScheduledSequence, now: float) -> float:
-        return sequence.priority + self.limits.aging_per_second * (now - sequence.arrival)
+        return sequence.priority + self._aging * (now - sequence.arrival)
 
     def _next_waiting(self, now: float) -> ScheduledSequence | None:
         if not self._waiting:
@@ -155,7 +199,7 @@ class ContinuousBatchingScheduler(Scheduler):
         by_priority = min(self._running, key=lambda s: (s.priority, -s.arrival))
         if waiting.priority > by_priority.priority:
             return by_priority
-        slice_tokens = self.limits.timeslice_tokens
+        slice_tokens = self.options.timeslice_tokens
         if slice_tokens <= 0:
             return None
         expired = [

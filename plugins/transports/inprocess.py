@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from inferflux_core.contracts import KVBlock, KVTransport
+from pydantic import Field
+
+from inferflux_core.contracts import KVBlock, KVTransport, PluginOptions
 from inferflux_core.errors import KVTransportClosedError
 from inferflux_core.hookspecs import hookimpl
 
@@ -13,8 +15,18 @@ from inferflux_core.hookspecs import hookimpl
 INFERFLUX_HOOKSPEC_VERSION = 1
 
 
+class InProcessOptions(PluginOptions):
+    """Options of the ``inprocess`` transport."""
+
+    max_pending: int = Field(
+        8, ge=1, description="blocks sent and not yet received before `send` waits"
+    )
+
+
 class InProcessTransport(KVTransport):
     """Blocks in order through a queue of at most ``max_pending`` blocks (default 8)."""
+
+    options_model = InProcessOptions
 
     def __init__(self, *, max_pending: int = 8) -> None:
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:

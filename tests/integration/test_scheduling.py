@@ -151,7 +151,7 @@ def _request(rid: str, prompt: list[int], max_tokens: int, priority: int = 0, **
 
 
 def test_preempted_request_resumes_with_the_same_tokens() -> None:
-    engine = _engine(max_sequences=1, preemption=True)
+    engine = _engine(max_sequences=1, options={"preemption": True})
     try:
         low_prompt = _tokens(engine, "Once upon a time, in a small village,")
         high_prompt = _tokens(engine, "The recipe for bread is")

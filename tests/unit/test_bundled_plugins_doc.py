@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from inferflux_core import docs_gen, docs_options
 from inferflux_core.config import PluginsConfig, SchedulerConfig
+from inferflux_core.contracts import PluginOptions
 from inferflux_core.plugins import PluginHost
 from inferflux_plugins.backends.llama_cpp.options import LlamaCppOptions
 from inferflux_plugins.backends.openai_upstream.options import OpenAIUpstreamOptions
@@ -20,6 +22,7 @@ from inferflux_plugins.guardrails.blocklist import BlocklistGuardrail
 from inferflux_plugins.guardrails.opa import OpaGuardrail
 from inferflux_plugins.policy.encrypted import EncryptedFilePolicyStore
 from inferflux_plugins.policy.memory import MemoryPolicyStore
+from inferflux_plugins.schedulers.continuous import ContinuousOptions
 from inferflux_plugins.transports.inprocess import InProcessTransport
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "bundled-plugins.md"
@@ -70,6 +73,7 @@ CODE: dict[str, dict[str, Any]] = {
     "llama_cpp": model_defaults(LlamaCppOptions),
     "openai_upstream": model_defaults(OpenAIUpstreamOptions),
     "scheduler": model_defaults(SchedulerConfig),
+    "continuous": model_defaults(ContinuousOptions),
     "encrypted_file": keyword_defaults(EncryptedFilePolicyStore),
     "blocklist": keyword_defaults(BlocklistGuardrail),
     "opa": keyword_defaults(OpaGuardrail),
@@ -114,3 +118,27 @@ def test_inprocess_transport_honours_max_pending() -> None:
     assert documented()["inprocess"] == {"max_pending": "`8`"}
     assert InProcessTransport(max_pending=3)._max_pending == 3
     assert InProcessTransport()._max_pending == 8
+
+
+def test_the_tables_of_plugins_with_an_options_model_are_generated_from_it() -> None:
+    guide = DOC.read_text(encoding="utf-8")
+    models = docs_options.option_models()
+    assert {"plugins", "scheduler", "llama_cpp", "continuous"} <= set(models)
+    assert docs_options.render_bundled(guide, models) == guide, (
+        f"docs/bundled-plugins.md is out of date: run `{docs_gen.REGENERATE}`"
+    )
+
+
+def test_a_changed_default_changes_the_generated_table() -> None:
+    class Options(PluginOptions):
+        budget: int = Field(7, description="how much")
+        label: str | None = Field(None, json_schema_extra={"doc_default": "the model's name"})
+        path: str
+
+    guide = "<!-- keys: demo -->\n| key | default | meaning |\n|---|---|---|\n| `old` | `1` | x |\n"
+    rendered = docs_options.render_bundled(guide, {"demo": Options})
+    assert rendered.splitlines()[3:] == [
+        "| `budget` | `7` | how much |",
+        "| `label` | the model's name |  |",
+        "| `path` | required |  |",
+    ]

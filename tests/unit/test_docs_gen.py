@@ -30,7 +30,8 @@ def test_reference_lists_every_hook_and_contract_method() -> None:
         assert f"### `{hook}(" in text
     assert "**`decode(chunks: Sequence[SequenceChunk]) -> dict[int, int]`**" in text
     assert "**`check_input(request: GuardrailInput) -> GuardrailVerdict  (async)`**" in text
-    assert "| `timeslice_tokens` | `int` | `0` |" in text
+    assert "| `prefill_chunk` | `int` |" in text
+    assert "`options_model`" in text
 
 
 def test_a_contract_method_without_a_docstring_is_reported(
@@ -50,7 +51,14 @@ def test_check_mode_fails_on_a_stale_file(
 ) -> None:
     stale = tmp_path / "hooks.md"
     stale.write_text("# old\n", encoding="utf-8")
-    assert docs_gen.main(["--check", "--output", str(stale)]) == 1
-    assert docs_gen.REGENERATE in capsys.readouterr().err
-    assert docs_gen.main(["--write", "--output", str(stale)]) == 0
-    assert docs_gen.main(["--check", "--output", str(stale)]) == 0
+    guide = tmp_path / "bundled-plugins.md"
+    guide.write_text(
+        "<!-- keys: continuous -->\n| key | default | meaning |\n|---|---|---|\n", encoding="utf-8"
+    )
+    paths = ["--output", str(stale), "--bundled", str(guide)]
+    assert docs_gen.main(["--check", *paths]) == 1
+    err = capsys.readouterr().err
+    assert docs_gen.REGENERATE in err and "hooks.md" in err and "bundled-plugins.md" in err
+    assert docs_gen.main(["--write", *paths]) == 0
+    assert "| `timeslice_tokens` | `0` |" in guide.read_text(encoding="utf-8")
+    assert docs_gen.main(["--check", *paths]) == 0

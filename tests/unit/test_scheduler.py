@@ -12,7 +12,7 @@ from inferflux_core.contracts import (
     SchedulerLimits,
     SequenceStatus,
 )
-from inferflux_core.errors import QueueFullError
+from inferflux_core.errors import ConfigError, QueueFullError
 from inferflux_plugins.schedulers.continuous import ContinuousBatchingScheduler
 
 
@@ -37,6 +37,12 @@ def _limits(**kw: Any) -> SchedulerLimits:
     )
     base.update(kw)
     return SchedulerLimits(**base)
+
+
+def _scheduler(limits: SchedulerLimits, **options: Any) -> ContinuousBatchingScheduler:
+    """The scheduler with ``options``; no aging and no prompt limit unless a test asks."""
+    options = {"prefill_sequences": 0, "aging_per_second": 0.0, **options}
+    return ContinuousBatchingScheduler(limits, **options)
 
 
 def _seq(
@@ -66,7 +72,7 @@ def _names(chunks: list[ScheduledChunk]) -> list[str]:
 
 
 def test_admits_at_most_max_sequences_and_queues_the_rest() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits())
+    scheduler = _scheduler(_limits())
     seqs = [_seq(f"r{i}", arrival=i) for i in range(3)]
     for s in seqs:
         scheduler.add(s)
@@ -76,7 +82,7 @@ def test_admits_at_most_max_sequences_and_queues_the_rest() -> None:
 
 
 def test_long_prompts_are_prefilled_in_chunks_within_the_budget() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(token_budget=20, prefill_chunk=16))
+    scheduler = _scheduler(_limits(token_budget=20, prefill_chunk=16))
     long = _seq("long", n_prompt=50)
     scheduler.add(long)
     sizes = []
@@ -87,7 +93,7 @@ def test_long_prompts_are_prefilled_in_chunks_within_the_budget() -> None:
 
 
 def test_running_streams_decode_before_new_prompts_prefill() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(token_budget=8, prefill_chunk=8))
+    scheduler = _scheduler(_limits(token_budget=8, prefill_chunk=8))
     running = _seq("running", n_prompt=4)
     scheduler.add(running)
     _run(scheduler)
@@ -98,7 +104,7 @@ def test_running_streams_decode_before_new_prompts_prefill() -> None:
 
 
 def test_prompts_that_arrive_together_are_prefilled_one_after_the_other() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=3, prefill_sequences=1))
+    scheduler = _scheduler(_limits(max_sequences=3), prefill_sequences=1)
     for i in range(3):
         scheduler.add(_seq(f"r{i}", n_prompt=10, arrival=i))
     steps = [[(c.sequence.request_id, c.n_tokens) for c in _run(scheduler)] for _ in range(3)]
@@ -110,7 +116,7 @@ def test_prompts_that_arrive_together_are_prefilled_one_after_the_other() -> Non
 
 
 def test_without_a_prefill_limit_the_budget_alone_bounds_a_step() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=3, prefill_sequences=0))
+    scheduler = _scheduler(_limits(max_sequences=3), prefill_sequences=0)
     for i in range(3):
         scheduler.add(_seq(f"r{i}", n_prompt=10, arrival=i))
     assert [(c.sequence.request_id, c.n_tokens) for c in _run(scheduler)] == [
@@ -121,7 +127,7 @@ def test_without_a_prefill_limit_the_budget_alone_bounds_a_step() -> None:
 
 
 def test_higher_priority_submitted_last_is_admitted_first() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=1))
+    scheduler = _scheduler(_limits(max_sequences=1))
     scheduler.add(_seq("low-1", arrival=0))
     scheduler.add(_seq("low-2", arrival=1))
     scheduler.add(_seq("high", priority=5, arrival=2))
@@ -129,7 +135,7 @@ def test_higher_priority_submitted_last_is_admitted_first() -> None:
 
 
 def test_equal_priority_is_first_come_first_served() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=1))
+    scheduler = _scheduler(_limits(max_sequences=1))
     scheduler.add(_seq("second", arrival=2))
     scheduler.add(_seq("first", arrival=1))
     assert _names(_run(scheduler)) == ["first"]
@@ -137,8 +143,8 @@ def test_equal_priority_is_first_come_first_served() -> None:
 
 def test_aging_lets_a_low_priority_request_overtake_fresh_high_priority_ones() -> None:
     clock = Clock()
-    scheduler = ContinuousBatchingScheduler(
-        _limits(max_sequences=1, aging_per_second=1.0, max_queue=10), clock=clock
+    scheduler = _scheduler(
+        _limits(max_sequences=1, max_queue=10), aging_per_second=1.0, clock=clock
     )
     low = _seq("low", priority=0, arrival=0.0)
     scheduler.add(low)
@@ -158,8 +164,8 @@ def test_aging_lets_a_low_priority_request_overtake_fresh_high_priority_ones() -
 
 def test_without_aging_low_priority_waits_while_high_keeps_coming() -> None:
     clock = Clock()
-    scheduler = ContinuousBatchingScheduler(
-        _limits(max_sequences=1, aging_per_second=0.0, max_queue=30), clock=clock
+    scheduler = _scheduler(
+        _limits(max_sequences=1, max_queue=30), aging_per_second=0.0, clock=clock
     )
     scheduler.add(_seq("low", priority=0, arrival=0.0))
     for t in range(1, 10):
@@ -171,7 +177,7 @@ def test_without_aging_low_priority_waits_while_high_keeps_coming() -> None:
 
 
 def test_preemption_displaces_the_lowest_priority_running_sequence() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=2, preemption=True))
+    scheduler = _scheduler(_limits(max_sequences=2, preemption=True), preemption=True)
     low, mid = _seq("low", priority=0), _seq("mid", priority=1)
     scheduler.add(low)
     scheduler.add(mid)
@@ -184,7 +190,7 @@ def test_preemption_displaces_the_lowest_priority_running_sequence() -> None:
 
 
 def test_without_preemption_a_full_batch_is_never_interrupted() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=1, preemption=False))
+    scheduler = _scheduler(_limits(max_sequences=1, preemption=False), preemption=False)
     scheduler.add(_seq("low"))
     _run(scheduler)
     scheduler.add(_seq("urgent", priority=9))
@@ -195,8 +201,8 @@ def test_without_preemption_a_full_batch_is_never_interrupted() -> None:
 
 def test_timeslice_rotates_equal_priority_sequences() -> None:
     clock = Clock()
-    scheduler = ContinuousBatchingScheduler(
-        _limits(max_sequences=1, preemption=True, timeslice_tokens=3), clock=clock
+    scheduler = _scheduler(
+        _limits(max_sequences=1, preemption=True), preemption=True, timeslice_tokens=3, clock=clock
     )
     first, second = _seq("first", arrival=0), _seq("second", arrival=1)
     scheduler.add(first)
@@ -211,7 +217,7 @@ def test_timeslice_rotates_equal_priority_sequences() -> None:
 
 
 def test_queue_bound_raises_429_with_retry_after() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(max_queue=2))
+    scheduler = _scheduler(_limits(max_queue=2))
     scheduler.add(_seq("a"))
     scheduler.add(_seq("b"))
     with pytest.raises(QueueFullError) as caught:
@@ -221,7 +227,7 @@ def test_queue_bound_raises_429_with_retry_after() -> None:
 
 
 def test_finish_removes_waiting_and_running_sequences() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(max_sequences=1))
+    scheduler = _scheduler(_limits(max_sequences=1))
     first, second = _seq("first"), _seq("second", arrival=1)
     scheduler.add(first)
     scheduler.add(second)
@@ -233,7 +239,7 @@ def test_finish_removes_waiting_and_running_sequences() -> None:
 
 
 def test_admission_waits_for_free_kv_cells() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(kv_capacity=100, max_sequences=4))
+    scheduler = _scheduler(_limits(kv_capacity=100, max_sequences=4))
     scheduler.add(_seq("big", n_prompt=80))
     scheduler.add(_seq("next", n_prompt=30, arrival=1))
     assert _names(_run(scheduler)) == ["big"]
@@ -241,7 +247,7 @@ def test_admission_waits_for_free_kv_cells() -> None:
 
 def test_chunk_boundaries_do_not_depend_on_other_sequences() -> None:
     def boundaries(companions: int) -> list[int]:
-        scheduler = ContinuousBatchingScheduler(
+        scheduler = _scheduler(
             _limits(max_sequences=8, token_budget=40, prefill_chunk=16, max_queue=10)
         )
         target = _seq("target", n_prompt=50)
@@ -257,13 +263,28 @@ def test_chunk_boundaries_do_not_depend_on_other_sequences() -> None:
 
 
 def test_a_budget_smaller_than_a_chunk_is_raised_so_prefill_never_starves() -> None:
-    scheduler = ContinuousBatchingScheduler(_limits(token_budget=4, prefill_chunk=16))
+    scheduler = _scheduler(_limits(token_budget=4, prefill_chunk=16))
     assert scheduler.limits.token_budget == 16 + 2
     scheduler.add(_seq("long", n_prompt=40))
     (chunk,) = _run(scheduler)
     assert chunk.n_tokens == 16
 
 
-def test_unknown_options_are_refused() -> None:
-    with pytest.raises(TypeError, match="fairness"):
-        ContinuousBatchingScheduler(_limits(), fairness=3)
+def test_unknown_options_are_refused_naming_their_key() -> None:
+    with pytest.raises(ConfigError, match=r"scheduler\.options\.fairness: Extra inputs"):
+        _scheduler(_limits(), fairness=3)
+
+
+def test_an_invalid_option_names_its_full_key() -> None:
+    with pytest.raises(ConfigError) as refused:
+        _scheduler(_limits(), timeslice_tokens=-1)
+    assert refused.value.param == "scheduler.options.timeslice_tokens"
+    assert "scheduler.options.timeslice_tokens: Input should be greater" in refused.value.message
+
+
+def test_the_preemption_option_needs_an_engine_that_can_preempt() -> None:
+    scheduler = _scheduler(_limits(max_sequences=1, preemption=False), preemption=True)
+    scheduler.add(_seq("low"))
+    _run(scheduler)
+    scheduler.add(_seq("urgent", priority=9, arrival=1))
+    assert not scheduler.plan_step().preempt

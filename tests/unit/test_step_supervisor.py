@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from inferflux_core.contracts import ScheduledSequence, SequenceStatus
+from inferflux_core.contracts import SequenceStatus
+from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.engine.supervision import MAX_FAILED_STEPS, ModelHealth, StepSupervisor
 from inferflux_core.errors import (
     BackendError,
@@ -17,8 +19,9 @@ from inferflux_core.errors import (
 )
 
 
-def _sequence(name: str, submitted_at: float, status: SequenceStatus) -> ScheduledSequence:
-    sequence = ScheduledSequence(name, [1, 2], payload=SimpleNamespace(submitted_at=submitted_at))
+def _sequence(name: str, submitted_at: float, status: SequenceStatus) -> EngineSequence:
+    state: Any = SimpleNamespace(submitted_at=submitted_at)
+    sequence = EngineSequence(request_id=name, prompt_tokens=[1, 2], state=state)
     sequence.status = status
     return sequence
 

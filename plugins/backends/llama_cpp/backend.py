@@ -75,6 +75,7 @@ CPU_FLASH_ATTENTION_TILE = 64
 class LlamaCppBackend(StepBackend):
     """A GGUF model run by llama.cpp through its C API (``llama_cpp`` low-level bindings)."""
 
+    options_model = LlamaCppOptions
     supported_devices = ("cpu", "metal", "cuda", "rocm")
     supports_prefix_reuse = True
     supports_preemption = True
@@ -90,7 +91,7 @@ class LlamaCppBackend(StepBackend):
         self._grammar_of: dict[int, Any] = {}
         self._logprobs_of: dict[int, int] = {}
         self._logprobs: dict[int, TokenLogprob] = {}
-        options = parse_options(spec.options)
+        options = parse_options(spec.options, spec.model_name)
         if spec.max_sequences < 1:
             raise ConfigError("max_sequences must be at least 1", param="max_sequences")
         header = read_gguf_header(spec.model_path)

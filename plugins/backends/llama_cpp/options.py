@@ -6,46 +6,57 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from inferflux_core.errors import ConfigError
-
-
-class LlamaCppOptions(BaseModel):
-    """Backend options; unknown keys are an error."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    #: Repacked weight layouts (llama.cpp's "extra buffer types"): auto = on unless AMX.
-    repack: Literal["auto", "on", "off"] = "auto"
-    #: Threads for decode and prefill; default: the cores this process may use.
-    threads: int | None = Field(None, ge=1, le=1024)
-    #: Tokens per llama_decode call (llama.cpp's n_batch and n_ubatch).
-    batch_size: int = Field(512, ge=1, le=65536)
-    #: Flash attention: auto lets llama.cpp decide.
-    flash_attn: Literal["auto", "on", "off"] = "auto"
-    #: One KV stream shared by all sequences. The default (false) gives each sequence its own
-    #: stream of ``context_length`` cells, which keeps a sequence's numerics independent of what
-    #: it is batched with (llama.cpp switches attention kernels once one stream receives 64
-    #: query tokens in a call) and is faster at 8 sequences.
-    kv_unified: bool = False
-    #: How ``/v1/embeddings`` pools a sequence's hidden states into one vector: ``auto`` takes
-    #: the GGUF's own pooling (an embedding model's) and ``mean`` for a model without one
-    #: (a chat model); ``none`` keeps one vector per token, which the OpenAI API cannot return.
-    embedding_pooling: Literal["auto", "mean", "cls", "last", "none"] = "auto"
+from inferflux_core.contracts import PluginOptions
+from inferflux_core.contracts import parse_options as parse_plugin_options
 
 
-def parse_options(options: Mapping[str, Any]) -> LlamaCppOptions:
-    """Validate ``options``; raise ConfigError naming ``options.<key>`` on the first problem."""
-    try:
-        return LlamaCppOptions.model_validate(dict(options))
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        key = ".".join(str(part) for part in ("options", *error["loc"]))
-        problems = "; ".join(
-            f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid llama_cpp backend option {problems}", param=key) from None
+class LlamaCppOptions(PluginOptions):
+    """``models[].options`` of a ``llama_cpp`` model; unknown keys are an error."""
+
+    repack: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="llama.cpp's repacked weight layouts (extra buffer types): `on`, `off`, or "
+        "`auto` (off on CPUs with AMX, where they have been seen to crash, and on a GPU device, "
+        "which does not say whether its host CPU has AMX; on elsewhere)",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="threads for decode and prefill (1 to 1024)",
+        json_schema_extra={"doc_default": "usable cores"},
+    )
+    batch_size: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description="tokens per `llama_decode` call (llama.cpp's `n_batch` and `n_ubatch`)",
+    )
+    flash_attn: Literal["auto", "on", "off"] = Field(
+        "auto", description="`auto` (llama.cpp decides), `on`, `off`"
+    )
+    # Separate streams keep a sequence's numerics independent of its batch: llama.cpp switches
+    # attention kernels once one stream receives 64 query tokens in a call. Also faster at 8.
+    kv_unified: bool = Field(
+        False,
+        description="`false`: each sequence has its own KV stream of `context_length` cells, so "
+        "its output does not depend on what it is batched with; `true`: one stream shared by "
+        "all sequences",
+    )
+    embedding_pooling: Literal["auto", "mean", "cls", "last", "none"] = Field(
+        "auto",
+        description="how `/v1/embeddings` pools a model's hidden states: `auto` (the GGUF's own "
+        "pooling, else `mean`), `mean`, `cls`, `last`, or `none` (embeddings refused with a "
+        "400); see [configuration](configuration.md)",
+    )
+
+
+def parse_options(options: Mapping[str, Any], model_name: str | None = None) -> LlamaCppOptions:
+    """Validate ``options``; ConfigError naming ``models.<model_name>.options.<key>``."""
+    key = f"models.{model_name}.options" if model_name else "options"
+    return parse_plugin_options(LlamaCppOptions, options, key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,80 @@
+"""How a :class:`~inferflux_core.contracts.StepPlan` is applied: preempt, open, feed, decode,
+record the prefill, accept the sampled tokens.
+
+The runner (:mod:`inferflux_core.engine.runner`) and the conformance kit's simulated engine
+(:mod:`inferflux_core.testing.simulation`) both subclass :class:`PlanApplier`, so a scheduler
+is checked against the same plan application that serves requests. Subclasses say what each
+part does (a real backend or a simulated one); the order and the chunk arithmetic live here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Generic, TypeVar
+
+from inferflux_core.contracts import ScheduledSequence, SequenceChunk, StepPlan
+
+S = TypeVar("S", bound=ScheduledSequence)
+
+
+class PlanApplier(ABC, Generic[S]):
+    """Applies one plan at a time; see the module docstring."""
+
+    def apply(self, plan: StepPlan) -> bool:
+        """Apply ``plan``; False if no chunk was left to decode."""
+        for planned in plan.preempt:
+            self.preempt(planned)
+        chunks: list[SequenceChunk] = []
+        fed: list[S] = []
+        by_seq_id: dict[int, S] = {}
+        admit = self.admit
+        for planned_chunk in plan.chunks:
+            sequence = admit(planned_chunk.sequence)
+            if sequence is None:
+                continue
+            seq_id = sequence.seq_id
+            assert seq_id is not None, "admit must give the sequence a KV id"
+            by_seq_id[seq_id] = sequence
+            if sequence.prefill_done:
+                chunks.append(SequenceChunk(seq_id, (sequence.generated[-1],)))
+            else:
+                start = sequence.n_prefilled
+                # A reused prefix may have covered part of what the plan meant to prefill.
+                prompt = sequence.prompt_tokens
+                end = min(start + planned_chunk.n_tokens, len(prompt))
+                chunks.append(SequenceChunk(seq_id, prompt[start:end], end == len(prompt)))
+            fed.append(sequence)
+        if not chunks:
+            return False
+        sampled = self.decode(chunks, fed)
+        prefilled = self.prefilled
+        for sequence, chunk in zip(fed, chunks, strict=True):
+            if not sequence.prefill_done:
+                sequence.n_prefilled += len(chunk.tokens)
+                prefilled(sequence, chunk)
+        accept = self.accept
+        for seq_id, token in sampled.items():
+            accept(by_seq_id[seq_id], token)
+        return True
+
+    @abstractmethod
+    def preempt(self, sequence: ScheduledSequence) -> None:
+        """Take a running sequence out: save its state and give its KV id back."""
+
+    @abstractmethod
+    def admit(self, sequence: ScheduledSequence) -> S | None:
+        """The sequence to feed this step, with a KV id (opened now if it has none), or None
+        to leave it out of this step."""
+
+    @abstractmethod
+    def decode(self, chunks: Sequence[SequenceChunk], fed: Sequence[S]) -> dict[int, int]:
+        """Run ``chunks`` (of ``fed``, in order) in one step: the token sampled per seq id."""
+
+    @abstractmethod
+    def prefilled(self, sequence: S, chunk: SequenceChunk) -> None:
+        """``chunk`` of ``sequence``'s prompt is in its KV (``n_prefilled`` counts it)."""
+
+    @abstractmethod
+    def accept(self, sequence: S, token: int) -> None:
+        """``token`` was sampled for ``sequence``: append it, and finish it if it is done."""

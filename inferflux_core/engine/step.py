@@ -1,0 +1,84 @@
+"""One step of a model's step loop: a plan applied to the real backend (see
+:mod:`inferflux_core.engine.plan` for the order of the parts)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from inferflux_core.contracts import (
+    ScheduledSequence,
+    Scheduler,
+    SequenceChunk,
+    StepBackend,
+    TokenLogprob,
+)
+from inferflux_core.engine.finish import TokenAcceptor
+from inferflux_core.engine.groups import waits_for_leader
+from inferflux_core.engine.lifecycle import SequenceLifecycle
+from inferflux_core.engine.plan import PlanApplier
+from inferflux_core.engine.runner_metrics import RunnerMetrics
+from inferflux_core.engine.stream import EngineSequence
+
+_NO_LOGPROBS: Mapping[int, TokenLogprob] = {}
+
+
+class StepApplier(PlanApplier[EngineSequence]):
+    """Applies plans to ``backend``: KV through ``lifecycle``, tokens through ``tokens``;
+    ``live`` holds the requests submitted and not yet finished, by request id."""
+
+    def __init__(
+        self,
+        backend: StepBackend,
+        scheduler: Scheduler,
+        lifecycle: SequenceLifecycle,
+        tokens: TokenAcceptor,
+        metrics: RunnerMetrics,
+        live: dict[str, EngineSequence],
+    ) -> None:
+        self.backend = backend
+        self.scheduler = scheduler
+        self._lifecycle = lifecycle
+        self._tokens = tokens
+        self._m = metrics
+        self._live = live
+        self._step_logprobs = _NO_LOGPROBS
+
+    def preempt(self, sequence: ScheduledSequence) -> None:
+        """Save a planned-out sequence's KV and give its id back."""
+        live = self._live.get(sequence.request_id)
+        if live is sequence:
+            self._lifecycle.preempt(live)
+
+    def admit(self, sequence: ScheduledSequence) -> EngineSequence | None:
+        """The live sequence to feed, opened if it has no KV id yet; None if it must wait for
+        its group's leader, or the scheduler planned a sequence that already finished."""
+        live = self._live.get(sequence.request_id)
+        if live is not sequence:
+            self.scheduler.finish(sequence)  # a scheduler bug: it kept a finished sequence
+            return None
+        if waits_for_leader(live):
+            return None
+        if live.seq_id is None:
+            self._lifecycle.open(live)
+        return live
+
+    def decode(
+        self, chunks: Sequence[SequenceChunk], fed: Sequence[EngineSequence]
+    ) -> dict[int, int]:
+        """One backend ``decode`` for the step, and the logprobs the step's requests want."""
+        self._step_logprobs = _NO_LOGPROBS
+        sampled = self.backend.decode(chunks)
+        if any(s.state.request.sampling.logprobs is not None for s in fed):
+            self._step_logprobs = self.backend.take_logprobs()
+        self._m.step.observe(len(chunks))
+        return sampled
+
+    def prefilled(self, sequence: EngineSequence, chunk: SequenceChunk) -> None:
+        """Count the prompt tokens; a finished prompt is kept for reuse and forked."""
+        self._m.prompt.inc(len(chunk.tokens))
+        if sequence.prefill_done:
+            self._lifecycle.prompt_done(sequence)
+
+    def accept(self, sequence: EngineSequence, token: int) -> None:
+        """Apply the finish rules to ``token`` (see :mod:`inferflux_core.engine.finish`)."""
+        self._tokens.accept(sequence, token, self._step_logprobs)

@@ -1,0 +1,93 @@
+"""Plan application (``engine/plan.py``): the order of its parts and the chunk arithmetic,
+shared by the runner and the conformance kit's simulated engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from inferflux_core.contracts import ScheduledChunk, ScheduledSequence, SequenceChunk, StepPlan
+from inferflux_core.engine.plan import PlanApplier
+from inferflux_core.engine.step import StepApplier
+from inferflux_core.testing.simulation import SimulatedEngine
+
+
+class Recorder(PlanApplier[ScheduledSequence]):
+    """A test double that records what each part was asked to do."""
+
+    def __init__(self, skip: frozenset[str] = frozenset()) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.fed: list[SequenceChunk] = []
+        self.skip = skip
+        self.next_id = 0
+
+    def preempt(self, sequence: ScheduledSequence) -> None:
+        self.calls.append(("preempt", sequence.request_id))
+
+    def admit(self, sequence: ScheduledSequence) -> ScheduledSequence | None:
+        if sequence.request_id in self.skip:
+            return None
+        if sequence.seq_id is None:
+            sequence.seq_id, self.next_id = self.next_id, self.next_id + 1
+            if sequence.request_id == "reused":
+                sequence.n_prefilled = 6  # a cached prefix covered more than the plan knew
+        return sequence
+
+    def decode(
+        self, chunks: Sequence[SequenceChunk], fed: Sequence[ScheduledSequence]
+    ) -> dict[int, int]:
+        self.fed = list(chunks)
+        self.calls.append(("decode", ",".join(s.request_id for s in fed)))
+        return {c.seq_id: 42 for c in chunks if c.sample}
+
+    def prefilled(self, sequence: ScheduledSequence, chunk: SequenceChunk) -> None:
+        self.calls.append(("prefilled", f"{sequence.request_id}:{sequence.n_prefilled}"))
+
+    def accept(self, sequence: ScheduledSequence, token: int) -> None:
+        sequence.generated.append(token)
+        self.calls.append(("accept", sequence.request_id))
+
+
+def _sequence(name: str, n_prompt: int) -> ScheduledSequence:
+    return ScheduledSequence(request_id=name, prompt_tokens=list(range(100, 100 + n_prompt)))
+
+
+def test_a_plan_preempts_then_feeds_then_records_prefill_then_accepts() -> None:
+    decoding = _sequence("decoding", 2)
+    decoding.n_prefilled, decoding.generated = 2, [7]
+    reused = _sequence("reused", 8)
+    partial = _sequence("partial", 10)
+    plan = StepPlan(
+        chunks=[
+            ScheduledChunk(decoding, 1),
+            ScheduledChunk(reused, 4),
+            ScheduledChunk(partial, 4),
+            ScheduledChunk(_sequence("waits", 3), 3),
+        ],
+        preempt=[_sequence("out", 1)],
+    )
+    applier = Recorder(skip=frozenset({"waits"}))
+    assert applier.apply(plan)
+    assert [(c.tokens, c.sample) for c in applier.fed] == [
+        ((7,), True),  # a decode step feeds the last generated token
+        ([106, 107], True),  # clamped to the prompt: the reused prefix covered 6 of 8
+        ([100, 101, 102, 103], False),  # not the prompt's end: nothing to sample
+    ]
+    assert applier.calls == [
+        ("preempt", "out"),
+        ("decode", "decoding,reused,partial"),
+        ("prefilled", "reused:8"),
+        ("prefilled", "partial:4"),
+        ("accept", "decoding"),
+        ("accept", "reused"),
+    ]
+
+
+def test_a_plan_with_nothing_to_feed_decodes_nothing() -> None:
+    applier = Recorder(skip=frozenset({"waits"}))
+    assert not applier.apply(StepPlan(chunks=[ScheduledChunk(_sequence("waits", 3), 3)]))
+    assert applier.calls == []
+
+
+def test_the_runner_and_the_simulated_engine_apply_plans_with_the_same_code() -> None:
+    assert StepApplier.apply is PlanApplier.apply
+    assert SimulatedEngine.apply is PlanApplier.apply
