@@ -78,6 +78,7 @@ class OpenAIUpstreamBackend(RequestBackend):
             headers["Authorization"] = f"Bearer {key}"
         self._headers = headers
         self._client: httpx.AsyncClient | None = None
+        self._client_loop: asyncio.AbstractEventLoop | None = None
         self._slots = asyncio.Semaphore(self.options.max_concurrent)
         self._live: dict[str, asyncio.Task[None]] = {}
         self._waiting = 0
@@ -90,6 +91,9 @@ class OpenAIUpstreamBackend(RequestBackend):
         """Open the connection pool; an upstream that is down now is logged, not fatal
         (``/readyz`` reports it until it answers)."""
         state = await self.readiness()
+        if self._client is not None:  # the serving loop may be another: it opens its own
+            await self._client.aclose()
+            self._client = None
         log.info(
             "model %s: forwarding to %s as %r (%s)",
             self.spec.model_name,
@@ -109,8 +113,16 @@ class OpenAIUpstreamBackend(RequestBackend):
             self._client = None
 
     def client(self) -> httpx.AsyncClient:
-        """The connection pool to the upstream, made on first use (on the serving loop)."""
+        """The connection pool to the upstream, made on first use on the running loop.
+
+        A pool belongs to the loop it was made on: a backend started by ``Engine.load()``
+        (on a loop of its own) gets a fresh pool on the serving loop.
+        """
+        loop = asyncio.get_running_loop()
+        if self._client is not None and self._client_loop is not loop:
+            self._client = None  # its loop is gone or another: its connections are unusable
         if self._client is None:
+            self._client_loop = loop
             limit = self.options.max_concurrent + 2  # readiness probes get a connection too
             self._client = httpx.AsyncClient(
                 headers=self._headers,
