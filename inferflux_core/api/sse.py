@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from falcon.asgi import SSEvent
 
 from inferflux_core.errors import InferfluxError
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 2.0
 DONE = SSEvent(data=b"[DONE]")
@@ -23,7 +26,9 @@ async def sse_stream(
 
     While no chunk comes (queued behind other requests) a comment line is sent every
     ``keepalive`` seconds, so a client that went away is noticed and its request cancelled.
-    An error after the response started is sent as ``data: {"error": ...}``.
+    An error after the response started is sent as ``data: {"error": ...}`` (an unexpected
+    one as a ``server_error``, its traceback logged), and the stream still ends with
+    ``[DONE]``.
     """
     iterator = aiter(chunks)
     pending: asyncio.Future[dict[str, Any]] | None = None
@@ -42,6 +47,11 @@ async def sse_stream(
                 break
             except InferfluxError as exc:
                 yield SSEvent(data=json.dumps(exc.to_body()).encode())
+                break
+            except Exception:  # a bug: the client still gets an error event and [DONE]
+                log.exception("a streamed response failed")
+                body = InferfluxError("internal server error").to_body()
+                yield SSEvent(data=json.dumps(body).encode())
                 break
             yield SSEvent(data=json.dumps(chunk, separators=(",", ":")).encode())
         yield DONE
