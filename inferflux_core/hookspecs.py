@@ -39,9 +39,12 @@ import pluggy
 if TYPE_CHECKING:
     from inferflux_core.contracts import (
         DeviceContext,
+        EngineView,
         Guardrail,
         KVTransport,
         PolicyStore,
+        RequestBackend,
+        Routes,
         Scheduler,
         StepBackend,
     )
@@ -66,13 +69,16 @@ def register_device_contexts() -> dict[str, type[DeviceContext]]:
 
 
 @hookspec
-def register_backends() -> dict[str, type[StepBackend]]:
+def register_backends() -> dict[str, type[StepBackend] | type[RequestBackend]]:
     """Register model backends by name (*collect*).
 
     Called once when the plugin manager loads plugins. Return ``{"llama_cpp": Backend}``: a
-    mapping from the name used in ``models[].backend`` to a
-    :class:`~inferflux_core.contracts.StepBackend` subclass. The engine constructs it with a
-    :class:`~inferflux_core.contracts.BackendSpec` when a model using it loads. A backend that
+    mapping from the name used in ``models[].backend`` to a backend class of either kind: a
+    :class:`~inferflux_core.contracts.StepBackend` (inferflux schedules and steps it),
+    constructed with a :class:`~inferflux_core.contracts.BackendSpec`, or a
+    :class:`~inferflux_core.contracts.RequestBackend` (it schedules itself), constructed with
+    a :class:`~inferflux_core.contracts.RequestBackendSpec`, when a model using it loads. A
+    backend that
     sets ``options_model`` has ``models[].options`` documented and shown from that model.
     """
 
@@ -142,30 +148,37 @@ def resolve_model_source(source: str) -> Path | None:
 
 
 @hookspec
-def register_routes(app: Any, engine: Any) -> None:
-    """Add HTTP routes to the falcon ASGI app (*collect*; return value ignored).
+def register_routes(app: Routes, engine: EngineView) -> None:
+    """Add HTTP routes (*collect*; return value ignored).
 
-    Called once by :func:`inferflux_core.api.create_app` after the built-in routes are added.
-    ``app`` is the ``falcon.asgi.App``; ``engine`` is the running
-    :class:`~inferflux_core.engine.Engine`. Call ``app.add_route(path, resource)``. Every
-    route is authenticated: a resource declares the scope each method needs with a class
-    attribute ``scopes = {"GET": "models:read"}`` (without one, every method needs ``admin``).
-    An implementation that raises stops startup with an error naming the plugin.
+    Called once when the ASGI app is built, after the built-in routes are added. ``app`` is
+    a :class:`~inferflux_core.contracts.Routes`: ``app.add("GET", "/v1/thing/{id}", handler,
+    scope="models:read")`` serves a JSON route with ``async def handler(request:
+    RouteRequest)``, which returns the JSON body (or a ``RouteReply``) and may raise any
+    ``InferfluxError`` for an error answer. ``app.add_route(path, resource)`` mounts a falcon
+    resource as it is (websockets, streams); it declares the scope each method needs with
+    ``scopes = {"GET": "models:read"}`` (without one, every method needs ``admin``). Every
+    route is authenticated. ``engine`` is an :class:`~inferflux_core.contracts.EngineView`:
+    model states and typed generation. An implementation that raises stops startup with an
+    error naming the plugin.
     """
 
 
 @hookspec
-def on_startup(engine: Any) -> None:
+def on_startup(engine: EngineView) -> None:
     """Run after the engine has loaded its models and before it serves (*collect*).
 
-    An implementation that raises stops startup: the models are unloaded again and the error
-    names the plugin and the hook.
+    ``engine`` is an :class:`~inferflux_core.contracts.EngineView`. An implementation that
+    raises stops startup: the models are unloaded again and the error names the plugin and
+    the hook.
     """
 
 
 @hookspec
-def on_shutdown(engine: Any) -> None:
+def on_shutdown(engine: EngineView) -> None:
     """Run when the engine stops, before models are unloaded (*collect*).
+
+    ``engine`` is an :class:`~inferflux_core.contracts.EngineView`.
 
     An implementation that raises is logged with the plugin's name; the models still unload.
     """

@@ -2,9 +2,61 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
+#: Prefix of the gauges request-level backends report of themselves.
+BACKEND_PREFIX = "inferflux_backend_"
+#: The most metrics one backend may report (more are dropped at scrape).
+MAX_BACKEND_METRICS = 256
+_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
+
+#: Gives, at scrape time, each request-level model's name and what its backend reports.
+BackendReports = Callable[[], Iterable[tuple[str, Mapping[str, float]]]]
+
+
+class BackendMetricsCollector(Collector):
+    """Exports what request-level backends report (``RequestBackend.metrics()``) as gauges
+    ``inferflux_backend_<name>{model=...}``, read at every scrape."""
+
+    def __init__(self, reports: BackendReports) -> None:
+        self._reports = reports
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """One gauge family per reported name, a sample per model."""
+        families: dict[str, GaugeMetricFamily] = {}
+        for model, values in self._reports():
+            for name, value in list(values.items())[:MAX_BACKEND_METRICS]:
+                number = _number(value)
+                if number is None:
+                    continue
+                metric = BACKEND_PREFIX + _UNSAFE.sub("_", str(name))[:100]
+                family = families.get(metric)
+                if family is None:
+                    family = GaugeMetricFamily(
+                        metric, f"Reported by the backend as {name}", labels=["model"]
+                    )
+                    families[metric] = family
+                family.add_metric([model], number)
+        yield from families.values()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """Nothing ahead of time: the names are the backends'."""
+        return iter(())
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int past float's range
+        return None
 
 
 class EngineMetrics:
@@ -82,6 +134,10 @@ class EngineMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+
+    def report_backends(self, reports: BackendReports) -> None:
+        """Export what request-level backends report of themselves, read at each scrape."""
+        self.registry.register(BackendMetricsCollector(reports))
 
     def render(self) -> bytes:
         """The Prometheus exposition text."""

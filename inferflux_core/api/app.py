@@ -17,6 +17,7 @@ from inferflux_core.api.errors import install_error_handlers
 from inferflux_core.api.generation import Admission, GenerationResource
 from inferflux_core.api.health import HealthResource, MetricsResource, ReadyResource
 from inferflux_core.api.models import ModelsResource
+from inferflux_core.api.plugin_routes import PluginRoutes
 from inferflux_core.api.tokens import add_token_routes
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.policy_admin import PolicyAdmin
@@ -118,5 +119,7 @@ def http_app(
     app.add_route("/readyz", ReadyResource(engine))
     if server.metrics:
         app.add_route("/metrics", MetricsResource(engine, public=public_metrics))
-    engine.plugins.call_each("register_routes", app=app, engine=engine)
+    routes = PluginRoutes(app, limit)
+    engine.plugins.call_each("register_routes", app=routes, engine=engine.view)
+    routes.install()
     return app

@@ -33,6 +33,15 @@ from inferflux_core.contracts.guardrail import (
     GuardrailVerdict,
     OutputFilter,
 )
+from inferflux_core.contracts.host import (
+    EngineView,
+    ModelStatus,
+    RouteHandler,
+    RouteMethod,
+    RouteReply,
+    RouteRequest,
+    Routes,
+)
 from inferflux_core.contracts.options import PluginOptions, parse_options
 from inferflux_core.contracts.policy import ApiKeyRecord, Policy, PolicyStore, RateLimits
 from inferflux_core.contracts.request_backend import (
@@ -59,6 +68,7 @@ __all__ = [
     "DeviceContext",
     "DeviceInfo",
     "EmbeddingInfo",
+    "EngineView",
     "Finish",
     "GenerationOptions",
     "Guardrail",
@@ -69,6 +79,7 @@ __all__ = [
     "KVBlock",
     "KVTransport",
     "ModelInfo",
+    "ModelStatus",
     "OutputConstraint",
     "OutputFilter",
     "PluginOptions",
@@ -79,6 +90,11 @@ __all__ = [
     "RequestBackend",
     "RequestBackendCapabilities",
     "RequestBackendSpec",
+    "RouteHandler",
+    "RouteMethod",
+    "RouteReply",
+    "RouteRequest",
+    "Routes",
     "SamplingParams",
     "ScheduledChunk",
     "ScheduledSequence",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from inferflux_core.config import Settings, load_config
@@ -24,6 +24,7 @@ from inferflux_core.engine.request_model import RequestModel, load_request_model
 from inferflux_core.engine.request_stage import request_events
 from inferflux_core.engine.requests import GenerationRequest
 from inferflux_core.engine.stream import RequestStream
+from inferflux_core.engine.view import PluginEngineView
 from inferflux_core.engine.workers import WorkerPool, default_pool
 from inferflux_core.errors import (
     InvalidRequestError,
@@ -67,9 +68,12 @@ class Engine:
             extra_plugins=extra_plugins,
         )
         self.metrics = EngineMetrics()
+        self.metrics.report_backends(self._backend_reports)
         self.models: dict[str, ServedModel] = {}
         #: Where CPU-heavy request preparation runs (tokenizing, templates, grammars).
         self.pool = pool or default_pool()
+        #: What plugin hooks are handed of this engine.
+        self.view = PluginEngineView(self.models, self.generate)
 
     @classmethod
     def from_config(
@@ -93,12 +97,12 @@ class Engine:
         except BaseException:
             self.unload()
             raise
-        self.plugins.call_each("on_startup", engine=self)
+        self.plugins.call_each("on_startup", engine=self.view)
 
     def unload(self) -> None:
         """Stop every model and release its backend (blocking)."""
         if self.models:
-            self.plugins.notify("on_shutdown", engine=self)
+            self.plugins.notify("on_shutdown", engine=self.view)
         for model in self.models.values():
             model.close()
         self.models.clear()
@@ -112,7 +116,7 @@ class Engine:
         except BaseException:
             await self.stop()
             raise
-        self.plugins.call_each("on_startup", engine=self)
+        self.plugins.call_each("on_startup", engine=self.view)
 
     async def stop(self) -> None:
         """Unload the models without blocking the event loop."""
@@ -131,7 +135,9 @@ class Engine:
             for config in self.settings.models:
                 backend_cls = self.plugins.get("backends", config.backend)
                 if isinstance(backend_cls, type) and issubclass(backend_cls, RequestBackend):
-                    self.models[config.name] = load_request_model(config, scheduler, self.plugins)
+                    self.models[config.name] = load_request_model(
+                        config, scheduler, self.plugins, self.metrics
+                    )
                 else:
                     self.models[config.name] = load_model(
                         config, scheduler, self.plugins, self.metrics
@@ -139,6 +145,16 @@ class Engine:
         except BaseException:
             self.unload()
             raise
+
+    def _backend_reports(self) -> list[tuple[str, Mapping[str, float]]]:
+        """What each request-level backend reports of itself, by model (for ``/metrics``)."""
+        reports = []
+        for model in self._request_models():
+            try:
+                reports.append((model.name, model.backend.metrics()))
+            except Exception as exc:
+                log.warning("model %s: the backend's metrics failed: %s", model.name, exc)
+        return reports
 
     def _request_models(self) -> list[RequestModel]:
         return [m for m in self.models.values() if isinstance(m, RequestModel)]

@@ -12,6 +12,7 @@ from inferflux_core.config import ModelConfig, SchedulerConfig
 from inferflux_core.contracts.request_backend import RequestBackend, RequestBackendSpec
 from inferflux_core.engine.request_runner import RequestRunner
 from inferflux_core.errors import ChatTemplateError, PluginError
+from inferflux_core.metrics import EngineMetrics
 from inferflux_core.plugins import PluginHost
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,10 @@ class RequestModel:
 
 
 def load_request_model(
-    config: ModelConfig, scheduler_config: SchedulerConfig, host: PluginHost
+    config: ModelConfig,
+    scheduler_config: SchedulerConfig,
+    host: PluginHost,
+    metrics: EngineMetrics | None = None,
 ) -> RequestModel:
     """Construct ``config``'s request-level backend and start it (blocking)."""
     backend_cls = host.get("backends", config.backend)
@@ -84,6 +88,7 @@ def load_request_model(
         max_running=config.max_sequences,
         max_queue=scheduler_config.max_queue,
         queue_timeout=scheduler_config.queue_timeout,
+        metrics=metrics,
     )
     log.info("model %s served by request-level backend %s", config.name, config.backend)
     return RequestModel(config.name, config, backend, runner, template, int(time.time()))

@@ -19,13 +19,20 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
+from inferflux_core.contracts.generation import (
+    Finish,
+    InferenceEvent,
+    InferenceRequest,
+    TextDelta,
+    UsageReport,
+)
 from inferflux_core.contracts.request_backend import (
     Readiness,
     RequestBackend,
     RequestBackendCapabilities,
 )
 from inferflux_core.errors import InvalidRequestError, QueueFullError, ServiceUnavailableError
+from inferflux_core.metrics import EngineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +80,10 @@ class RequestRunner:
         max_running: int,
         max_queue: int,
         queue_timeout: float = 0.0,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         self.name = name
+        self.metrics = metrics
         self.backend = backend
         self.max_running = max_running
         self.max_queue = max_queue
@@ -88,6 +97,11 @@ class RequestRunner:
     def waiting(self) -> int:
         """Requests waiting for a slot."""
         return len(self._waiting)
+
+    def _gauges(self) -> None:
+        if self.metrics is not None:
+            self.metrics.active_sequences.labels(self.name).set(self.running)
+            self.metrics.waiting_requests.labels(self.name).set(len(self._waiting))
 
     async def readiness(self) -> Readiness:
         """The backend's readiness; not ready (with the reason) if it raises."""
@@ -104,7 +118,9 @@ class RequestRunner:
         Refusals (capabilities, a full queue, the backend's own) raise here, before any event.
         """
         check_capabilities(self.name, self.backend.capabilities, request)
+        submitted = time.monotonic()
         await self._admit(request)
+        self._gauges()
         try:
             events = aiter(self.backend.generate(request))
             first = await anext(events)
@@ -115,7 +131,7 @@ class RequestRunner:
                     f"model {self.name!r}: the backend ended the request without output"
                 ) from None
             raise
-        return _Relay(self, request.request_id, first, events)
+        return _Relay(self, request.request_id, first, events, submitted)
 
     async def _admit(self, request: InferenceRequest) -> None:
         if request.deadline is not None and time.monotonic() >= request.deadline:
@@ -130,6 +146,7 @@ class RequestRunner:
             )
         waiter = _Waiter((-request.priority, next(self._order)), asyncio.Future())
         heapq.heappush(self._waiting, waiter)
+        self._gauges()
         try:
             await asyncio.wait_for(waiter.started, self._wait_limit(request))
         except TimeoutError:
@@ -154,6 +171,7 @@ class RequestRunner:
         if waiter in self._waiting:
             self._waiting.remove(waiter)
             heapq.heapify(self._waiting)
+            self._gauges()
 
     def _leave(self) -> None:  # also called by _Relay
         """A running request ended: start the highest-priority waiter in its slot."""
@@ -161,8 +179,10 @@ class RequestRunner:
             waiter = heapq.heappop(self._waiting)
             if not waiter.started.done():
                 waiter.started.set_result(None)
+                self._gauges()
                 return
         self.running -= 1
+        self._gauges()
 
 
 class _Relay:
@@ -175,8 +195,12 @@ class _Relay:
         request_id: str,
         first: InferenceEvent,
         events: AsyncIterator[InferenceEvent],
+        submitted: float,
     ) -> None:
         self._runner = runner
+        self._submitted = submitted
+        self._usage: UsageReport | None = None
+        self._answered = False
         self._request_id = request_id
         self.first = first
         self._first: InferenceEvent | None = first
@@ -191,15 +215,30 @@ class _Relay:
             raise StopAsyncIteration
         if self._first is not None:
             first, self._first = self._first, None
-            return first
+            return self._observe(first)
         try:
-            return await anext(self._events)
+            return self._observe(await anext(self._events))
         except StopAsyncIteration:
             await self._close(finished=True)
             raise
         except BaseException:
             await self._close(finished=False)
             raise
+
+    def _observe(self, event: InferenceEvent) -> InferenceEvent:
+        metrics = self._runner.metrics
+        if metrics is None:
+            return event
+        name = self._runner.name
+        if isinstance(event, TextDelta) and not self._answered:
+            self._answered = True
+            elapsed = time.monotonic() - self._submitted
+            metrics.time_to_first_token.labels(name).observe(elapsed)
+        elif isinstance(event, Finish):
+            metrics.requests.labels(name, event.reason).inc()
+        elif isinstance(event, UsageReport):
+            self._usage = event
+        return event
 
     async def aclose(self) -> None:
         """Stop: free the slot and abort the request if it had not finished."""
@@ -210,6 +249,10 @@ class _Relay:
             return
         self._closed = True
         self._runner._leave()
+        metrics, usage = self._runner.metrics, self._usage
+        if metrics is not None and usage is not None:
+            metrics.prompt_tokens.labels(self._runner.name).inc(usage.prompt_tokens)
+            metrics.generation_tokens.labels(self._runner.name).inc(usage.completion_tokens)
         aclose = getattr(self._events, "aclose", None)
         if aclose is not None:
             await aclose()

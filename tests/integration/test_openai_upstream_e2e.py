@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -189,3 +190,43 @@ def test_a_client_that_leaves_frees_the_upstreams_sequence(
     assert upstream_server.active_sequences() >= 1
     stream.close()
     assert upstream_server.wait_for_active_sequences(lambda a: a == 0, timeout=10) == 0
+
+
+def _metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of ``name`` with exactly ``labels`` in a Prometheus exposition text."""
+    wanted = sorted(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        metric, _, rest = sample.partition("{")
+        if metric == name and sorted(rest.rstrip("}").split(",")) == wanted:
+            return float(value)
+    return None
+
+
+def test_the_gateways_metrics_count_its_requests_and_show_what_the_backend_reports(
+    gateway: UpstreamServer,
+) -> None:
+    def scrape() -> str:
+        response = httpx.get(
+            f"{gateway.base_url}/metrics",
+            headers={"Authorization": f"Bearer {gateway.api_key}"},
+            timeout=30,
+        )
+        assert response.status_code == 200
+        return response.text
+
+    before = _metric(scrape(), "inferflux_requests_total", model="gateway", finish_reason="length")
+    client_of(gateway).chat.completions.create(
+        model="gateway",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        temperature=0.0,
+        max_tokens=3,
+        extra_body={"ignore_eos": True},
+    )
+    text = scrape()
+    after = _metric(text, "inferflux_requests_total", model="gateway", finish_reason="length")
+    assert after == (before or 0.0) + 1
+    assert (_metric(text, "inferflux_generation_tokens_total", model="gateway") or 0) >= 3
+    assert _metric(text, "inferflux_backend_num_requests_running", model="gateway") == 0.0
+    assert _metric(text, "inferflux_backend_num_requests_waiting", model="gateway") == 0.0
+    assert _metric(text, "inferflux_active_sequences", model="gateway") == 0.0
