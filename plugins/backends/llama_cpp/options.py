@@ -55,15 +55,16 @@ class LlamaCppOptions(PluginOptions):
     split_mode: Literal["none", "layer", "row", "tensor"] = Field(
         "layer",
         description="how a model is spread over several GPUs: `none` (all on `main_gpu`), "
-        "`layer` (whole layers and their KV per GPU), `row` (rows of each weight across GPUs), "
-        "`tensor` (llama.cpp's experimental tensor parallelism); a GPU option",
+        "`layer` (whole layers and their KV per GPU, pipelined), `row` (each weight split by "
+        "rows across GPUs, parallelized), `tensor` (weights and KV split across GPUs, "
+        "llama.cpp's experimental tensor parallelism); a GPU option",
     )
     main_gpu: int = Field(
         0,
         ge=0,
         le=255,
         description="the GPU (index among the device's GPUs) holding the whole model with "
-        "`split_mode: none`, and the intermediate results with `row`; a GPU option",
+        "`split_mode: none`, or the intermediate results and KV with `row`; a GPU option",
     )
     tensor_split: list[Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)]] | None = Field(
         None,
