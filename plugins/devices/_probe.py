@@ -4,6 +4,7 @@ driver binding."""
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -83,3 +84,32 @@ def gpu_device(kind: str, gpus: Sequence[GpuMemory], source: str) -> DeviceInfo:
         details=details,
         gpus=tuple(gpus),
     )
+
+
+def visible_gpus(gpus: Sequence[GpuMemory], visible: str | None) -> list[GpuMemory]:
+    """``gpus`` as a process sees them under ``CUDA_VISIBLE_DEVICES`` / ``HIP_VISIBLE_DEVICES``
+    (``visible``): the listed indices, in that order, renumbered from 0; an empty value hides
+    every GPU. A list that is not plain indices (GPU UUIDs) leaves ``gpus`` as they are."""
+    if visible is None:
+        return list(gpus)
+    wanted = [part.strip() for part in visible.split(",") if part.strip()]
+    if not wanted:
+        return []
+    if not all(to_int(part) is not None for part in wanted):
+        return list(gpus)
+    by_index = {gpu.index: gpu for gpu in gpus}
+    shown = [by_index[int(part)] for part in wanted if int(part) in by_index]
+    return [GpuMemory(i, g.name, g.total_bytes, g.free_bytes) for i, g in enumerate(shown)]
+
+
+def visible_device(
+    kind: str, found: Sequence[GpuMemory], source: str, variable: str, vendor: str
+) -> DeviceInfo:
+    """The ``kind`` device made of the ``found`` GPUs this process may use (``variable``, as
+    ``CUDA_VISIBLE_DEVICES``, says which); absent, saying so, when it hides them all."""
+    gpus = visible_gpus(found, os.environ.get(variable))
+    if not gpus:
+        return DeviceInfo(
+            kind=kind, present=False, reason=f"{variable} hides all {len(found)} {vendor} GPU(s)"
+        )
+    return gpu_device(kind, gpus, source)

@@ -11,12 +11,12 @@ from pathlib import Path
 from inferflux_core.contracts import DeviceContext, DeviceInfo, GpuMemory
 from inferflux_plugins.devices._probe import (
     MIB,
-    gpu_device,
     import_optional,
     parse_key_values,
     read_text,
     run_command,
     to_int,
+    visible_device,
 )
 
 PROC_GPUS = Path("/proc/driver/nvidia/gpus")
@@ -127,9 +127,9 @@ class CudaContext(DeviceContext):
             ("/proc/driver/nvidia", gpus_from_proc),
             ("libcuda", gpus_from_libcuda),
         ):
-            gpus = probe()
-            if gpus:
-                return gpu_device(self.kind, gpus, source)
+            found = probe()
+            if found:
+                return visible_device(self.kind, found, source, "CUDA_VISIBLE_DEVICES", "NVIDIA")
         return DeviceInfo(
             kind=self.kind,
             present=False,

@@ -12,12 +12,12 @@ from typing import Any
 
 from inferflux_core.contracts import DeviceContext, DeviceInfo, GpuMemory
 from inferflux_plugins.devices._probe import (
-    gpu_device,
     import_optional,
     parse_key_values,
     read_text,
     run_command,
     to_int,
+    visible_device,
 )
 
 KFD = Path("/dev/kfd")
@@ -125,7 +125,7 @@ class RocmContext(DeviceContext):
             ("rocm-smi", gpus_from_rocm_smi),
             ("kfd topology", gpus_from_topology),
         ):
-            gpus = probe()
-            if gpus:
-                return gpu_device(self.kind, gpus, source)
+            found = probe()
+            if found:
+                return visible_device(self.kind, found, source, "HIP_VISIBLE_DEVICES", "AMD")
         return DeviceInfo(kind=self.kind, present=False, reason="/dev/kfd exists but lists no GPU")

@@ -111,6 +111,7 @@ def test_cuda_is_found_through_nvidia_smi(tmp_path: Path, monkeypatch: pytest.Mo
     fake_tool(tmp_path, "nvidia-smi", (DATA / "nvidia-smi-query-gpu-2x-h100.csv").read_text())
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML binding: nvidia-smi answers
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     info = CudaContext().detect()
     assert info.present
     assert info.count == 2
@@ -137,6 +138,7 @@ def test_rocm_gpus_come_from_the_kfd_topology(
     monkeypatch.setattr(rocm, "TOPOLOGY", nodes)
     monkeypatch.setattr(rocm, "gpus_from_amdsmi", lambda: None)
     monkeypatch.setattr(rocm, "gpus_from_rocm_smi", lambda: None)
+    monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
     info = RocmContext().detect()
     assert info.present
     assert (info.name, info.count, info.memory_bytes) == ("gfx942", 1, 206141652992)

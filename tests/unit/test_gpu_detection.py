@@ -33,6 +33,12 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
+@pytest.fixture(autouse=True)
+def _every_gpu_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
+
+
 # -- NVIDIA ------------------------------------------------------------------------------------
 
 
@@ -107,6 +113,22 @@ def test_an_nvml_without_its_driver_library_falls_through_to_the_next_probe(
     monkeypatch.setattr(cuda, "gpus_from_libcuda", lambda: None)
     info = CudaContext().detect()
     assert not info.present and "no NVIDIA GPU" in info.reason
+
+
+def test_cuda_visible_devices_picks_reorders_and_renumbers_the_gpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", _NvmlDouble())
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    (gpu,) = CudaContext().detect().gpus
+    assert (gpu.index, gpu.free_bytes) == (0, 10 * GIB)  # the second GPU, as CUDA numbers it
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    assert [gpu.free_bytes for gpu in CudaContext().detect().gpus] == [10 * GIB, 20 * GIB]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-8e1f2a3b")  # UUIDs: not filtered here
+    assert CudaContext().detect().count == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    info = CudaContext().detect()
+    assert not info.present and info.reason == "CUDA_VISIBLE_DEVICES hides all 2 NVIDIA GPU(s)"
 
 
 # -- AMD -----------------------------------------------------------------------------------------
