@@ -45,8 +45,18 @@ class ModelConfig(_Strict):
 
     name: str = Field(DEFAULT_MODEL_NAME, min_length=1)
     source: str = Field(DEFAULT_MODEL_SOURCE, min_length=1)
-    backend: str = "llama_cpp"
-    device: str = "auto"
+    backend: str = Field(
+        "auto",
+        min_length=1,
+        description="the registered backend to serve it; `auto`: `llama_cpp` on the CPU, and "
+        "on a GPU `llama_cpp` if its build can offload to it, else `vllm` (docs/gpu.md)",
+    )
+    device: str = Field(
+        "auto",
+        min_length=1,
+        description="`cpu`, `cuda`, `rocm`, `metal`, or `auto`: the present device with the "
+        "highest priority (a GPU before the CPU)",
+    )
     context_length: int = Field(
         2048, ge=16, le=1_048_576, description="most tokens (prompt + output) per sequence"
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from inferflux_core.config import Settings
 from inferflux_core.contracts.options import options_of, parse_options
+from inferflux_core.engine.backend_choice import AUTO, choose_backend
 from inferflux_core.errors import PluginError
 from inferflux_core.plugins import PluginHost
 
@@ -24,6 +25,10 @@ def effective_config(settings: Settings, host: PluginHost) -> dict[str, Any]:
         host, "schedulers", scheduler.name, scheduler.options, "scheduler.options"
     )
     for entry, model in zip(data["models"], settings.models, strict=True):
+        if model.backend == AUTO:
+            # what `backend: auto` resolves to on this machine, as a model load resolves it
+            model = choose_backend(model, host).config
+            entry["backend"] = model.backend
         entry["options"] = plugin_options(
             host, "backends", model.backend, model.options, f"models.{model.name}.options"
         )

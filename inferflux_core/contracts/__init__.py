@@ -8,7 +8,7 @@ from inferflux_core.contracts.backend import (
     StepBackend,
     TokenLogprob,
 )
-from inferflux_core.contracts.device import DeviceContext, DeviceInfo, usable_cores
+from inferflux_core.contracts.device import DeviceContext, DeviceInfo, GpuMemory, usable_cores
 from inferflux_core.contracts.embedding import EmbeddingInfo
 from inferflux_core.contracts.generation import (
     ChatMessage,
@@ -71,6 +71,7 @@ __all__ = [
     "EngineView",
     "Finish",
     "GenerationOptions",
+    "GpuMemory",
     "Guardrail",
     "GuardrailInput",
     "GuardrailVerdict",

@@ -146,6 +146,18 @@ class StepBackend(ABC):
     #: ``/v1/embeddings`` (unless its config says ``embeddings: false``).
     supports_embeddings: bool = False
 
+    @classmethod
+    def device_problem(cls, device: DeviceInfo) -> str | None:
+        """Why this backend cannot serve a model on ``device`` as installed, or None if it can.
+
+        ``backend: auto`` asks this before constructing anything, so it must be cheap and must
+        not raise; the answer is a sentence an operator can act on (how to install what is
+        missing). The default checks :attr:`supported_devices`.
+        """
+        if device.kind in cls.supported_devices:
+            return None
+        return f"it runs on {', '.join(cls.supported_devices)}, not on {device.kind}"
+
     @property
     @abstractmethod
     def info(self) -> ModelInfo:

@@ -10,6 +10,21 @@ from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True)
+class GpuMemory:
+    """One GPU of a device as its driver tool reports it: index, name and memory in bytes.
+
+    ``index`` is the driver's (NVML's, amdsmi's) order, which is what llama.cpp's
+    ``main_gpu`` and ``tensor_split`` refer to when no ``CUDA_VISIBLE_DEVICES`` /
+    ``HIP_VISIBLE_DEVICES`` reorders them. ``free_bytes`` is None where the source cannot say.
+    """
+
+    index: int
+    name: str
+    total_bytes: int = 0
+    free_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceInfo:
     """What a device context found on this machine.
 
@@ -30,6 +45,10 @@ class DeviceInfo:
     #: one it does not promise. The cpu device reports the ISA extensions it found among
     #: ``avx2``, ``avx512f`` and ``amx`` (Intel AMX: any of its tile, int8 or bf16 units).
     features: frozenset[str] = frozenset()
+    #: Each GPU of a GPU device, with its total and free memory (empty for the cpu device and
+    #: where detection found the GPUs without their memory). ``count`` is ``len(gpus)`` when
+    #: set, and ``memory_bytes`` the first GPU's total.
+    gpus: tuple[GpuMemory, ...] = ()
 
 
 def usable_cores() -> int:

@@ -19,17 +19,27 @@ def detect_devices(host: PluginHost) -> list[tuple[DeviceContext, DeviceInfo]]:
     return found
 
 
-def select_device(host: PluginHost, requested: str, supported: Sequence[str]) -> DeviceInfo:
-    """The device for ``requested`` (a kind, or ``auto``) among those the backend supports."""
-    detected = detect_devices(host)
+def select_device(
+    host: PluginHost,
+    requested: str,
+    supported: Sequence[str],
+    detected: Sequence[DeviceInfo] | None = None,
+) -> DeviceInfo:
+    """The device for ``requested`` (a kind, or ``auto``) among those the backend supports.
+
+    ``detected`` is what :func:`detect_devices` found, highest priority first (detected now
+    when not given).
+    """
+    if detected is None:
+        detected = [info for _, info in detect_devices(host)]
     if requested == "auto":
-        for _, info in detected:
+        for info in detected:
             if info.present and info.kind in supported:
                 return info
         raise ConfigError(
             f"device: auto found no present device this backend supports ({', '.join(supported)})"
         )
-    for _, info in detected:
+    for info in detected:
         if info.kind == requested:
             if requested not in supported:
                 raise ConfigError(
@@ -39,5 +49,5 @@ def select_device(host: PluginHost, requested: str, supported: Sequence[str]) ->
             if not info.present:
                 raise ConfigError(f"device {requested!r} is not present: {info.reason}")
             return info
-    known = ", ".join(info.kind for _, info in detected) or "none"
+    known = ", ".join(info.kind for info in detected) or "none"
     raise ConfigError(f"unknown device {requested!r} (known: {known}, or auto)")

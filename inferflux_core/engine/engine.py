@@ -17,6 +17,7 @@ from inferflux_core.config import Settings, load_config
 from inferflux_core.contracts import RequestBackend
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
 from inferflux_core.engine.assemble import step_events
+from inferflux_core.engine.backend_choice import choose_backend
 from inferflux_core.engine.collect import Collected, Primed, collect
 from inferflux_core.engine.model import LoadedModel, load_model
 from inferflux_core.engine.prepare import prepare
@@ -132,7 +133,9 @@ class Engine:
     def _load_all(self) -> None:
         scheduler = self.settings.scheduler
         try:
-            for config in self.settings.models:
+            for configured in self.settings.models:
+                choice = choose_backend(configured, self.plugins)
+                config = choice.config
                 backend_cls = self.plugins.get("backends", config.backend)
                 if isinstance(backend_cls, type) and issubclass(backend_cls, RequestBackend):
                     self.models[config.name] = load_request_model(
@@ -140,7 +143,7 @@ class Engine:
                     )
                 else:
                     self.models[config.name] = load_model(
-                        config, scheduler, self.plugins, self.metrics
+                        config, scheduler, self.plugins, self.metrics, choice.device
                     )
         except BaseException:
             self.unload()

@@ -72,9 +72,17 @@ class LoadedModel:
 
 
 def load_model(
-    config: ModelConfig, scheduler_config: SchedulerConfig, host: PluginHost, metrics: EngineMetrics
+    config: ModelConfig,
+    scheduler_config: SchedulerConfig,
+    host: PluginHost,
+    metrics: EngineMetrics,
+    device: DeviceInfo | None = None,
 ) -> LoadedModel:
-    """Resolve, validate and load ``config``, and start its step loop."""
+    """Resolve, validate and load ``config``, and start its step loop.
+
+    ``device`` is the device already chosen for it (by ``backend: auto``); None: chosen here
+    from ``config.device``.
+    """
     started = time.monotonic()
     backend_cls = host.get("backends", config.backend)
     if isinstance(backend_cls, type) and issubclass(backend_cls, RequestBackend):
@@ -84,7 +92,9 @@ def load_model(
         )
     scheduler_cls = host.get("schedulers", scheduler_config.name)
     path = resolve_model_source(config.source, host)
-    device = select_device(host, config.device, getattr(backend_cls, "supported_devices", ("cpu",)))
+    if device is None:
+        supported = getattr(backend_cls, "supported_devices", ("cpu",))
+        device = select_device(host, config.device, supported)
     spec = BackendSpec(
         model_name=config.name,
         model_path=path,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from inferflux_core.contracts import DeviceContext
+from inferflux_core.contracts import DeviceContext, DeviceInfo
+from inferflux_core.extras import unused_gpu_extras
 from inferflux_core.hookspecs import hookimpl
 from inferflux_plugins.devices.cpu import CpuContext
 from inferflux_plugins.devices.cuda import CudaContext
@@ -26,14 +27,23 @@ def register_device_contexts() -> dict[str, type[DeviceContext]]:
 
 @hookimpl
 def self_check() -> list[str]:
-    """Every device context detects without raising, and the CPU is present."""
+    """Every device context detects without raising, the CPU is present, and an installed
+    GPU extra (``inferflux[cuda]``, ``[rocm]``) has its GPU."""
     problems = []
+    found: dict[str, DeviceInfo] = {}
     for kind, context in register_device_contexts().items():
         try:
-            info = context().detect()
+            info = found[kind] = context().detect()
         except Exception as exc:
             problems.append(f"detecting {kind} raised {type(exc).__name__}: {exc}")
             continue
         if kind == "cpu" and not info.present:
             problems.append(f"the CPU was not detected: {info.reason or 'no reason given'}")
+    present = {kind for kind, info in found.items() if info.present}
+    for extra in unused_gpu_extras(present):
+        reason = found[extra].reason if extra in found else ""
+        problems.append(
+            f"inferflux[{extra}] is installed but no {extra.upper()} device was found"
+            f"{f' ({reason})' if reason else ''}; `device: auto` serves on CPU with llama.cpp"
+        )
     return problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from inferflux_core.contracts import DeviceContext, DeviceInfo
+from inferflux_core.contracts import DeviceContext, DeviceInfo, GpuMemory
 from inferflux_plugins.devices._probe import run_command
 
 
@@ -25,11 +25,15 @@ class MetalContext(DeviceContext):
             )
         name = (run_command(["sysctl", "-n", "machdep.cpu.brand_string"]) or "").strip()
         memory = (run_command(["sysctl", "-n", "hw.memsize"]) or "").strip()
+        total = int(memory) if memory.isdigit() else 0
+        label = name or "Apple silicon"
         return DeviceInfo(
             kind=self.kind,
             present=True,
-            name=name or "Apple silicon",
+            name=label,
             count=1,
-            memory_bytes=int(memory) if memory.isdigit() else 0,
+            memory_bytes=total,
             details={"unified_memory": True},
+            # unified memory: the GPU shares the machine's; how much is free is not reported
+            gpus=(GpuMemory(0, label, total, None),),
         )

@@ -21,6 +21,7 @@ from inferflux_plugins.backends import llama_cpp as plugin
 from inferflux_plugins.backends.llama_cpp import LlamaCppBackend
 from inferflux_plugins.backends.llama_cpp.backend import cpu_has_amx
 from inferflux_plugins.backends.llama_cpp.options import decide_repack
+from inferflux_plugins.backends.llama_cpp.runtime import load_llama
 from inferflux_plugins.devices.cpu import CpuContext
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -453,19 +454,14 @@ def test_the_backend_takes_amx_from_its_device_not_from_the_machine(
     assert "repacked weights off (repack: auto and the CPU has AMX)" in caplog.text
 
 
-def test_a_gpu_device_without_gpu_support_in_the_build_warns_and_runs_on_the_cpu(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_a_gpu_device_without_gpu_support_in_the_build_is_refused() -> None:
+    # Once a warning and a silent CPU run; see tests/backend/test_llama_cpp_gpu_options.py.
     gpu = DeviceInfo(kind="cuda", present=True, name="test GPU", count=1)
     spec = BackendSpec("gpu", find_default_model_path(), gpu, 256, 1)
-    with caplog.at_level(logging.WARNING, logger="inferflux.llama_cpp"):
-        loaded = LlamaCppBackend(spec)
-    try:
-        if not loaded._llama.llama_supports_gpu_offload():
-            assert "cannot offload to a GPU" in caplog.text
-        assert_answers_sensibly(loaded)
-    finally:
-        loaded.close()
+    if load_llama().llama_supports_gpu_offload():
+        pytest.skip("this llama-cpp-python build can offload to a GPU")
+    with pytest.raises(ConfigError, match="cannot offload to a GPU"):
+        LlamaCppBackend(spec)
 
 
 def test_close_is_idempotent() -> None:

@@ -17,6 +17,9 @@ from inferflux_plugins.devices.cuda import CudaContext
 from inferflux_plugins.devices.metal import MetalContext
 from inferflux_plugins.devices.rocm import RocmContext
 
+DATA = Path(__file__).resolve().parents[1] / "data" / "devices"
+MIB = 1024 * 1024
+
 
 def fake_tool(directory: Path, name: str, output: str) -> None:
     """An executable ``name`` in ``directory`` that prints ``output``."""
@@ -105,13 +108,17 @@ def test_every_gpu_context_reports_presence_or_a_reason(context: type[DeviceCont
 
 
 def test_cuda_is_found_through_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake_tool(tmp_path, "nvidia-smi", "NVIDIA H100 80GB HBM3, 81559\nNVIDIA H100 80GB HBM3, 81559")
+    fake_tool(tmp_path, "nvidia-smi", (DATA / "nvidia-smi-query-gpu-2x-h100.csv").read_text())
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # no NVML binding: nvidia-smi answers
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     info = CudaContext().detect()
     assert info.present
     assert info.count == 2
     assert info.name == "NVIDIA H100 80GB HBM3"
-    assert info.memory_bytes == 81559 * 1024 * 1024
+    assert info.memory_bytes == 81559 * MIB
+    assert [gpu.free_bytes for gpu in info.gpus] == [81004 * MIB, 2215 * MIB]
+    assert info.details["source"] == "nvidia-smi"
 
 
 def test_rocm_gpus_come_from_the_kfd_topology(
@@ -129,6 +136,9 @@ def test_rocm_gpus_come_from_the_kfd_topology(
     (gpu / "mem_banks" / "0" / "properties").write_text("size_in_bytes 206141652992\n")
     monkeypatch.setattr(rocm, "KFD", kfd)
     monkeypatch.setattr(rocm, "TOPOLOGY", nodes)
+    monkeypatch.setattr(rocm, "gpus_from_amdsmi", lambda: None)
+    monkeypatch.setattr(rocm, "gpus_from_rocm_smi", lambda: None)
+    monkeypatch.delenv("HIP_VISIBLE_DEVICES", raising=False)
     info = RocmContext().detect()
     assert info.present
     assert (info.name, info.count, info.memory_bytes) == ("gfx942", 1, 206141652992)

@@ -35,6 +35,14 @@ from inferflux_plugins.backends.llama_cpp.embedding import (
     EmbeddingSettings,
     resolve_pooling,
 )
+from inferflux_plugins.backends.llama_cpp.gpu import (
+    apply_context_params,
+    apply_model_params,
+    check_offload,
+    decide_placement,
+    describe,
+    gpu_build_command,
+)
 from inferflux_plugins.backends.llama_cpp.grammar import ConstrainedSampler, GrammarCache
 from inferflux_plugins.backends.llama_cpp.logprobs import LogprobReader
 from inferflux_plugins.backends.llama_cpp.options import (
@@ -82,6 +90,23 @@ class LlamaCppBackend(StepBackend):
     supports_logprobs = True
     supports_embeddings = True
 
+    @classmethod
+    def device_problem(cls, device: DeviceInfo) -> str | None:
+        """None if llama-cpp-python is installed and, for a GPU, built to offload to one."""
+        problem = super().device_problem(device)
+        if problem is not None:
+            return problem
+        try:
+            llama = load_llama()
+        except ConfigError as exc:
+            return str(exc)
+        if device.kind != "cpu" and not llama.llama_supports_gpu_offload():
+            return (
+                "this llama-cpp-python build cannot offload to a GPU; install a GPU build: "
+                f"{gpu_build_command(device.kind)}"
+            )
+        return None
+
     def __init__(self, spec: BackendSpec) -> None:
         self._model: Any = None
         self._ctx: Any = None
@@ -95,6 +120,7 @@ class LlamaCppBackend(StepBackend):
         if spec.max_sequences < 1:
             raise ConfigError("max_sequences must be at least 1", param="max_sequences")
         header = read_gguf_header(spec.model_path)
+        self._placement = decide_placement(options, spec.device, spec.model_name)
         self._llama = llama = load_llama()
         self._spec = spec
         self._model = self._load_model(spec, options)
@@ -123,6 +149,7 @@ class LlamaCppBackend(StepBackend):
                     batch_tokens=min(options.batch_size, self._n_ctx),
                     threads=_threads(spec, options),
                     flash_attn=FLASH_ATTN[options.flash_attn],
+                    placement=self._placement,
                 ),
             )
         except BaseException:
@@ -142,14 +169,10 @@ class LlamaCppBackend(StepBackend):
     def _load_model(self, spec: BackendSpec, options: LlamaCppOptions) -> Any:
         llama = self._llama
         params = llama.llama_model_default_params()
-        params.n_gpu_layers = 0 if spec.device.kind == "cpu" else 999
-        if spec.device.kind != "cpu" and not llama.llama_supports_gpu_offload():
-            log.warning(
-                "llama_cpp: device %s was chosen, but this llama-cpp-python build cannot offload "
-                "to a GPU; the model runs on the CPU (install a %s build of llama-cpp-python)",
-                spec.device.kind,
-                spec.device.kind.upper(),
-            )
+        placement = self._placement
+        check_offload(llama, spec.device, placement)
+        tensor_split = apply_model_params(llama, params, placement)
+        log.info("llama_cpp places %s: %s", spec.model_name, describe(placement, spec.device))
         decision = decide_repack(options.repack, cpu_has_amx(spec.device))
         params.use_extra_bufts = decision.use_extra_bufts
         log.info(
@@ -158,6 +181,7 @@ class LlamaCppBackend(StepBackend):
             decision.reason,
         )
         model = llama.llama_model_load_from_file(str(spec.model_path).encode(), params)
+        del tensor_split  # llama.cpp has copied the shares by now
         if not model:
             raise ModelFileError(
                 f"llama.cpp could not load the model file {spec.model_path} "
@@ -179,6 +203,7 @@ class LlamaCppBackend(StepBackend):
         params.n_batch = params.n_ubatch = batch_size
         params.n_threads = params.n_threads_batch = threads
         params.flash_attn_type = FLASH_ATTN[options.flash_attn]
+        apply_context_params(params, self._placement)
         if hasattr(params, "kv_unified"):
             params.kv_unified = options.kv_unified
         elif options.kv_unified:  # an older llama.cpp splits the context between sequences

@@ -23,6 +23,7 @@ from inferflux_core.contracts import EmbeddingInfo
 from inferflux_core.errors import BackendError, InvalidRequestError
 from inferflux_core.gguf_check import GGUFHeader, architecture, metadata_int
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
+from inferflux_plugins.backends.llama_cpp.gpu import CPU_PLACEMENT, Placement, apply_context_params
 
 log = logging.getLogger("inferflux.llama_cpp")
 
@@ -61,6 +62,8 @@ class EmbeddingSettings:
     batch_tokens: int
     threads: int
     flash_attn: int
+    #: The generation context's placement: its KV cache goes where that one's does.
+    placement: Placement = CPU_PLACEMENT
 
 
 class EmbeddingContext:
@@ -126,6 +129,7 @@ class EmbeddingContext:
         params.n_seq_max = self.info.batch_inputs
         params.n_threads = params.n_threads_batch = settings.threads
         params.flash_attn_type = settings.flash_attn
+        apply_context_params(params, settings.placement)
         params.embeddings = True
         params.pooling_type = settings.pooling
         if hasattr(params, "kv_unified"):

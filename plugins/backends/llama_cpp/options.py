@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from inferflux_core.contracts import PluginOptions
 from inferflux_core.contracts import parse_options as parse_plugin_options
+
+#: llama.cpp's compile-time device limit (``LLAMA_MAX_DEVICES``, ``llama_max_devices()``).
+MAX_DEVICES = 16
+#: Options that place the model on GPUs: setting one for a cpu device is an error.
+GPU_OPTIONS = ("n_gpu_layers", "split_mode", "main_gpu", "tensor_split", "offload_kqv")
 
 
 class LlamaCppOptions(PluginOptions):
@@ -35,7 +40,44 @@ class LlamaCppOptions(PluginOptions):
         description="tokens per `llama_decode` call (llama.cpp's `n_batch` and `n_ubatch`)",
     )
     flash_attn: Literal["auto", "on", "off"] = Field(
-        "auto", description="`auto` (llama.cpp decides), `on`, `off`"
+        "auto", description="flash attention: `auto` (llama.cpp decides), `on`, `off`"
+    )
+    # GPU placement (llama.cpp's `--n-gpu-layers`, `--split-mode`, `--main-gpu`,
+    # `--tensor-split`, `--no-kv-offload`); on a cpu device setting any of them is an error.
+    n_gpu_layers: int | None = Field(
+        None,
+        ge=-1,
+        le=100_000,
+        description="layers stored on the GPU(s): -1 all, 0 none (weights stay in host memory "
+        "and run on the CPU), N the first N; a GPU option",
+        json_schema_extra={"doc_default": "-1 on a GPU device, 0 on cpu"},
+    )
+    split_mode: Literal["none", "layer", "row", "tensor"] = Field(
+        "layer",
+        description="how a model is spread over several GPUs: `none` (all on `main_gpu`), "
+        "`layer` (whole layers and their KV per GPU, pipelined), `row` (each weight split by "
+        "rows across GPUs, parallelized), `tensor` (weights and KV split across GPUs, "
+        "llama.cpp's experimental tensor parallelism); a GPU option",
+    )
+    main_gpu: int = Field(
+        0,
+        ge=0,
+        le=255,
+        description="the GPU (index among the device's GPUs) holding the whole model with "
+        "`split_mode: none`, or the intermediate results and KV with `row`; a GPU option",
+    )
+    tensor_split: list[Annotated[float, Field(ge=0.0, le=1e6, allow_inf_nan=False)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_DEVICES,
+        description="the share of the model each GPU gets, in GPU order (`[3, 1]`: three "
+        "quarters on GPU 0); at most one entry per GPU of the device; unset: in proportion "
+        "to each GPU's free memory; a GPU option",
+    )
+    offload_kqv: bool = Field(
+        True,
+        description="keep the KV cache and attention on the GPU (`false`: in host memory, "
+        "llama.cpp's `--no-kv-offload`); a GPU option",
     )
     # Separate streams keep a sequence's numerics independent of its batch: llama.cpp switches
     # attention kernels once one stream receives 64 query tokens in a call. Also faster at 8.
