@@ -79,7 +79,10 @@ CODE: dict[str, dict[str, Any]] = {
     "opa": keyword_defaults(OpaGuardrail),
 }
 #: Defaults the doc words rather than prints.
-WORDED = {("llama_cpp", "threads"): "usable cores"}
+WORDED = {
+    ("llama_cpp", "threads"): "usable cores",
+    ("llama_cpp", "n_gpu_layers"): "-1 on a GPU device, 0 on cpu",
+}
 
 
 def test_every_section_is_documented() -> None:
