@@ -4,8 +4,9 @@ Order, for each request:
 
 1. ``process_request`` (before routing): refuse a non-canonical path (400); let an exact
    public path through (``GET``/``HEAD`` only); otherwise authenticate the
-   ``Authorization`` header (401). No header other than ``Authorization`` is consulted:
-   ``Host`` and ``X-Forwarded-*`` never matter.
+   ``Authorization`` header, or ``x-api-key`` (Anthropic's; on every route, and when both
+   are sent they must agree) (401). No other header is consulted: ``Host`` and
+   ``X-Forwarded-*`` never matter.
 2. ``process_resource`` (after routing): check the scope the resource declares for the
    method (403), then the key's request rate (429); a generating request gets the token
    reservation hook on its usage meter, which the engine calls with the request's
@@ -54,7 +55,9 @@ class AccessMiddleware:
         if req.path in self._public and req.method in PUBLIC_METHODS:
             req.context.public = True
             return
-        exchange.principal = await self._access.authenticate(req.get_header("Authorization"))
+        exchange.principal = await self._access.authenticate(
+            req.get_header("Authorization"), req.get_header("x-api-key")
+        )
 
     async def process_resource(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any, params: Any
@@ -85,7 +88,7 @@ class AccessMiddleware:
         req.context.public = False
         check_canonical(req.path, req.scope.get("raw_path"))
         req.context.exchange.principal = await self._access.authenticate(
-            req.get_header("Authorization")
+            req.get_header("Authorization"), req.get_header("x-api-key")
         )
 
     async def process_resource_ws(
