@@ -106,9 +106,9 @@ def test_streamed_answers_match_the_whole_greedy_one(claude: anthropic.Anthropic
     events = list(claude.messages.create(**kwargs, stream=True))
     kinds = [event.type for event in events]
     assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
-    assert kinds[1:-2] == ["content_block_start"] + ["content_block_delta"] * (
-        len(kinds) - 5
-    ) + ["content_block_stop"]
+    assert kinds[1:-2] == ["content_block_start"] + ["content_block_delta"] * (len(kinds) - 5) + [
+        "content_block_stop"
+    ]
     text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
     assert text == _text(whole)
     assert events[-2].delta.stop_reason == whole.stop_reason
