@@ -55,8 +55,7 @@ def bearer_token(header: str | None) -> str:
     """The token of ``Authorization: Bearer <token>``; 401 if there is none or it is odd."""
     if not header:
         raise AuthenticationError(
-            "no credential: send 'Authorization: Bearer <API key>' or 'x-api-key: <API key>'",
-            code="missing_credentials",
+            "no credential: send 'Authorization: Bearer <API key>'", code="missing_credentials"
         )
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
@@ -71,8 +70,8 @@ def bearer_token(header: str | None) -> str:
 
 def authorization_of(authorization: str | None, api_key: str | None) -> str | None:
     """The ``Authorization`` value to authenticate: the one sent, else ``Bearer <key>`` for
-    an ``x-api-key`` header (Anthropic's clients send that one); 401 if both are sent and
-    name different credentials."""
+    an ``x-api-key`` header (Anthropic's clients send that one; the HTTP layer passes it on
+    Anthropic's routes only); 401 if both are sent and name different credentials."""
     key = (api_key or "").strip()
     if not key:
         return authorization
