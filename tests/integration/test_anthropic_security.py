@@ -150,3 +150,19 @@ def test_a_message_gets_an_audit_line_with_its_route_and_tokens(
     assert line["prompt_tokens"] == usage["input_tokens"] + usage["cache_read_input_tokens"]
     assert line["completion_tokens"] == usage["output_tokens"] > 0
     assert line["key_id"] and line["auth"] == "api_key"
+
+
+def test_count_tokens_gets_an_audit_line_without_tokens(secured: SecuredServer) -> None:
+    server = secured.running
+    headers = {**server.auth_headers, "X-Request-ID": "anthropic-audit-count"}
+    body = {"model": MODEL_NAME, "messages": STORY}
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        response = http.post("/v1/messages/count_tokens", json=body, headers=headers)
+    assert response.status_code == 200 and response.json()["input_tokens"] > 0
+    line = _audit_line(secured, "anthropic-audit-count")
+    assert (line["path"], line["model"], line["status"]) == (
+        "/v1/messages/count_tokens",
+        MODEL_NAME,
+        200,
+    )
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (0, 0)
