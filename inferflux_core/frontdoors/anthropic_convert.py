@@ -19,6 +19,7 @@ from inferflux_core.contracts.generation import (
     ChatMessage,
     GenerationOptions,
     InferenceRequest,
+    OutputConstraint,
     ToolCall,
     ToolChoice,
     ToolSpec,
@@ -83,9 +84,19 @@ def typed_request(wire: ConversationFields, options: GenerationOptions) -> Infer
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=parallel,
+        constraint=output_constraint(wire),
         priority=priority,
         request_id=new_request_id("msg"),
     )
+
+
+def output_constraint(wire: ConversationFields) -> OutputConstraint | None:
+    """``output_config.format`` as the engine's output constraint (a JSON Schema)."""
+    config = wire.output_config
+    if config is None or config.format is None:
+        return None
+    schema = config.format.json_schema
+    return OutputConstraint("json_schema", schema=schema, param="output_config.format.schema")
 
 
 def sampling_options(wire: MessagesRequest) -> GenerationOptions:

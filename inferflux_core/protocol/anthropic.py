@@ -41,7 +41,6 @@ UNSUPPORTED_FIELDS = {
     "container": "containers (code execution) are not supported",
     "mcp_servers": "MCP servers are not supported; run the MCP client on your side",
     "context_management": "context management is not supported",
-    "output_config": "output_config is not supported",
     "inference_geo": "inference_geo is not supported",
     "user_profile_id": "user_profile_id is not supported",
     "workspace_id": "workspace_id is not supported",
@@ -139,6 +138,21 @@ class Metadata(AnthropicModel):
     user_id: Name | None = None
 
 
+class OutputFormat(AnthropicModel):
+    """``output_config.format``: the answer is JSON valid against ``schema``."""
+
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(AnthropicModel):
+    """``output_config``: ``format`` is enforced by a grammar; ``effort`` needs a reasoning
+    model, which none here is, so only null is accepted."""
+
+    format: OutputFormat | None = None
+    effort: Name | None = None
+
+
 class Thinking(BaseModel):
     """``thinking``: only ``{"type": "disabled"}`` can be honoured."""
 
@@ -159,6 +173,7 @@ class ConversationFields(AnthropicModel):
     tools: list[dict[str, Any]] | None = Field(None, max_length=MAX_TOOLS)
     tool_choice: ToolChoice | None = None
     thinking: Thinking | None = None
+    output_config: OutputConfig | None = None
     # Tuning of Anthropic's own service, accepted without effect.
     cache_control: dict[str, Any] | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
@@ -171,6 +186,13 @@ class ConversationFields(AnthropicModel):
         for name, why in UNSUPPORTED_FIELDS.items():
             if body.get(name) is not None:
                 raise InvalidRequestError(f"{name}: {why}", param=name, code="unsupported")
+        config = body.get("output_config")
+        if isinstance(config, dict) and config.get("effort") is not None:
+            raise InvalidRequestError(
+                "output_config.effort: effort is not supported (no model here reasons)",
+                param="output_config.effort",
+                code="unsupported",
+            )
         thinking = body.get("thinking")
         if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
             raise InvalidRequestError(

@@ -128,6 +128,17 @@ CASES: list[tuple[str, str, Any]] = [
     ("model 10k chars", MESSAGES, _body(model="m" * 10_000)),
     ("thinking adaptive", MESSAGES, _body(thinking={"type": "adaptive"})),
     ("speed fast", MESSAGES, _body(speed="fast")),
+    ("output_config format text", MESSAGES, _body(output_config={"format": {"type": "text"}})),
+    (
+        "output_config schema a list",
+        MESSAGES,
+        _body(output_config={"format": {"type": "json_schema", "schema": [1]}}),
+    ),
+    (
+        "output_config schema nested 100 deep",
+        MESSAGES,
+        _body(output_config={"format": {"type": "json_schema", "schema": _nested(100)}}),
+    ),
     ("count with max_tokens", COUNT, _body()),
     ("count without messages", COUNT, {"model": MODEL_NAME}),
     (

@@ -14,6 +14,7 @@ from typing import Any
 import anthropic
 import httpx
 import jsonschema
+import pydantic
 import pytest
 
 from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
@@ -401,3 +402,45 @@ def test_http_errors_on_these_routes_are_in_anthropics_shape(
         404,
         "not_found_error",
     )
+
+
+# -- structured output -----------------------------------------------------------------------
+
+
+class City(pydantic.BaseModel):
+    """What ``messages.parse`` is asked for."""
+
+    name: str = pydantic.Field(max_length=40)
+    country: str = pydantic.Field(max_length=40)
+
+
+def test_output_config_format_makes_the_answer_match_the_schema(
+    claude: anthropic.Anthropic,
+) -> None:
+    parsed = claude.messages.parse(
+        model=MODEL_NAME,
+        max_tokens=64,
+        messages=[{"role": "user", "content": "Name a city in France as JSON."}],
+        output_format=City,
+        extra_body=GREEDY,
+    )
+    assert isinstance(parsed.parsed_output, City), parsed.content
+    schema = {
+        "type": "object",
+        "properties": {"n": {"type": "integer", "minimum": 1, "maximum": 9}},
+        "required": ["n"],
+        "additionalProperties": False,
+    }
+    with claude.messages.stream(
+        model=MODEL_NAME,
+        max_tokens=32,
+        messages=[{"role": "user", "content": "Pick a number."}],
+        output_config={"format": {"type": "json_schema", "schema": schema}},
+        extra_body=GREEDY,
+    ) as stream:
+        text = "".join(stream.text_stream)
+    jsonschema.validate(json.loads(text), schema)
+    with pytest.raises(anthropic.BadRequestError, match=r"output_config\.effort"):
+        claude.messages.create(
+            model=MODEL_NAME, max_tokens=4, messages=QUESTION, output_config={"effort": "high"}
+        )
