@@ -197,6 +197,7 @@ class _ChoiceFilters:
         self._request = request
         self.text = text
         self.calls: dict[int, FilterChain] = {}
+        self._finished_calls: set[int] = set()
         self.logprobs = chain.logprobs_gate(request)
 
     def call(self, index: int) -> FilterChain:
@@ -217,27 +218,43 @@ class _ChoiceFilters:
             return None
         return TextDelta(delta.choice, text, logprobs, delta.echo)
 
-    def call_delta(self, delta: ToolCallDelta) -> ToolCallDelta | None:
-        """What of a tool call's delta may be sent now; Blocked if it is blocked."""
+    def call_delta(self, delta: ToolCallDelta) -> list[InferenceEvent]:
+        """What of a tool call's delta may be sent now; Blocked if it is blocked.
+
+        A new call completes the earlier ones: what their chains held back is released
+        first, so each call's arguments are whole before the next call starts (APIs that
+        stream calls as consecutive blocks, Anthropic's and the Responses API, need that).
+        """
+        out: list[InferenceEvent] = []
+        if delta.id is not None:
+            out.extend(self._finish_calls(delta.choice))
         arguments, blocked = self.call(delta.call).push(delta.arguments)
         if blocked:
             raise _Blocked
-        if delta.id is None and not arguments:
-            return None
-        return dataclasses.replace(delta, arguments=arguments)
+        if delta.id is not None or arguments:
+            out.append(dataclasses.replace(delta, arguments=arguments))
+        return out
 
-    def finish(self, choice: int) -> list[InferenceEvent]:
-        """The output ended: what every chain held back; Blocked if it is blocked."""
+    def _finish_calls(self, choice: int) -> list[InferenceEvent]:
+        """Release what the chains of the calls so far hold back (each once)."""
         out: list[InferenceEvent] = []
-        rest, blocked = self.text.finish()
-        if blocked:
-            raise _Blocked
         for index, chain in sorted(self.calls.items()):
+            if index in self._finished_calls:
+                continue
+            self._finished_calls.add(index)
             arguments, blocked = chain.finish()
             if blocked:
                 raise _Blocked
             if arguments:
                 out.append(ToolCallDelta(choice, index, arguments=arguments))
+        return out
+
+    def finish(self, choice: int) -> list[InferenceEvent]:
+        """The output ended: what every chain held back; Blocked if it is blocked."""
+        rest, blocked = self.text.finish()
+        if blocked:
+            raise _Blocked
+        out = self._finish_calls(choice)
         logprobs, blocked = self.logprobs.push((), True)
         if blocked:
             raise _Blocked
@@ -290,7 +307,6 @@ def _filtered(event: InferenceEvent, filters: _ChoiceFilters) -> list[InferenceE
         delta = filters.text_delta(event)
         return [delta] if delta is not None else []
     if isinstance(event, ToolCallDelta):
-        call = filters.call_delta(event)
-        return [call] if call is not None else []
+        return filters.call_delta(event)
     assert isinstance(event, Finish)
     return [*filters.finish(event.choice), event]

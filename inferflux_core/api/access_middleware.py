@@ -4,8 +4,10 @@ Order, for each request:
 
 1. ``process_request`` (before routing): refuse a non-canonical path (400); let an exact
    public path through (``GET``/``HEAD`` only); otherwise authenticate the
-   ``Authorization`` header (401). No header other than ``Authorization`` is consulted:
-   ``Host`` and ``X-Forwarded-*`` never matter.
+   ``Authorization`` header (401); on Anthropic's routes (``/v1/messages`` and below) an
+   ``x-api-key`` header too, which Anthropic's clients send (when both are sent they must
+   agree). No other header is consulted: ``Host`` and ``X-Forwarded-*`` never matter, and
+   ``x-api-key`` is no credential elsewhere.
 2. ``process_resource`` (after routing): check the scope the resource declares for the
    method (403), then the key's request rate (429); a generating request gets the token
    reservation hook on its usage meter, which the engine calls with the request's
@@ -30,11 +32,17 @@ from typing import Any
 
 import falcon.asgi
 
+from inferflux_core.api.anthropic_errors import is_anthropic_path
 from inferflux_core.api.exchange import Exchange
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.paths import PUBLIC_METHODS, check_canonical, public_paths
 from inferflux_core.auth.scopes import INFERENCE, required_scope, websocket_scope
 from inferflux_core.errors import AuthenticationError
+
+
+def _anthropic_api_key(req: falcon.asgi.Request) -> str | None:
+    """The ``x-api-key`` header, on Anthropic's routes only."""
+    return req.get_header("x-api-key") if is_anthropic_path(req.path) else None
 
 
 class AccessMiddleware:
@@ -54,7 +62,9 @@ class AccessMiddleware:
         if req.path in self._public and req.method in PUBLIC_METHODS:
             req.context.public = True
             return
-        exchange.principal = await self._access.authenticate(req.get_header("Authorization"))
+        exchange.principal = await self._access.authenticate(
+            req.get_header("Authorization"), _anthropic_api_key(req)
+        )
 
     async def process_resource(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any, params: Any
@@ -85,7 +95,7 @@ class AccessMiddleware:
         req.context.public = False
         check_canonical(req.path, req.scope.get("raw_path"))
         req.context.exchange.principal = await self._access.authenticate(
-            req.get_header("Authorization")
+            req.get_header("Authorization"), _anthropic_api_key(req)
         )
 
     async def process_resource_ws(

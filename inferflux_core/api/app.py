@@ -11,6 +11,7 @@ import falcon.asgi
 
 from inferflux_core.api.access_middleware import AccessMiddleware
 from inferflux_core.api.admin import add_admin_routes
+from inferflux_core.api.anthropic import add_anthropic_routes
 from inferflux_core.api.disconnect import DisconnectAwareApp
 from inferflux_core.api.embeddings import EmbeddingResource
 from inferflux_core.api.errors import install_error_handlers
@@ -109,6 +110,7 @@ def http_app(
         EmbeddingResource(doors.embeddings, Admission("embeddings", limit, access)),
     )
     add_token_routes(app, doors.tokens, limit)
+    add_anthropic_routes(app, engine, doors.driver, access, limit)
     models = ModelsResource(engine)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")

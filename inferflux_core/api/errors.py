@@ -1,4 +1,5 @@
-"""One place that renders every error as OpenAI's JSON error body with the right status."""
+"""One place that renders every error as OpenAI's JSON error body with the right status
+(Anthropic's on its own routes: :mod:`inferflux_core.api.anthropic_errors`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import falcon
 import falcon.asgi
 
+from inferflux_core.api.anthropic_errors import anthropic_error_body, is_anthropic_path
 from inferflux_core.errors import (
     InferfluxError,
     InvalidRequestError,
@@ -23,14 +25,19 @@ log = logging.getLogger(__name__)
 def render_error(
     req: falcon.asgi.Request, resp: falcon.asgi.Response, error: InferfluxError
 ) -> None:
-    """Write ``error`` to ``resp`` as status + OpenAI error body + its headers.
+    """Write ``error`` to ``resp`` as status + OpenAI error body (Anthropic's on its routes)
+    + its headers.
 
     The error's code is kept on the request for the audit line.
     """
     req.context.error_code = error.code or error.error_type
     resp.status = error.status
     resp.content_type = falcon.MEDIA_JSON
-    resp.text = json.dumps(error.to_body())
+    if is_anthropic_path(req.path):
+        body = anthropic_error_body(error, req.context.get("request_id"))
+    else:
+        body = error.to_body()
+    resp.text = json.dumps(body)
     for name, value in error.headers.items():
         resp.set_header(name, value)
 

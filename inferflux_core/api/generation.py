@@ -10,7 +10,7 @@ import falcon.asgi
 from inferflux_core.api.body import read_json
 from inferflux_core.api.disconnect import unless_disconnected
 from inferflux_core.api.exchange import Exchange
-from inferflux_core.api.sse import sse_stream
+from inferflux_core.api.sse import OPENAI_SSE, SseWire, sse_stream
 from inferflux_core.auth.scopes import INFERENCE
 from inferflux_core.errors import ServiceUnavailableError
 
@@ -64,12 +64,19 @@ class GenerationResource:
     scopes = {"POST": INFERENCE}
 
     def __init__(
-        self, door: GenerationDoor, driver: Driver, admission: Admission, pool: WorkerPool
+        self,
+        door: GenerationDoor,
+        driver: Driver,
+        admission: Admission,
+        pool: WorkerPool,
+        wire: SseWire = OPENAI_SSE,
     ) -> None:
+        """``wire``: how the door's API writes a stream (OpenAI's ``data:`` lines by default)."""
         self._door = door
         self._driver = driver
         self._admission = admission
         self._pool = pool
+        self._wire = wire
 
     async def _parse(self, body: Any) -> tuple[Call, str | None]:
         return await self._pool.run(self._parse_sync, body)
@@ -92,7 +99,7 @@ class GenerationResource:
             chunks = await self._driver.stream(self._door, call, exchange.usage, guard, observe)
             resp.set_header("Cache-Control", "no-cache")
             resp.set_header("X-Accel-Buffering", "no")
-            resp.sse = sse_stream(chunks)
+            resp.sse = sse_stream(chunks, wire=self._wire)
             return
         try:
             result, collected = await unless_disconnected(

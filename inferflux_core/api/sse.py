@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from falcon.asgi import SSEvent
@@ -19,10 +20,39 @@ KEEPALIVE_SECONDS = 2.0
 DONE = SSEvent(data=b"[DONE]")
 
 
+def _openai_chunk(chunk: dict[str, Any]) -> SSEvent:
+    return SSEvent(data=json.dumps(chunk, separators=(",", ":")).encode())
+
+
+def _openai_error(error: InferfluxError) -> SSEvent:
+    return SSEvent(data=json.dumps(error.to_body()).encode())
+
+
+def _comment_keepalive() -> SSEvent:
+    return SSEvent(comment="keep-alive")
+
+
+@dataclass(frozen=True, slots=True)
+class SseWire:
+    """How one API writes its stream: a chunk, an error, a keep-alive (``ping``), and the
+    last event (None: the stream just ends)."""
+
+    chunk: Callable[[dict[str, Any]], SSEvent] = _openai_chunk
+    error: Callable[[InferfluxError], SSEvent] = _openai_error
+    ping: Callable[[], SSEvent] = _comment_keepalive
+    done: SSEvent | None = DONE
+
+
+#: OpenAI's streams: ``data: {chunk}`` lines, comment keep-alives, ``data: [DONE]``.
+OPENAI_SSE = SseWire()
+
+
 async def sse_stream(
-    chunks: AsyncIterator[dict[str, Any]], keepalive: float = KEEPALIVE_SECONDS
+    chunks: AsyncIterator[dict[str, Any]],
+    keepalive: float = KEEPALIVE_SECONDS,
+    wire: SseWire = OPENAI_SSE,
 ) -> AsyncIterator[SSEvent]:
-    """``data: {chunk}`` per chunk, then ``data: [DONE]``.
+    """``data: {chunk}`` per chunk, then ``data: [DONE]`` (as ``wire`` writes them).
 
     While no chunk comes (queued behind other requests) a comment line is sent every
     ``keepalive`` seconds, so a client that went away is noticed and its request cancelled.
@@ -38,7 +68,7 @@ async def sse_stream(
                 pending = asyncio.ensure_future(anext(iterator))
             done, _ = await asyncio.wait({pending}, timeout=keepalive)
             if not done:
-                yield SSEvent(comment="keep-alive")
+                yield wire.ping()
                 continue
             finished, pending = pending, None
             try:
@@ -46,15 +76,15 @@ async def sse_stream(
             except StopAsyncIteration:
                 break
             except InferfluxError as exc:
-                yield SSEvent(data=json.dumps(exc.to_body()).encode())
+                yield wire.error(exc)
                 break
             except Exception:  # a bug: the client still gets an error event and [DONE]
                 log.exception("a streamed response failed")
-                body = InferfluxError("internal server error").to_body()
-                yield SSEvent(data=json.dumps(body).encode())
+                yield wire.error(InferfluxError("internal server error"))
                 break
-            yield SSEvent(data=json.dumps(chunk, separators=(",", ":")).encode())
-        yield DONE
+            yield wire.chunk(chunk)
+        if wire.done is not None:
+            yield wire.done
     finally:
         if pending is not None and not pending.done():
             pending.cancel()

@@ -68,6 +68,22 @@ def bearer_token(header: str | None) -> str:
     return token
 
 
+def authorization_of(authorization: str | None, api_key: str | None) -> str | None:
+    """The ``Authorization`` value to authenticate: the one sent, else ``Bearer <key>`` for
+    an ``x-api-key`` header (Anthropic's clients send that one; the HTTP layer passes it on
+    Anthropic's routes only); 401 if both are sent and name different credentials."""
+    key = (api_key or "").strip()
+    if not key:
+        return authorization
+    if authorization is None:
+        return f"Bearer {key}"
+    if bearer_token(authorization) != key:
+        raise AuthenticationError(
+            "the Authorization and x-api-key headers hold different credentials; send one"
+        )
+    return authorization
+
+
 class AccessControl:
     """Decides who a request comes from and what it may do."""
 
@@ -150,11 +166,14 @@ class AccessControl:
         """The limits of a caller without its own: the policy's, then the configuration's."""
         return policy.default_limits.over(self._config_limits)
 
-    async def authenticate(self, authorization: str | None) -> Principal:
-        """The caller behind an ``Authorization`` header; 401 if there is none or it fails."""
+    async def authenticate(
+        self, authorization: str | None, api_key: str | None = None
+    ) -> Principal:
+        """The caller behind an ``Authorization`` (or ``x-api-key``) header; 401 if there is
+        none or it fails."""
         if not self.enabled:
             return anonymous(self.default_limits(await self.store.read_async()))
-        token = bearer_token(authorization)
+        token = bearer_token(authorization_of(authorization, api_key))
         if token.startswith(PREFIX):
             return self._key_principal(token, await self.store.read_async())
         if self.verifier is not None and looks_like_jwt(token):

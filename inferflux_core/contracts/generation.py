@@ -198,11 +198,14 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "cancel
 @dataclass(frozen=True, slots=True)
 class Finish:
     """Output ``choice`` is complete. With ``reason == "error"``, ``error`` says why (the
-    front door renders it in its own error shape)."""
+    front door renders it in its own error shape). With ``reason == "stop"``,
+    ``stop_sequence`` is the stop string that ended the output, when one did and the backend
+    knows which (None for an end-of-generation token)."""
 
     choice: int
     reason: FinishReason
     error: InferfluxError | None = None
+    stop_sequence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

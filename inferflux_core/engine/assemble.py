@@ -81,7 +81,8 @@ def finish_event(choice: int, output: ChoiceOutput, event: GenerationEvent) -> F
         if not isinstance(error, InferfluxError):
             error = InferfluxError("generation failed")
         return Finish(choice, "error", error)
-    return Finish(choice, reason)  # type: ignore[arg-type]
+    stop_sequence = event.stop_sequence if reason == "stop" else None
+    return Finish(choice, reason, stop_sequence=stop_sequence)  # type: ignore[arg-type]
 
 
 def choice_events(

@@ -30,7 +30,8 @@ class ChoiceResult:
     """One output's whole text, tool calls, logprobs and finish reason.
 
     ``echo`` is the repeated prompt (``echo``), kept apart from the generated ``text``, with
-    its tokens in ``echo_logprobs``.
+    its tokens in ``echo_logprobs``. ``stop_sequence`` is the stop string that ended it, if
+    one did (and the backend says which).
     """
 
     text: str = ""
@@ -39,6 +40,7 @@ class ChoiceResult:
     logprobs: list[TextLogprob] = field(default_factory=list)
     echo: str = ""
     echo_logprobs: list[TextLogprob] = field(default_factory=list)
+    stop_sequence: str | None = None
 
 
 @dataclass(slots=True)
@@ -80,6 +82,7 @@ class Collector:
             if event.reason == "content_filter":
                 raise GuardrailError("the response was blocked by a guardrail")
             choice.finish_reason = event.reason
+            choice.stop_sequence = event.stop_sequence
 
     def result(self) -> Collected:
         """The choices gathered so far, by index."""

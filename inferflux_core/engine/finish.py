@@ -67,7 +67,8 @@ class TokenAcceptor:
             finish = "length"
             text += state.assembler.flush()
         released = state.release_logprobs(finished=finish is not None)
-        self.emit(sequence, text, (token,), finish, logprobs=released)
+        stop_sequence = state.assembler.matched if finish == "stop" else None
+        self.emit(sequence, text, (token,), finish, logprobs=released, stop_sequence=stop_sequence)
         if finish is not None:
             self._release(sequence, finish)
 
@@ -80,6 +81,7 @@ class TokenAcceptor:
         error: Exception | None = None,
         *,
         logprobs: tuple[TokenLogprob, ...] = (),
+        stop_sequence: str | None = None,
     ) -> None:
         """Queue one event for the sequence's consumer (delivered at the step's flush)."""
         event = GenerationEvent(
@@ -90,5 +92,6 @@ class TokenAcceptor:
             finish_reason=finish,
             error=error,
             logprobs=logprobs,
+            stop_sequence=stop_sequence,
         )
         self._outbox.put(sequence.state, event)

@@ -42,4 +42,6 @@ class GenerationEvent:
     n_generated_tokens: int
     finish_reason: str | None = None
     error: Exception | None = None
+    #: The stop string that ended the sequence (``finish_reason == "stop"``), if one did.
+    stop_sequence: str | None = None
     logprobs: tuple[TokenLogprob, ...] = ()

@@ -31,6 +31,8 @@ class TextAssembler:
         self._emitted = 0  # characters released so far
         self._spans: collections.deque[tuple[int, int]] = collections.deque()
         self._released = 0
+        #: The stop string that ended the text, once one did.
+        self.matched: str | None = None
 
     def push(self, token: int) -> tuple[str, bool]:
         """Add one token; returns (text safe to emit now, whether a stop string was hit)."""
@@ -41,8 +43,9 @@ class TextAssembler:
         text = self._held + decoded
         if not self._stop:
             return self._emit(text), False
-        cut = min((i for i in (text.find(s) for s in self._stop) if i >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, s) for s, i in ((s, text.find(s)) for s in self._stop) if i >= 0]
+        if found:
+            cut, self.matched = min(found, key=lambda hit: hit[0])
             self._held = ""
             out = self._emit(text[:cut])
             self._release_started()

@@ -137,7 +137,7 @@ def test_tool_call_arguments_with_a_split_phrase_end_with_content_filter() -> No
     assert "Luna" not in sent and sent.startswith('{"text": "a cat')
 
 
-def test_held_arguments_are_released_before_the_finish() -> None:
+def test_held_arguments_are_released_before_the_next_call_starts() -> None:
     items: list[InferenceEvent] = [
         ToolCallDelta(0, 0, "call_0", "say"),
         ToolCallDelta(0, 0, arguments='{"text": "named'),
@@ -146,6 +146,20 @@ def test_held_arguments_are_released_before_the_finish() -> None:
     ]
     out = _run(_blocklist("named Luna"), items)
     assert out[1] == ToolCallDelta(0, 0, arguments='{"text": "')
+    assert out[2:] == [
+        ToolCallDelta(0, 0, arguments="named"),
+        ToolCallDelta(0, 1, "call_1", "other", "{}"),
+        Finish(0, "tool_calls"),
+    ]
+
+
+def test_held_arguments_of_the_last_call_are_released_before_the_finish() -> None:
+    items: list[InferenceEvent] = [
+        ToolCallDelta(0, 0, "call_0", "say"),
+        ToolCallDelta(0, 0, arguments='{"text": "named'),
+        Finish(0, "tool_calls"),
+    ]
+    out = _run(_blocklist("named Luna"), items)
     assert out[-2:] == [ToolCallDelta(0, 0, arguments="named"), Finish(0, "tool_calls")]
 
 
