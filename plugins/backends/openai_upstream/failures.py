@@ -65,15 +65,19 @@ def status_error(
     )
 
 
-def transport_error(model: str, exc: httpx.HTTPError) -> UpstreamUnavailableError:
-    """The error for a request that got no usable answer: no connection, a timeout, ..."""
+def transport_error(
+    model: str, exc: httpx.HTTPError, *, quiet: bool = False
+) -> UpstreamUnavailableError:
+    """The error for a request that got no usable answer: no connection, a timeout, ...
+    (logged unless ``quiet``: health probes log changes of state only)."""
     if isinstance(exc, httpx.TimeoutException):
         what = "did not answer in time"
     elif isinstance(exc, httpx.ConnectError):
         what = "cannot be reached"
     else:
         what = f"broke off the exchange ({type(exc).__name__})"
-    log.warning("model %s: the upstream %s: %s", model, what, exc)
+    if not quiet:
+        log.warning("model %s: the upstream %s: %s", model, what, exc)
     return UpstreamUnavailableError(f"model {model}: the upstream {what}")
 
 
