@@ -106,6 +106,15 @@ def test_a_probe_that_ends_neutral_lets_the_next_one_go() -> None:
     assert breaker.state == "half_open" and breaker.allows()
 
 
+def test_failed_health_checks_open_the_breaker_but_passed_ones_reset_nothing() -> None:
+    breaker = CircuitBreaker(2, 3.0, ManualClock())
+    breaker.settle("failure", breaker.begin())
+    breaker.health_checked(True)
+    assert breaker.consecutive_failures == 1, "/models answering says nothing of requests"
+    breaker.health_checked(False)
+    assert breaker.state == "open"
+
+
 def test_a_health_check_is_the_probe_of_a_half_open_breaker() -> None:
     clock = ManualClock()
     breaker = CircuitBreaker(1, 3.0, clock)
@@ -125,15 +134,16 @@ def test_a_health_check_is_the_probe_of_a_half_open_breaker() -> None:
 
 def test_the_least_outstanding_upstream_is_chosen_and_ties_go_round_robin() -> None:
     balancer = pool(3, ManualClock())
-    first = [balancer.try_acquire(set()) for _ in range(3)]
-    assert [lease.upstream.index for lease in first if lease] == [0, 1, 2]
-    assert first[1] is not None
-    balancer.release(first[1], "success")  # upstream 1 now has the fewest
-    lease = balancer.try_acquire(set())
-    assert lease is not None and lease.upstream.index == 1
-    for lease in [*first, lease]:
-        if lease is not None and lease.upstream.outstanding:
-            balancer.release(lease, "success")
+    held = [balancer.try_acquire(set()) for _ in range(3)]
+    assert [lease.upstream.index for lease in held if lease] == [0, 1, 2]
+    middle = held[1]
+    assert middle is not None
+    balancer.release(middle, "success")  # upstream 1 now has the fewest
+    again = balancer.try_acquire(set())
+    assert again is not None and again.upstream.index == 1
+    for lease in (held[0], held[2], again):
+        assert lease is not None
+        balancer.release(lease, "success")
     order = []
     for _ in range(6):
         taken = balancer.try_acquire(set())
@@ -288,7 +298,7 @@ def test_each_upstream_takes_its_own_key_and_settings_over_the_pools(
 def test_a_key_file_that_is_empty_is_refused_without_showing_anything(tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("\n")
-    with pytest.raises(ConfigError, match="api_key_file: .* is empty"):
+    with pytest.raises(ConfigError, match=r"api_key_file: .* is empty"):
         backend({"base_url": "http://a", "api_key_file": str(key_file)})
     key_file.write_text("sk-line-one\nsk-line-two\n")
     with pytest.raises(ConfigError) as caught:

@@ -169,8 +169,9 @@ def test_an_open_breaker_sends_later_requests_straight_to_the_healthy_upstream()
 
 
 def test_when_every_attempt_fails_the_last_error_is_a_503() -> None:
-    first, second = CountingUpstream(answer("503 Busy", b"")), CountingUpstream(
-        answer("502 Bad", b"")
+    first, second = (
+        CountingUpstream(answer("503 Busy", b"")),
+        CountingUpstream(answer("502 Bad", b"")),
     )
 
     async def scenario() -> None:
