@@ -40,6 +40,16 @@ class Aborted(Exception):
     """The exchange was cancelled (the request aborted, or the backend closed)."""
 
 
+class _End:
+    """The last item of an exchange's queue: how its task ended."""
+
+    __slots__ = ("aborted", "error")
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.aborted = task.cancelled()
+        self.error = None if self.aborted else task.exception()
+
+
 async def exchange(
     model: str,
     client: httpx.AsyncClient,
@@ -50,46 +60,42 @@ async def exchange(
     request_id: str,
 ) -> AsyncGenerator[str, None]:
     """The ``data`` of each event ``upstream`` streams for ``body``, relayed from the
-    exchange's task (registered in ``live`` under ``request_id`` while it runs)."""
-    queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_DEPTH)
+    exchange's task (registered in ``live`` under ``request_id`` while it runs).
+
+    The task queues each event's ``data`` (at most :data:`QUEUE_DEPTH` ahead of this
+    consumer) and, however it ends, an :class:`_End`: so waiting is one ``queue.get()`` per
+    event, with no task or ``asyncio.wait`` of its own.
+    """
+    queue: asyncio.Queue[str | _End] = asyncio.Queue()
+    room = asyncio.Semaphore(QUEUE_DEPTH)
     pump = asyncio.create_task(
-        _pump(model, client, upstream, path, body, queue), name=f"upstream-{request_id}"
+        _pump(model, client, upstream, path, body, queue, room), name=f"upstream-{request_id}"
     )
+    pump.add_done_callback(lambda task: queue.put_nowait(_End(task)))
     live[request_id] = pump
-    loop = asyncio.get_running_loop()
-    first_by: float | None = loop.time() + upstream.first_byte_timeout
-    getter: asyncio.Future[str] | None = None
     try:
-        while not (pump.done() and (pump.cancelled() or queue.empty())):
-            if not queue.empty():
-                first_by = None
-                yield queue.get_nowait()
-                continue
-            getter = asyncio.ensure_future(queue.get())
-            wait = None if first_by is None else max(0.0, first_by - loop.time())
-            await asyncio.wait({getter, pump}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            if getter.done():
-                data, getter, first_by = getter.result(), None, None
-                yield data
-            elif pump.done():
-                getter.cancel()
-                getter = None
-            else:
-                log.warning(
-                    "model %s: %s sent nothing in %.3g s",
-                    model,
-                    upstream.label,
-                    upstream.first_byte_timeout,
-                )
-                raise UpstreamUnavailableError(
-                    f"model {model}: the upstream did not answer in time"
-                )
-        if pump.cancelled():
+        try:
+            async with asyncio.timeout(upstream.first_byte_timeout):
+                item = await queue.get()
+        except TimeoutError:
+            log.warning(
+                "model %s: %s sent nothing in %.3g s",
+                model,
+                upstream.label,
+                upstream.first_byte_timeout,
+            )
+            raise UpstreamUnavailableError(
+                f"model {model}: the upstream did not answer in time"
+            ) from None
+        while not isinstance(item, _End):
+            room.release()
+            yield item
+            item = await queue.get()
+        if item.aborted:
             raise Aborted
-        pump.result()  # the exchange's error, if it failed
+        if item.error is not None:
+            raise item.error
     finally:
-        if getter is not None:
-            getter.cancel()
         if live.get(request_id) is pump:
             del live[request_id]
         if not pump.done():
@@ -103,9 +109,11 @@ async def _pump(
     upstream: UpstreamSettings,
     path: str,
     body: dict[str, Any],
-    queue: asyncio.Queue[str],
+    queue: asyncio.Queue[str | _End],
+    room: asyncio.Semaphore,
 ) -> None:
-    """POST ``body`` and queue the ``data`` of each event of the streamed answer."""
+    """POST ``body`` and queue the ``data`` of each event of the streamed answer (taking
+    ``room`` for each: the consumer gives it back)."""
     timeout = httpx.Timeout(upstream.timeout, connect=upstream.connect_timeout)
     headers = {**upstream.headers, **_STREAM_HEADERS}
     try:
@@ -116,7 +124,8 @@ async def _pump(
                 error_body = await read_error_body(response)
                 raise status_error(model, response.status_code, error_body, response.headers)
             async for data in read_events(response.aiter_raw(), EventReader()):
-                await queue.put(data)
+                await room.acquire()
+                queue.put_nowait(data)
     except httpx.HTTPError as exc:
         raise transport_error(model, exc) from None
     except MalformedStreamError as exc:
