@@ -260,6 +260,8 @@ class OpenAIUpstreamBackend(RequestBackend):
     ) -> list[InferenceEvent]:
         """Raise ``error`` before the first event; after it, end each open choice with it."""
         if not started:
+            if isinstance(error, UpstreamUnavailableError):
+                self.counts["num_requests_unavailable_total"] += 1
             raise error
         self.counts["num_requests_cut_mid_stream_total"] += 1
         return decoder.end("error", error)
