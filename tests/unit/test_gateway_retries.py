@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -193,3 +194,27 @@ def test_max_attempts_bounds_the_tries() -> None:
     with pytest.raises(UpstreamUnavailableError):
         run(scenario())
     assert sorted(u.requests for u in pool) == [0, 1, 1]
+
+
+def test_an_upstream_that_echoes_the_key_does_not_get_it_to_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "sk-gateway-echo-secret-42"
+    monkeypatch.setenv("GATEWAY_ECHO_KEY", secret)
+    body = json.dumps({"error": {"message": f"key {secret} is not valid"}}).encode()
+    echoing = CountingUpstream(answer("401 Unauthorized", body))
+    streamed = b'data: {"error": {"message": "bad key ' + secret.encode() + b'"}}\n\n'
+    echoing_mid_stream = CountingUpstream(answer("200 OK", CHUNK + streamed, open_ended=True))
+
+    async def scenario(upstream: CountingUpstream) -> list[InferenceEvent]:
+        async with gateway(upstream, api_key_env="GATEWAY_ECHO_KEY") as backend:
+            return await events_of(backend)
+
+    with pytest.raises(UpstreamRequestError) as caught:
+        run(scenario(echoing))
+    assert secret not in json.dumps(caught.value.to_body()) and "[redacted]" in str(
+        caught.value.message
+    )
+    finish = run(scenario(echoing_mid_stream))[1]
+    assert isinstance(finish, Finish) and finish.error is not None
+    assert secret not in json.dumps(finish.error.to_body())

@@ -44,7 +44,7 @@ from inferflux_plugins.backends.openai_upstream.balancer import (
 from inferflux_plugins.backends.openai_upstream.breaker import CircuitBreaker, Outcome
 from inferflux_plugins.backends.openai_upstream.chunks import ChunkDecoder, StreamedError
 from inferflux_plugins.backends.openai_upstream.exchange import Aborted, exchange
-from inferflux_plugins.backends.openai_upstream.failures import malformed
+from inferflux_plugins.backends.openai_upstream.failures import malformed, redact
 from inferflux_plugins.backends.openai_upstream.health import (
     PROBE_TIMEOUT,
     HealthChecker,
@@ -232,7 +232,7 @@ class OpenAIUpstreamBackend(RequestBackend):
                 yield event
             return
         except (InferfluxError, MalformedStreamError, StreamedError) as exc:
-            error = self._as_error(exc)
+            error = self._as_error(exc, settings.secret)
             # A refusal (4xx) or an error the upstream itself streamed is its answer.
             answered = isinstance(error, UpstreamRequestError) or isinstance(exc, StreamedError)
             attempt.outcome = "neutral" if answered else "failure"
@@ -266,12 +266,13 @@ class OpenAIUpstreamBackend(RequestBackend):
         self.counts["num_requests_cut_mid_stream_total"] += 1
         return decoder.end("error", error)
 
-    def _as_error(self, exc: Exception) -> InferfluxError:
+    def _as_error(self, exc: Exception, secret: str | None) -> InferfluxError:
         if isinstance(exc, InferfluxError):
             return exc
         if isinstance(exc, StreamedError):
             return UpstreamUnavailableError(
-                f"model {self.spec.model_name}: the upstream failed mid-stream: {exc}"
+                f"model {self.spec.model_name}: the upstream failed mid-stream: "
+                + redact(str(exc), secret)
             )
         return malformed(self.spec.model_name, str(exc))
 

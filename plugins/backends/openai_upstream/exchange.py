@@ -122,7 +122,9 @@ async def _pump(
         ) as response:
             if response.status_code != 200:
                 error_body = await read_error_body(response)
-                raise status_error(model, response.status_code, error_body, response.headers)
+                raise status_error(
+                    model, response.status_code, error_body, response.headers, upstream.secret
+                )
             async for data in read_events(response.aiter_raw(), EventReader()):
                 await room.acquire()
                 queue.put_nowait(data)

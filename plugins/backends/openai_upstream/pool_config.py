@@ -30,6 +30,12 @@ class UpstreamSettings:
     max_concurrency: int
 
     @property
+    def secret(self) -> str | None:
+        """The key sent to it (to cut out of anything it sends back), if any."""
+        value = self.headers.get("Authorization", "").removeprefix("Bearer ")
+        return value or None
+
+    @property
     def label(self) -> str:
         """How logs name it (its index and URL; never its key)."""
         return f"upstream {self.index} ({self.base_url})"
