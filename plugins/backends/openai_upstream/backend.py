@@ -194,7 +194,7 @@ class OpenAIUpstreamBackend(RequestBackend):
                 error.message,
             )
         # Aborted between attempts, or every attempt failed before any output.
-        if error is None:
+        if error is None or request.request_id in self._aborted:
             for event in ChunkDecoder(request.options.n).end("cancelled"):
                 yield event
             return
