@@ -43,15 +43,16 @@ class CountingUpstream(MisbehavingUpstream):
 
     MODELS = answer("200 OK", b'{"object": "list", "data": [{"id": "m"}]}')
 
-    def __init__(self, response: bytes, *, hang: bool = False) -> None:
+    def __init__(self, response: bytes, *, hang: bool = False, models: bytes = b"") -> None:
         super().__init__(response, hang=hang)
         self.requests = 0
+        self.models = models or self.MODELS
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             head = await reader.readuntil(b"\r\n\r\n")
             if not head.startswith(b"POST"):
-                writer.write(self.MODELS)
+                writer.write(self.models)
                 await writer.drain()
             else:
                 self.requests += 1
@@ -218,3 +219,40 @@ def test_an_upstream_that_echoes_the_key_does_not_get_it_to_the_client(
     finish = run(scenario(echoing_mid_stream))[1]
     assert isinstance(finish, Finish) and finish.error is not None
     assert secret not in json.dumps(finish.error.to_body())
+
+
+def test_a_health_check_that_finds_the_upstream_down_counts_against_its_breaker() -> None:
+    down = CountingUpstream(OK, models=answer("503 Busy", b""))
+    unlisted = CountingUpstream(
+        answer("404 Not Found", b'{"error": {"message": "no model m"}}'),
+        models=answer("200 OK", b'{"object": "list", "data": [{"id": "other"}]}'),
+    )
+
+    async def scenario() -> tuple[list[str], str | None]:
+        async with gateway(down, unlisted, breaker_failures=2) as backend:
+            for _ in range(3):
+                await backend.health.check_all()
+            states = [u.breaker.state for u in backend.balancer.upstreams]
+            state = await backend.readiness()
+            return states, state.reason
+
+    states, reason = run(scenario())
+    assert states == ["open", "closed"], "a model not listed is unready, not down"
+    assert "upstream 1: the upstream does not list model 'm'" in str(reason)
+
+
+def test_an_unready_upstream_still_answers_when_nothing_healthier_is_left() -> None:
+    unlisted = CountingUpstream(
+        answer("404 Not Found", b'{"error": {"message": "no model m"}}'),
+        models=answer("200 OK", b'{"object": "list", "data": [{"id": "other"}]}'),
+    )
+
+    async def scenario() -> None:
+        async with gateway(unlisted) as backend:
+            for _ in range(4):
+                await backend.health.check_all()
+            await events_of(backend)
+
+    with pytest.raises(UpstreamRequestError) as caught:
+        run(scenario())
+    assert caught.value.status == 404 and caught.value.message == "no model m"

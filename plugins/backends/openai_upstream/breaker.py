@@ -3,8 +3,8 @@
 ``closed``: requests flow; ``failures`` consecutive failures open it. ``open``: no request is
 sent for ``cooldown`` seconds. Then it is ``half_open``: the next request (or health check)
 is the probe: its success closes the breaker, its failure opens it for another cooldown.
-A failed health check counts as a failure too, so a dead upstream is taken out even when no
-request is sent to it.
+A health check that finds the upstream down (no answer, a 5xx) counts as a failure too, so a
+dead upstream is taken out even when no request is sent to it.
 While a probe request is in flight no other request is let through. The clock is injected
 so the logic is tested without waiting.
 """
@@ -71,17 +71,18 @@ class CircuitBreaker:
             if self.state == "half_open" or self.consecutive_failures >= self.failures_to_open:
                 self._open()
 
-    def health_checked(self, healthy: bool) -> None:
-        """A health check's result. In ``half_open`` it is the probe (unless a request is);
-        in ``closed`` a failed check counts as a failure (a passed one resets nothing: an
-        upstream may list its models and still fail every request)."""
+    def health_checked(self, up: bool) -> None:
+        """A health check's result (``up``: the upstream answered, not with a 5xx). In
+        ``half_open`` it is the probe (unless a request is); in ``closed`` a check that found
+        it down counts as a failure (one that found it up resets nothing: an upstream may
+        list its models and still fail every request)."""
         state = self.state
         if state == "half_open" and not self._probing:
-            if healthy:
+            if up:
                 self._close()
             else:
                 self._open()
-        elif state == "closed" and not healthy:
+        elif state == "closed" and not up:
             self.consecutive_failures += 1
             if self.consecutive_failures >= self.failures_to_open:
                 self._open()

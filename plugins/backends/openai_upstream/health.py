@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
 import httpx
 
@@ -27,6 +28,17 @@ log = logging.getLogger(__name__)
 PROBE_TIMEOUT = 5.0
 #: Bytes of ``/models`` read by a health probe.
 MAX_MODELS_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One health check's result. ``down``: no answer or a 5xx, which counts against the
+    upstream's breaker; a refused key or an unlisted model makes it unhealthy only (it
+    answers: requests still get its own error when nothing healthier is left)."""
+
+    healthy: bool
+    reason: str | None = None
+    down: bool = False
 
 
 class HealthChecker:
@@ -96,9 +108,9 @@ class HealthChecker:
         self.checked_at = self.balancer.clock()
         self.balancer.wake()
 
-    def _record(self, upstream: Upstream, verdict: Readiness) -> None:
-        if upstream.healthy is not verdict.ready:
-            if verdict.ready:
+    def _record(self, upstream: Upstream, verdict: Verdict) -> None:
+        if upstream.healthy is not verdict.healthy:
+            if verdict.healthy:
                 log.info("model %s: %s is healthy", self.model_name, upstream.settings.label)
             else:
                 log.warning(
@@ -107,10 +119,10 @@ class HealthChecker:
                     upstream.settings.label,
                     verdict.reason,
                 )
-        upstream.healthy, upstream.reason = verdict.ready, verdict.reason
-        upstream.breaker.health_checked(verdict.ready)
+        upstream.healthy, upstream.reason = verdict.healthy, verdict.reason
+        upstream.breaker.health_checked(not verdict.down)
 
-    async def check(self, upstream: Upstream) -> Readiness:
+    async def check(self, upstream: Upstream) -> Verdict:
         """One probe of ``upstream``'s ``/models``."""
         settings = upstream.settings
         timeout = min(settings.timeout, PROBE_TIMEOUT)
@@ -121,15 +133,17 @@ class HealthChecker:
                 body = await _read_bounded(response.aiter_raw(), MAX_MODELS_BYTES)
                 status = response.status_code
         except httpx.HTTPError as exc:
-            return Readiness(False, transport_error(self.model_name, exc, quiet=True).message)
+            reason = transport_error(self.model_name, exc, quiet=True).message
+            return Verdict(False, reason, down=True)
         if status in (401, 403):
-            return Readiness(False, f"the upstream refused the API key (HTTP {status})")
+            return Verdict(False, f"the upstream refused the API key (HTTP {status})")
         if status != 200:
-            return Readiness(False, f"the upstream's /models answered HTTP {status}")
+            reason = f"the upstream's /models answered HTTP {status}"
+            return Verdict(False, reason, down=status >= 500)
         listed = _model_ids(body)
         if listed is not None and settings.model not in listed:
-            return Readiness(False, f"the upstream does not list model {settings.model!r}")
-        return Readiness(True)
+            return Verdict(False, f"the upstream does not list model {settings.model!r}")
+        return Verdict(True)
 
 
 def pool_readiness(upstreams: Sequence[Upstream]) -> Readiness:
