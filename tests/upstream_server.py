@@ -38,6 +38,11 @@ class UpstreamServer:
     log_path: Path
 
     @property
+    def port(self) -> int:
+        """The loopback port it listens on."""
+        return int(self.base_url.rsplit(":", 1)[1])
+
+    @property
     def api_url(self) -> str:
         """The OpenAI base URL (``.../v1``)."""
         return f"{self.base_url}/v1"
@@ -56,15 +61,19 @@ class UpstreamServer:
             return set()
         return {model["id"] for model in response.json().get("data", [])}
 
-    def active_sequences(self) -> float:
-        """``inferflux_active_sequences``, summed over the upstream's models."""
+    def metrics_text(self) -> str:
+        """Its ``/metrics`` exposition text."""
         response = httpx.get(
             f"{self.base_url}/metrics",
             headers={"Authorization": f"Bearer {self.api_key}"},
             timeout=10,
         )
         response.raise_for_status()
-        return sum(float(value) for value in _ACTIVE.findall(response.text))
+        return response.text
+
+    def active_sequences(self) -> float:
+        """``inferflux_active_sequences``, summed over the upstream's models."""
+        return sum(float(value) for value in _ACTIVE.findall(self.metrics_text()))
 
     def wait_for_active_sequences(self, predicate: object, timeout: float) -> float:
         """Poll ``/metrics`` until ``predicate(active)`` holds; the last value seen."""
@@ -84,18 +93,27 @@ def start_upstream(directory: Path) -> UpstreamServer:
 
 
 def start_serve(
-    directory: Path, models: list[dict[str, Any]], env: dict[str, str] | None = None
+    directory: Path,
+    models: list[dict[str, Any]],
+    env: dict[str, str] | None = None,
+    *,
+    port: int | None = None,
+    api_key: str | None = None,
+    config: dict[str, Any] | None = None,
+    log_level: str = "warning",
 ) -> UpstreamServer:
-    """Start ``inferflux serve`` with ``models`` (``models:`` of its config) on a free loopback
-    port, with ``env`` added to its environment; return once ``/v1/models`` lists every one
-    of them."""
-    port = free_port()
-    config = {"server": {"port": port, "log_level": "warning"}, "models": models}
+    """Start ``inferflux serve`` with ``models`` (``models:`` of its config) on loopback (a
+    free port unless ``port`` is given), with ``env`` added to its environment, ``config``'s
+    other sections (``guardrails``, ``audit``, ...) and ``api_key`` as its dev admin key (a
+    new one by default); return once ``/v1/models`` lists every model."""
+    port = free_port() if port is None else port
+    server_section = {"port": port, "log_level": log_level}
+    settings = {**(config or {}), "server": server_section, "models": models}
     config_path = directory / "inferflux.json"
-    config_path.write_text(json.dumps(config))  # JSON is YAML
-    api_key, _ = generate_key()
+    config_path.write_text(json.dumps(settings))  # JSON is YAML
+    api_key = api_key or generate_key()[0]
     log_path = directory / "inferflux.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "inferflux_core.cli.main", "serve", "-c", str(config_path)],
             stdout=log,
@@ -118,6 +136,8 @@ def start_serve(
 
 def stop_upstream(server: UpstreamServer) -> None:
     """Terminate the process (kill it if it does not stop)."""
+    if server.process.poll() is not None:
+        return
     server.process.terminate()
     try:
         server.process.wait(timeout=20)
@@ -134,6 +154,17 @@ def upstream_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstre
         yield server
     finally:
         stop_upstream(server)
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of ``name`` with exactly ``labels`` in a Prometheus exposition text."""
+    wanted = sorted(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        name_part, _, rest = sample.partition("{")
+        if name_part == name and sorted(filter(None, rest.rstrip("}").split(","))) == wanted:
+            return float(value)
+    return None
 
 
 def free_loopback_url() -> str:

@@ -1,21 +1,22 @@
-"""``openai_upstream``: a model served by any OpenAI-compatible server (a gateway).
+"""``openai_upstream``: a model served by a pool of OpenAI-compatible servers (a gateway).
 
-Each typed request is forwarded, streamed, to the upstream's ``/chat/completions`` (a
-conversation) or ``/completions`` (a prompt); the upstream's chunks come back as typed
-events. The HTTP exchange runs in a task of its own that feeds a bounded queue, so
-:meth:`OpenAIUpstreamBackend.abort` and closing the event iterator early both cancel it, which
-closes the connection: the upstream sees its client go away and frees the request.
+Each typed request is forwarded, streamed, to an upstream's ``/chat/completions`` (a
+conversation) or ``/completions`` (a prompt); its chunks come back as typed events. The
+upstream is chosen by :mod:`.balancer` (least outstanding requests among the healthy ones
+whose breaker is closed); an attempt that fails before the first event of output (no
+connection, a 5xx, a timeout) is retried on another upstream, up to ``max_attempts``. A 4xx
+is the client's and passes through; once output has streamed a failure ends the stream with
+the error, never a retry (the client has part of an answer already).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Any
 
 import httpx
 
@@ -30,90 +31,105 @@ from inferflux_core.contracts import (
 from inferflux_core.errors import (
     InferfluxError,
     ServiceUnavailableError,
+    UpstreamRequestError,
     UpstreamUnavailableError,
 )
+from inferflux_plugins.backends.openai_upstream.balancer import (
+    Balancer,
+    Lease,
+    NoUpstreamError,
+    SlotTimeoutError,
+    Upstream,
+)
+from inferflux_plugins.backends.openai_upstream.breaker import CircuitBreaker, Outcome
 from inferflux_plugins.backends.openai_upstream.chunks import ChunkDecoder, StreamedError
-from inferflux_plugins.backends.openai_upstream.failures import (
-    malformed,
-    read_error_body,
-    status_error,
-    transport_error,
+from inferflux_plugins.backends.openai_upstream.exchange import Aborted, exchange
+from inferflux_plugins.backends.openai_upstream.failures import malformed, redact
+from inferflux_plugins.backends.openai_upstream.health import (
+    PROBE_TIMEOUT,
+    HealthChecker,
+    pool_readiness,
 )
-from inferflux_plugins.backends.openai_upstream.options import api_key, parse_options
+from inferflux_plugins.backends.openai_upstream.options import OpenAIUpstreamOptions
 from inferflux_plugins.backends.openai_upstream.payload import request_body, request_path
-from inferflux_plugins.backends.openai_upstream.sse import (
-    EventReader,
-    MalformedStreamError,
-    read_events,
-)
+from inferflux_plugins.backends.openai_upstream.pool_config import parse_options, resolve_pool
+from inferflux_plugins.backends.openai_upstream.pool_metrics import pool_metrics
+from inferflux_plugins.backends.openai_upstream.sse import MalformedStreamError
 
 log = logging.getLogger(__name__)
 
-#: Events read from the upstream ahead of the consumer (back-pressure beyond that).
-QUEUE_DEPTH = 64
-#: Seconds a readiness answer is reused.
+#: Seconds a readiness answer is reused when the background checks lag.
 READINESS_TTL = 2.0
-#: Seconds a readiness probe may take at most.
-PROBE_TIMEOUT = 5.0
-#: Bytes of ``/models`` read by a readiness probe.
-MAX_MODELS_BYTES = 4 << 20
 #: Seconds :meth:`OpenAIUpstreamBackend.abort` waits for the exchange to end.
 ABORT_WAIT = 5.0
 
 
 class OpenAIUpstreamBackend(RequestBackend):
-    """Forwards requests to an OpenAI-compatible ``/v1`` API; see the module docstring."""
+    """Forwards requests to a pool of OpenAI-compatible ``/v1`` APIs; see the module
+    docstring."""
 
     capabilities = RequestBackendCapabilities(
         input="messages", json_schema=True, native_tools=True, logprobs=True, n=True
     )
+    options_model = OpenAIUpstreamOptions
 
     def __init__(self, spec: RequestBackendSpec) -> None:
         self.spec = spec
         self.options = parse_options(spec.model_name, spec.options)
-        self.upstream_model = self.options.upstream_model or spec.source
-        headers = {**self.options.headers, "Accept-Encoding": "identity"}
-        key = api_key(spec.model_name, self.options)
-        if key is not None:
-            headers["Authorization"] = f"Bearer {key}"
-        self._headers = headers
+        options = self.options
+        pool = [
+            Upstream(
+                settings,
+                CircuitBreaker(options.breaker_failures, options.breaker_cooldown_seconds),
+            )
+            for settings in resolve_pool(spec.model_name, options, spec.source)
+        ]
+        #: The model name the (first) upstream serves.
+        self.upstream_model = pool[0].settings.model
+        self.balancer = Balancer(pool)
+        self.health = HealthChecker(
+            spec.model_name, self.balancer, self.client, options.health_interval_seconds
+        )
+        #: Counters of the pool (retries, failures), exported by :meth:`metrics`.
+        self.counts: Counter[str] = Counter()
         self._client: httpx.AsyncClient | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
-        self._slots = asyncio.Semaphore(self.options.max_concurrent)
         self._live: dict[str, asyncio.Task[None]] = {}
-        self._waiting = 0
-        self._probe_lock = asyncio.Lock()
-        self._readiness: tuple[float, Readiness] | None = None
+        self._generating: set[str] = set()
+        self._aborted: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the connection pool; an upstream that is down now is logged, not fatal
-        (``/readyz`` reports it until it answers)."""
+        """Probe the upstreams once; one that is down now is logged, not fatal (``/readyz``
+        reports it until it answers)."""
         state = await self.readiness()
-        if self._client is not None:  # the serving loop may be another: it opens its own
+        self.health.stop()  # the serving loop may be another: it starts its own checks
+        if self._client is not None:
             await self._client.aclose()
             self._client = None
         log.info(
             "model %s: forwarding to %s as %r (%s)",
             self.spec.model_name,
-            self.options.base_url,
+            ", ".join(u.settings.base_url for u in self.balancer.upstreams),
             self.upstream_model,
             "ready" if state.ready else f"not ready: {state.reason}",
         )
 
     async def close(self) -> None:
-        """Cancel every request in flight and close the connection pool."""
+        """Stop the health checks, cancel every request in flight, close the pool."""
+        self.health.stop()
         pumps = list(self._live.values())
         for pump in pumps:
             pump.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
         if self._client is not None:
-            await self._client.aclose()
+            with contextlib.suppress(RuntimeError):  # made on a loop that is gone
+                await self._client.aclose()
             self._client = None
 
     def client(self) -> httpx.AsyncClient:
-        """The connection pool to the upstream, made on first use on the running loop.
+        """The connection pool to the upstreams, made on first use on the running loop.
 
         A pool belongs to the loop it was made on: a backend started by ``Engine.load()``
         (on a loop of its own) gets a fresh pool on the serving loop.
@@ -123,10 +139,10 @@ class OpenAIUpstreamBackend(RequestBackend):
             self._client = None  # its loop is gone or another: its connections are unusable
         if self._client is None:
             self._client_loop = loop
-            limit = self.options.max_concurrent + 2  # readiness probes get a connection too
+            upstreams = self.balancer.upstreams
+            limit = sum(u.settings.max_concurrency for u in upstreams) + 2 * len(upstreams)
             self._client = httpx.AsyncClient(
-                headers=self._headers,
-                timeout=httpx.Timeout(self.options.timeout_seconds),
+                headers={"Accept-Encoding": "identity"},
                 limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
             )
         return self._client
@@ -136,136 +152,164 @@ class OpenAIUpstreamBackend(RequestBackend):
     async def generate(self, request: InferenceRequest) -> AsyncIterator[InferenceEvent]:
         """Forward ``request`` and yield the upstream's answer as typed events."""
         self.capabilities.check(request)
-        url = self.options.base_url + request_path(request)
-        body = request_body(request, self.upstream_model)
-        decoder = ChunkDecoder(request.options.n)
-        started = False
+        self.health.ensure_running()
+        request_id = request.request_id
+        self._generating.add(request_id)
         try:
-            async with contextlib.aclosing(
-                self._exchange(request.request_id, request.deadline, url, body)
-            ) as feed:
+            async with contextlib.aclosing(self._attempts(request)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            self._generating.discard(request_id)
+            self._aborted.discard(request_id)
+
+    async def _attempts(self, request: InferenceRequest) -> AsyncGenerator[InferenceEvent, None]:
+        """Try ``request`` on up to ``max_attempts`` upstreams while nothing has streamed."""
+        until = self._wait_until(request.deadline)
+        attempts = min(self.options.max_attempts, len(self.balancer.upstreams))
+        tried: set[int] = set()
+        error: InferfluxError | None = None
+        for attempt in range(attempts):
+            if request.request_id in self._aborted:
+                break
+            lease = await self._lease(tried, until, error)
+            tried.add(lease.upstream.index)
+            if attempt:
+                self.counts["num_retries_total"] += 1
+            result = _Attempt(request, ChunkDecoder(request.options.n))
+            try:
+                async with contextlib.aclosing(self._attempt(result, lease)) as events:
+                    async for event in events:
+                        yield event
+            finally:
+                self.balancer.release(lease, result.outcome)
+            if result.retry is None:
+                return
+            error = result.retry
+            log.warning(
+                "model %s: retrying %s after %s failed: %s",
+                self.spec.model_name,
+                request.request_id,
+                lease.upstream.settings.label,
+                error.message,
+            )
+        # Aborted between attempts, or every attempt failed before any output.
+        if error is None or request.request_id in self._aborted:
+            for event in ChunkDecoder(request.options.n).end("cancelled"):
+                yield event
+            return
+        self.counts["num_requests_unavailable_total"] += 1
+        raise error
+
+    async def _attempt(
+        self, attempt: _Attempt, lease: Lease
+    ) -> AsyncGenerator[InferenceEvent, None]:
+        """One attempt on ``lease``'s upstream; sets ``attempt.outcome`` and, for a failure
+        that may be retried, ``attempt.retry``."""
+        request, decoder = attempt.request, attempt.decoder
+        settings = lease.upstream.settings
+        body = request_body(request, settings.model)
+        feed = exchange(
+            self.spec.model_name,
+            self.client(),
+            settings,
+            request_path(request),
+            body,
+            self._live,
+            request.request_id,
+        )
+        try:
+            async with contextlib.aclosing(feed):
                 async for data in feed:
                     events = decoder.decode(data)
-                    started = started or bool(events)
+                    if events:
+                        attempt.started = True
+                        attempt.outcome = "success"
                     for event in events:
                         yield event
-        except _Aborted:
+        except Aborted:
             for event in decoder.end("cancelled"):
                 yield event
             return
         except (InferfluxError, MalformedStreamError, StreamedError) as exc:
-            for event in self._failed(decoder, self._as_error(exc), started):
+            error = self._as_error(exc, settings.secret)
+            # A refusal (4xx) or an error the upstream itself streamed is its answer.
+            answered = isinstance(error, UpstreamRequestError) or isinstance(exc, StreamedError)
+            attempt.outcome = "neutral" if answered else "failure"
+            if not answered:
+                self.counts["num_upstream_failures_total"] += 1
+                if not attempt.started:
+                    attempt.retry = error  # nothing reached the client: another upstream may
+                    return
+            for event in self._failed(decoder, error, attempt.started):
                 yield event
             return
+        attempt.outcome = "success"
         unfinished = decoder.unfinished()
         if unfinished:
             reason = f"it ended before choice {unfinished[0]} finished"
-            for event in self._failed(decoder, malformed(self.spec.model_name, reason), started):
+            attempt.outcome = "failure"
+            error = malformed(self.spec.model_name, reason)
+            for event in self._failed(decoder, error, attempt.started):
                 yield event
             return
         yield decoder.final_usage()
 
-    @staticmethod
     def _failed(
-        decoder: ChunkDecoder, error: InferfluxError, started: bool
+        self, decoder: ChunkDecoder, error: InferfluxError, started: bool
     ) -> list[InferenceEvent]:
         """Raise ``error`` before the first event; after it, end each open choice with it."""
         if not started:
+            if isinstance(error, UpstreamUnavailableError):
+                self.counts["num_requests_unavailable_total"] += 1
             raise error
+        self.counts["num_requests_cut_mid_stream_total"] += 1
         return decoder.end("error", error)
 
-    def _as_error(self, exc: Exception) -> InferfluxError:
+    def _as_error(self, exc: Exception, secret: str | None) -> InferfluxError:
         if isinstance(exc, InferfluxError):
             return exc
         if isinstance(exc, StreamedError):
             return UpstreamUnavailableError(
-                f"model {self.spec.model_name}: the upstream failed mid-stream: {exc}"
+                f"model {self.spec.model_name}: the upstream failed mid-stream: "
+                + redact(str(exc), secret)
             )
         return malformed(self.spec.model_name, str(exc))
 
-    async def _exchange(
-        self, request_id: str, deadline: float | None, url: str, body: dict[str, Any]
-    ) -> AsyncGenerator[str, None]:
-        """The ``data`` of each event the upstream streams, relayed from the exchange's task."""
-        await self._acquire_slot(deadline)
-        queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_DEPTH)
-        pump = asyncio.create_task(self._pump(url, body, queue), name=f"upstream-{request_id}")
-        self._live[request_id] = pump
-        getter: asyncio.Future[str] | None = None
-        try:
-            while not (pump.done() and (pump.cancelled() or queue.empty())):
-                if not queue.empty():
-                    yield queue.get_nowait()
-                    continue
-                getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getter, pump}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    data, getter = getter.result(), None
-                    yield data
-                else:
-                    getter.cancel()
-                    getter = None
-            if pump.cancelled():
-                raise _Aborted
-            pump.result()  # the exchange's error, if it failed
-        finally:
-            if getter is not None:
-                getter.cancel()
-            if self._live.get(request_id) is pump:
-                del self._live[request_id]
-            if not pump.done():
-                pump.cancel()
-            try:
-                await asyncio.gather(pump, return_exceptions=True)
-            finally:
-                self._slots.release()
+    def _wait_until(self, deadline: float | None) -> float:
+        """The instant a request stops waiting for a slot: ``queue_timeout_seconds`` from
+        now (default ``timeout_seconds``), or its deadline if sooner."""
+        wait = self.options.queue_timeout_seconds
+        until = time.monotonic() + (self.options.timeout_seconds if wait is None else wait)
+        return until if deadline is None else min(until, deadline)
 
-    async def _acquire_slot(self, deadline: float | None) -> None:
-        """Wait for one of ``max_concurrent`` slots, up to ``timeout_seconds`` and the
-        request's ``deadline``."""
-        wait = self.options.timeout_seconds
-        if deadline is not None:
-            wait = min(wait, deadline - time.monotonic())
-        self._waiting += 1
+    async def _lease(self, tried: set[int], until: float, error: InferfluxError | None) -> Lease:
+        """A slot on an upstream not in ``tried``; the last attempt's ``error`` if none is
+        left to try."""
         try:
-            async with asyncio.timeout(max(wait, 0.0)):
-                await self._slots.acquire()
-        except TimeoutError:
+            return await self.balancer.acquire(tried, until)
+        except NoUpstreamError as exc:
+            if error is not None:
+                raise error from None
+            raise UpstreamUnavailableError(
+                f"model {self.spec.model_name}: every upstream is failing (circuit breakers "
+                "open); retry shortly",
+                headers={"Retry-After": str(int(exc.retry_after))},
+            ) from None
+        except SlotTimeoutError:
+            if error is not None:
+                raise error from None
             raise ServiceUnavailableError(
-                f"model {self.spec.model_name}: {self.options.max_concurrent} requests are "
-                "in flight to the upstream and this one waited too long for its turn",
+                f"model {self.spec.model_name}: every upstream has its most requests in "
+                "flight and this one waited too long for its turn",
                 code="queue_timeout",
                 headers={"Retry-After": "1"},
-            ) from None
-        finally:
-            self._waiting -= 1
-
-    async def _pump(self, url: str, body: dict[str, Any], queue: asyncio.Queue[str]) -> None:
-        """POST ``body`` and queue the ``data`` of each event of the streamed answer."""
-        model = self.spec.model_name
-        try:
-            async with self.client().stream(
-                "POST", url, json=body, headers={"Accept": "text/event-stream"}
-            ) as response:
-                if response.status_code != 200:
-                    error_body = await read_error_body(response)
-                    raise status_error(model, response.status_code, error_body, response.headers)
-                async for data in read_events(response.aiter_raw(), EventReader()):
-                    await queue.put(data)
-        except httpx.HTTPError as exc:
-            raise transport_error(model, exc) from None
-        except MalformedStreamError as exc:
-            raise malformed(model, str(exc)) from None
-        except InferfluxError:
-            raise
-        except Exception as exc:  # a bug here must still be a 503 for the client, not a 500
-            log.exception("model %s: the exchange with the upstream failed", model)
-            raise UpstreamUnavailableError(
-                f"model {model}: the exchange with the upstream failed ({type(exc).__name__})"
             ) from None
 
     async def abort(self, request_id: str) -> None:
         """Cancel ``request_id``'s exchange (closing its connection); unknown ids are ignored."""
+        if request_id in self._generating:
+            self._aborted.add(request_id)
         pump = self._live.get(request_id)
         if pump is None:
             return
@@ -275,66 +319,23 @@ class OpenAIUpstreamBackend(RequestBackend):
     # -- what the engine asks ----------------------------------------------------------------
 
     async def readiness(self) -> Readiness:
-        """Whether the upstream answers ``/models`` and lists the model (cached briefly)."""
-        cached = self._readiness
-        if cached is not None and time.monotonic() - cached[0] < READINESS_TTL:
-            return cached[1]
-        async with self._probe_lock:
-            cached = self._readiness
-            if cached is not None and time.monotonic() - cached[0] < READINESS_TTL:
-                return cached[1]
-            state = await self._probe()
-            self._readiness = (time.monotonic(), state)
-            return state
-
-    async def _probe(self) -> Readiness:
-        timeout = min(self.options.timeout_seconds, PROBE_TIMEOUT)
-        try:
-            async with self.client().stream(
-                "GET", self.options.base_url + "/models", timeout=timeout
-            ) as response:
-                body = await _read_bounded(response.aiter_raw(), MAX_MODELS_BYTES)
-                status = response.status_code
-        except httpx.HTTPError as exc:
-            return Readiness(False, transport_error(self.spec.model_name, exc).message)
-        if status in (401, 403):
-            return Readiness(False, f"the upstream refused the API key (HTTP {status})")
-        if status != 200:
-            return Readiness(False, f"the upstream's /models answered HTTP {status}")
-        listed = _model_ids(body)
-        if listed is not None and self.upstream_model not in listed:
-            return Readiness(False, f"the upstream does not list model {self.upstream_model!r}")
-        return Readiness(True)
+        """Ready while at least one upstream is healthy and its breaker is not open."""
+        self.health.ensure_running()
+        max_age = max(self.options.health_interval_seconds, READINESS_TTL) + PROBE_TIMEOUT
+        await self.health.check_now_if_stale(max_age)
+        return pool_readiness(self.balancer.upstreams)
 
     def metrics(self) -> Mapping[str, float]:
-        """Requests in flight to the upstream, and requests waiting for one of its slots."""
-        return {
-            "num_requests_running": float(len(self._live)),
-            "num_requests_waiting": float(self._waiting),
-        }
+        """The pool's gauges and counters (see :func:`.pool_metrics.pool_metrics`)."""
+        return pool_metrics(self.balancer, self.counts)
 
 
-class _Aborted(Exception):
-    """The exchange was cancelled by :meth:`OpenAIUpstreamBackend.abort` or :meth:`close`."""
+class _Attempt:
+    """What one attempt of a request came to."""
 
-
-async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes | None:
-    """The whole body, or None if it is longer than ``limit`` bytes."""
-    body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            return None
-    return bytes(body)
-
-
-def _model_ids(body: bytes | None) -> set[str] | None:
-    """The ids a ``/models`` answer lists; None if it is not the list OpenAI's shape has."""
-    if body is None:
-        return None
-    with contextlib.suppress(ValueError):
-        parsed = json.loads(body)
-        data = parsed.get("data") if isinstance(parsed, dict) else None
-        if isinstance(data, list):
-            return {m["id"] for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)}
-    return None
+    def __init__(self, request: InferenceRequest, decoder: ChunkDecoder) -> None:
+        self.request = request
+        self.decoder = decoder
+        self.started = False
+        self.outcome: Outcome = "neutral"
+        self.retry: InferfluxError | None = None

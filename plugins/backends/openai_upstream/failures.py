@@ -39,11 +39,13 @@ async def read_error_body(response: httpx.Response) -> bytes:
 
 
 def status_error(
-    model: str, status: int, body: bytes, headers: httpx.Headers
+    model: str, status: int, body: bytes, headers: httpx.Headers, secret: str | None = None
 ) -> UpstreamRequestError | UpstreamUnavailableError:
-    """The error for an upstream answer with HTTP ``status`` (not 2xx) and error ``body``."""
+    """The error for an upstream answer with HTTP ``status`` (not 2xx) and error ``body``
+    (``secret``, the key sent to it, is cut out of its message should it echo it)."""
     error = _error_object(body)
     message = error.get("message") if isinstance(error.get("message"), str) else None
+    message = redact(message, secret) if message is not None else None
     retry_after = headers.get("retry-after", "")
     retry = {"Retry-After": retry_after} if _RETRY_AFTER.fullmatch(retry_after) else {}
     if 400 <= status < 500 and status != 408:
@@ -65,16 +67,25 @@ def status_error(
     )
 
 
-def transport_error(model: str, exc: httpx.HTTPError) -> UpstreamUnavailableError:
-    """The error for a request that got no usable answer: no connection, a timeout, ..."""
+def transport_error(
+    model: str, exc: httpx.HTTPError, *, quiet: bool = False
+) -> UpstreamUnavailableError:
+    """The error for a request that got no usable answer: no connection, a timeout, ...
+    (logged unless ``quiet``: health probes log changes of state only)."""
     if isinstance(exc, httpx.TimeoutException):
         what = "did not answer in time"
     elif isinstance(exc, httpx.ConnectError):
         what = "cannot be reached"
     else:
         what = f"broke off the exchange ({type(exc).__name__})"
-    log.warning("model %s: the upstream %s: %s", model, what, exc)
+    if not quiet:
+        log.warning("model %s: the upstream %s: %s", model, what, exc)
     return UpstreamUnavailableError(f"model {model}: the upstream {what}")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced."""
+    return text.replace(secret, "[redacted]") if secret else text
 
 
 def malformed(model: str, reason: str) -> UpstreamUnavailableError:
