@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from inferflux_core.config import DEFAULT_MODEL_SOURCE, ModelConfig
+from inferflux_core.engine.backend_choice import CPU_CANDIDATES
 from inferflux_core.plugins import PluginHost
 from inferflux_core.sources import resolve_model_source
 
@@ -33,7 +34,9 @@ def model_path_for(backend_name: str, source: str | None = None) -> Path:
     """
     if source:
         return resolve_model_source(source, PluginHost())
-    if backend_name == ModelConfig.model_fields["backend"].default:
+    default_backends = {ModelConfig.model_fields["backend"].default}
+    default_backends.update(name for name, _ in CPU_CANDIDATES)  # what ``auto`` picks on a CPU
+    if backend_name in default_backends:
         return resolve_model_source(DEFAULT_MODEL_SOURCE)
     raise LookupError(
         f"backend {backend_name!r} has no default model: pass --inferflux-model=PATH, or "
