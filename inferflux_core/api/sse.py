@@ -20,9 +20,16 @@ DONE = SSEvent(data=b"[DONE]")
 
 
 async def sse_stream(
-    chunks: AsyncIterator[dict[str, Any]], keepalive: float = KEEPALIVE_SECONDS
+    chunks: AsyncIterator[dict[str, Any]],
+    keepalive: float = KEEPALIVE_SECONDS,
+    *,
+    named: bool = False,
+    send_done: bool = True,
 ) -> AsyncIterator[SSEvent]:
     """``data: {chunk}`` per chunk, then ``data: [DONE]``.
+
+    ``named``: each chunk's ``type`` is also its ``event:`` name (the Responses API's
+    stream); ``send_done=False`` leaves out ``[DONE]``.
 
     While no chunk comes (queued behind other requests) a comment line is sent every
     ``keepalive`` seconds, so a client that went away is noticed and its request cancelled.
@@ -53,8 +60,10 @@ async def sse_stream(
                 body = InferfluxError("internal server error").to_body()
                 yield SSEvent(data=json.dumps(body).encode())
                 break
-            yield SSEvent(data=json.dumps(chunk, separators=(",", ":")).encode())
-        yield DONE
+            data = json.dumps(chunk, separators=(",", ":")).encode()
+            yield SSEvent(data=data, event=str(chunk.get("type")) if named else None)
+        if send_done:
+            yield DONE
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
