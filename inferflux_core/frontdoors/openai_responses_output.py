@@ -108,7 +108,7 @@ def response_object(
     reason = INCOMPLETE_REASONS.get(finish_reason or "")
     if status == "completed" and reason is not None:
         status = "incomplete"
-    return {
+    response: dict[str, Any] = {
         "id": turn.response_id,
         "object": "response",
         "created_at": turn.created_at,
@@ -136,10 +136,13 @@ def response_object(
         "top_logprobs": 0,
         "top_p": 1.0 if wire.top_p is None else wire.top_p,
         "truncation": "disabled",
-        "usage": usage_object(usage) if usage is not None else None,
-        "user": wire.user,
         "metadata": dict(wire.metadata or {}),
     }
+    if usage is not None:  # no usage yet (a stream's first events): left out, never null
+        response["usage"] = usage_object(usage)
+    if wire.user is not None:  # OpenAI's schema has it a string, never null
+        response["user"] = wire.user
+    return response
 
 
 def _format_echo(wire: CreateResponseRequest) -> dict[str, Any]:
