@@ -8,27 +8,24 @@ responses are the caller's own: another credential's id is a 404, as an unknown 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import falcon.asgi
 
-from inferflux_core.api.disconnect import unless_disconnected
+from inferflux_core.api.generation import Admission, whole_response
 from inferflux_core.api.sse import sse_stream
 from inferflux_core.auth.scopes import INFERENCE
 from inferflux_core.errors import (
     InferfluxError,
     InvalidRequestError,
     NotFoundError,
-    ServiceUnavailableError,
 )
 from inferflux_core.frontdoors.openai_responses_stream import ResponseEvents
 
 if TYPE_CHECKING:
     from inferflux_core.api.exchange import Exchange
-    from inferflux_core.api.generation import Admission
     from inferflux_core.engine.workers import WorkerPool
     from inferflux_core.frontdoors.driver import Call, Chunk, Driver
     from inferflux_core.frontdoors.openai_responses import ResponsesDoor
@@ -79,14 +76,7 @@ class ResponsesResource:
                 self._streamed(turn, chunks, exchange), named=True, send_done=False
             )
             return
-        try:
-            result, collected = await unless_disconnected(
-                req, self._driver.whole(self._door, call, exchange.usage, guard)
-            )
-        except asyncio.CancelledError:
-            raise ServiceUnavailableError(
-                "the server is shutting down; retry the request"
-            ) from None
+        result, collected = await whole_response(req, self._driver, self._door, call, exchange)
         exchange.record_result(collected)
         self._door.keep(turn, result)
         resp.media = result

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import BLOCKED_PHRASE, MODEL_NAME, RunningServer, SecuredServer
+from tests.integration.test_audit_and_secrets import _line_for
 from tests.integration.test_guardrails_http import assert_cut_before, assert_nowhere, phrase_in
 
 STORY = "Tell me a short story about a cat."
@@ -233,18 +233,6 @@ def test_streamed_tool_call_arguments_are_cut_before_a_blocked_phrase(
 # -- audit -----------------------------------------------------------------------------------
 
 
-def _audit_line(secured: SecuredServer, request_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        lines = [json.loads(x) for x in secured.audit_path.read_text().splitlines()]
-        mine = [x for x in lines if x["request_id"] == request_id]
-        if mine:
-            assert len(mine) == 1
-            return mine[0]
-        time.sleep(0.05)
-    raise AssertionError(f"no audit line for {request_id}")
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_every_response_gets_one_audit_line_with_hashes_not_text(
     secured: SecuredServer, http: httpx.Client, stream: bool
@@ -258,7 +246,7 @@ def test_every_response_gets_one_audit_line_with_hashes_not_text(
     )
     assert response.status_code == 200
     response.read()
-    line = _audit_line(secured, request_id)
+    line = _line_for(secured, request_id)
     assert line["path"] == "/v1/responses" and line["status"] == 200
     assert line["model"] == MODEL_NAME and line["stream"] is stream
     assert line["prompt_sha256"] == hashlib.sha256(prompt.encode()).hexdigest()
