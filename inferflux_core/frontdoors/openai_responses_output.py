@@ -90,7 +90,7 @@ def output_items(choice: ChoiceResult) -> list[Item]:
     if choice.text or not choice.tool_calls:
         items.append(message_item(choice.text, status))
     for call in choice.tool_calls:
-        items.append(call_item(call.id, call.name, call.arguments, "completed", None))
+        items.append(call_item(call.id, call.name, call.arguments, status, None))
     return items
 
 

@@ -80,8 +80,11 @@ class ResponseEvents:
         return self._ending()
 
     def failure(self, error: InferfluxError) -> list[Chunk]:
-        """``error`` then ``response.failed``: what a stream that cannot go on ends with."""
-        self._close()
+        """``error`` then ``response.failed``: what a stream that cannot go on ends with (an
+        item left open is in the failed response as ``incomplete``, with no events of its own)."""
+        if self._open is not None:
+            self._output.append(self._final(self._open, "incomplete"))
+            self._open = None
         body = error.to_body()["error"]
         code = _FAILURE_CODES.get(error.status, "server_error")
         failed = response_object(
@@ -163,9 +166,9 @@ class ResponseEvents:
         self._open = None
         done = "".join(self._parts)
         status = "incomplete" if self._finish in ("length", "content_filter") else "completed"
+        final = self._final(item, status)
         where = {"item_id": item["id"], "output_index": self._index}
         if item["type"] == "message":
-            final = message_item(done, status, item["id"])
             chunks = [
                 self._event(
                     "response.output_text.done", **where, content_index=0, text=done, logprobs=[]
@@ -175,7 +178,6 @@ class ResponseEvents:
                 ),
             ]
         else:
-            final = call_item(item["call_id"], item["name"], done, "completed", item["id"])
             chunks = [
                 self._event(
                     "response.function_call_arguments.done",
@@ -189,6 +191,13 @@ class ResponseEvents:
         )
         self._output.append(final)
         return chunks
+
+    def _final(self, item: dict[str, Any], status: str) -> dict[str, Any]:
+        """The open ``item`` as it ends, with everything streamed into it."""
+        done = "".join(self._parts)
+        if item["type"] == "message":
+            return message_item(done, status, item["id"])
+        return call_item(item["call_id"], item["name"], done, status, item["id"])
 
     def _ending(self) -> list[Chunk]:
         chunks = self._close()

@@ -412,7 +412,7 @@ def test_json_object_text_format_output_is_an_object(client: openai.OpenAI) -> N
         text={"format": {"type": "json_object"}},
         temperature=0.7,
         extra_body={"seed": 3},
-        max_output_tokens=120,
+        max_output_tokens=60,
     )
     if reply.status == "completed":
         assert isinstance(json.loads(reply.output_text), dict)
