@@ -16,6 +16,7 @@ import agents
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel, Field
 
 from tests.conftest import MODEL_NAME, RunningServer
 
@@ -112,3 +113,39 @@ def test_the_default_model_chains_turns_by_previous_response_id(server: RunningS
     assert second["previous_response_id"].startswith("resp_")
     assert [item["type"] for item in second["input"]] == ["function_call_output"]
     assert "previous_response_id" not in first
+
+
+class City(BaseModel):
+    """The structured final output the agent is asked for."""
+
+    name: str = Field(max_length=30)
+    population_millions: int = Field(ge=0, le=100)
+
+
+def test_the_default_model_returns_a_structured_final_output(server: RunningServer) -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def record(request: httpx.Request) -> None:
+        sent.append(json.loads(request.content or b"{}"))
+
+    async def run() -> agents.RunResult:
+        async with httpx.AsyncClient(timeout=120, event_hooks={"request": [record]}) as http:
+            client = openai.AsyncOpenAI(
+                base_url=server.api_url, api_key=server.api_key, max_retries=0, http_client=http
+            )
+            agents.set_default_openai_client(client, use_for_tracing=False)
+            agent = agents.Agent(
+                name="geographer",
+                instructions="Describe the city the user names.",
+                model=MODEL_NAME,
+                output_type=City,
+                model_settings=agents.ModelSettings(temperature=0, max_tokens=120),
+            )
+            return await agents.Runner.run(agent, "Paris", max_turns=1)
+
+    agents.set_tracing_disabled(True)
+    result = asyncio.run(run())
+    assert isinstance(result.final_output, City)
+    [body] = sent
+    form = body["text"]["format"]
+    assert form["type"] == "json_schema" and form["strict"] is True
