@@ -658,3 +658,86 @@ CASES: list[Case] = [
         expect=frozenset({404}),
     ),
 ]
+
+# -- the Responses API (issue 14, responses helper) ------------------------------------------
+RESPONSES = "/v1/responses"
+
+
+def _response(**fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "input": "Hi", "max_output_tokens": 4, **fields}
+
+
+CASES += [
+    Case(
+        "responses 100k input items",
+        RESPONSES,
+        _response(input=[{"role": "user", "content": "x"}] * 100_000),
+        expect=BAD_OR_TOO_LARGE,
+    ),
+    Case("responses input an object", RESPONSES, _response(input={"a": 1}), expect=BAD),
+    Case(
+        "responses item type 100k",
+        RESPONSES,
+        _response(input=[{"type": "x" * 100_000}]),
+        expect=BAD_OR_TOO_LARGE,
+    ),
+    Case(
+        "responses max_output_tokens 2**70",
+        RESPONSES,
+        _response(max_output_tokens=2**70),
+        expect=BAD,
+    ),
+    Case(
+        "responses temperature NaN",
+        RESPONSES,
+        _raw(f'{{"model": "{MODEL}", "input": "Hi", "temperature": NaN}}'),
+        expect=BAD,
+    ),
+    Case(
+        "responses previous id 100k",
+        RESPONSES,
+        _response(previous_response_id="r" * 100_000),
+        expect=BAD_OR_TOO_LARGE,
+    ),
+    Case(
+        "responses unknown previous id",
+        RESPONSES,
+        _response(previous_response_id="resp_x"),
+        expect=frozenset({404}),
+    ),
+    Case(
+        "responses metadata 10k pairs",
+        RESPONSES,
+        _response(metadata={str(i): "v" for i in range(10_000)}),
+        expect=BAD_OR_TOO_LARGE,
+    ),
+    Case(
+        "responses include 10k",
+        RESPONSES,
+        _response(include=["x"] * 10_000),
+        expect=BAD_OR_TOO_LARGE,
+    ),
+    Case(
+        "responses builtin tool", RESPONSES, _response(tools=[{"type": "web_search"}]), expect=BAD
+    ),
+    Case(
+        "responses tool_choice a number",
+        RESPONSES,
+        _response(tools=[{"type": "function", "name": "f"}], tool_choice=5),
+        expect=BAD,
+    ),
+    Case("responses stream yes", RESPONSES, _response(stream="yes"), expect=BAD),
+    Case(
+        "responses get a long id",
+        RESPONSES + "/" + "r" * 4000,
+        method="GET",
+        expect=frozenset({404}),
+    ),
+    Case(
+        "responses input_items limit 10**100",
+        RESPONSES + "/resp_x/input_items?limit=" + "9" * 100,
+        method="GET",
+        expect=frozenset({404}),
+    ),
+    Case("responses no credential", RESPONSES, _response(), key="none", expect=UNAUTHENTICATED),
+]

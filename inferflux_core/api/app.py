@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -19,6 +19,7 @@ from inferflux_core.api.generation import Admission, GenerationResource
 from inferflux_core.api.health import HealthResource, MetricsResource, ReadyResource
 from inferflux_core.api.models import ModelsResource
 from inferflux_core.api.plugin_routes import PluginRoutes
+from inferflux_core.api.responses import add_responses_routes
 from inferflux_core.api.tokens import add_token_routes
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.policy_admin import PolicyAdmin
@@ -26,6 +27,7 @@ from inferflux_core.config import ServerConfig
 from inferflux_core.contracts.generation import new_request_id
 from inferflux_core.frontdoors.driver import Driver, GenerationDoor
 from inferflux_core.frontdoors.openai_embeddings import EmbeddingService
+from inferflux_core.frontdoors.openai_responses import ResponsesDoor
 from inferflux_core.frontdoors.tokens import TokenService
 
 if TYPE_CHECKING:
@@ -76,6 +78,8 @@ class FrontDoors:
     completions: GenerationDoor
     embeddings: EmbeddingService
     tokens: TokenService
+    #: The Responses API, with its (in-memory, per-process) store of responses.
+    responses: ResponsesDoor = field(default_factory=ResponsesDoor)
 
 
 def http_app(
@@ -105,6 +109,8 @@ def http_app(
     ):
         admission = Admission(endpoint, limit, access)
         app.add_route(path, GenerationResource(door, doors.driver, admission, pool))
+    responses = Admission("responses", limit, access)
+    add_responses_routes(app, doors.responses, doors.driver, responses, pool)
     app.add_route(
         "/v1/embeddings",
         EmbeddingResource(doors.embeddings, Admission("embeddings", limit, access)),

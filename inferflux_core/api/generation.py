@@ -16,8 +16,9 @@ from inferflux_core.errors import ServiceUnavailableError
 
 if TYPE_CHECKING:
     from inferflux_core.auth.access import AccessControl
+    from inferflux_core.engine.collect import Collected
     from inferflux_core.engine.workers import WorkerPool
-    from inferflux_core.frontdoors.driver import Call, Driver, GenerationDoor
+    from inferflux_core.frontdoors.driver import Call, Chunk, Driver, GenerationDoor
 
 
 class Admission:
@@ -52,6 +53,21 @@ class Admission:
         exchange.prompt = text
         if self.guardrails:
             await self.guardrails.check_input(exchange.guardrail_input())
+
+
+async def whole_response(
+    req: falcon.asgi.Request, driver: Driver, door: GenerationDoor, call: Call, exchange: Exchange
+) -> tuple[Chunk, Collected]:
+    """The whole response of ``call``, behind the guardrails; cancelled if the client hangs
+    up, a 503 if the server shuts down first."""
+    try:
+        return await unless_disconnected(
+            req, driver.whole(door, call, exchange.usage, exchange.guardrail_input())
+        )
+    except asyncio.CancelledError:
+        # uvicorn cancels what still runs when its graceful shutdown times out: the
+        # client gets a 503 to retry elsewhere, not a bare 500.
+        raise ServiceUnavailableError("the server is shutting down; retry the request") from None
 
 
 class GenerationResource:
@@ -101,16 +117,7 @@ class GenerationResource:
             resp.set_header("X-Accel-Buffering", "no")
             resp.sse = sse_stream(chunks, wire=self._wire)
             return
-        try:
-            result, collected = await unless_disconnected(
-                req, self._driver.whole(self._door, call, exchange.usage, guard)
-            )
-        except asyncio.CancelledError:
-            # uvicorn cancels what still runs when its graceful shutdown times out: the
-            # client gets a 503 to retry elsewhere, not a bare 500.
-            raise ServiceUnavailableError(
-                "the server is shutting down; retry the request"
-            ) from None
+        result, collected = await whole_response(req, self._driver, self._door, call, exchange)
         # After the guardrails: the audit line hashes (or keeps) what the client was sent.
         exchange.record_result(collected)
         resp.media = result

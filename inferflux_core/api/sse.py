@@ -47,6 +47,15 @@ class SseWire:
 OPENAI_SSE = SseWire()
 
 
+def _named_chunk(chunk: dict[str, Any]) -> SSEvent:
+    data = json.dumps(chunk, separators=(",", ":")).encode()
+    return SSEvent(data=data, event=str(chunk.get("type")))
+
+
+#: The Responses API's stream: each chunk's ``type`` is also its ``event:`` name; no ``[DONE]``.
+RESPONSES_SSE = SseWire(chunk=_named_chunk, done=None)
+
+
 async def sse_stream(
     chunks: AsyncIterator[dict[str, Any]],
     keepalive: float = KEEPALIVE_SECONDS,

@@ -10,6 +10,8 @@ from inferflux_core.frontdoors.driver import Call, Driver, GenerationDoor, Strea
 from inferflux_core.frontdoors.openai_chat import ChatDoor
 from inferflux_core.frontdoors.openai_completions import CompletionsDoor
 from inferflux_core.frontdoors.openai_embeddings import EmbeddingService
+from inferflux_core.frontdoors.openai_responses import ResponsesDoor
+from inferflux_core.frontdoors.openai_responses_store import ResponseStore
 from inferflux_core.frontdoors.tokens import TokenService
 from inferflux_core.frontdoors.usage import Usage
 
@@ -21,6 +23,8 @@ __all__ = [
     "EmbeddingService",
     "GenerationDoor",
     "OpenAIDicts",
+    "ResponseStore",
+    "ResponsesDoor",
     "StreamEncoder",
     "TokenService",
     "Usage",
