@@ -29,6 +29,7 @@ def register_backends() -> dict[str, type[RequestBackend]]:
 @hookimpl
 def self_check() -> list[str]:
     """vLLM is installed (found without importing it: importing vLLM takes seconds)."""
-    if importlib.util.find_spec("vllm") is None:
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or spec.origin is None:  # None, or a namespace package that is not vLLM
         return [f"vllm is not installed; {INSTALL_HINT}"]
     return []

@@ -285,6 +285,11 @@ class VllmBackend(RequestBackend):
             "prefix_cache_hits": float(self._snapshot.prefix_hits),
         }
 
+    def unfinished_in_vllm(self) -> int:
+        """Requests vLLM itself still holds (0 once every abort reached it)."""
+        engine = self._engine
+        return int(engine.get_num_unfinished_requests()) if engine is not None else 0
+
     def prometheus_collectors(self) -> Sequence[Any]:
         """vLLM's own ``vllm:*`` metrics, for the engine's ``/metrics``."""
         return [VLLM_COLLECTOR]

@@ -56,11 +56,13 @@ def sampling_params(
     from vllm.sampling_params import RequestOutputKind
 
     greedy = options.temperature <= 0.0
+    # vLLM refuses n > 1 with temperature 0; top_k 1 samples the argmax just the same.
+    several_greedy = greedy and options.n > 1
     fields: dict[str, Any] = {
         "n": options.n,
-        "temperature": 0.0 if greedy else options.temperature,
+        "temperature": 1.0 if several_greedy else 0.0 if greedy else options.temperature,
         "top_p": options.top_p,
-        "top_k": options.top_k if options.top_k > 0 else 0,
+        "top_k": 1 if several_greedy else max(options.top_k, 0),
         "min_p": options.min_p,
         "seed": options.seed,
         "presence_penalty": options.presence_penalty,
@@ -77,7 +79,7 @@ def sampling_params(
     }
     try:
         return vllm.SamplingParams(**fields)
-    except (ValueError, TypeError) as exc:
+    except Exception as exc:  # vLLM's VLLMValidationError, ValueError, TypeError
         raise InvalidRequestError(f"vLLM refused the sampling parameters: {exc}") from None
 
 
