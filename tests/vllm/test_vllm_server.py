@@ -85,22 +85,26 @@ def test_chat_logprobs_come_per_token(vllm_server: RunningServer) -> None:
 def test_a_json_schema_response_format_is_enforced(vllm_server: RunningServer) -> None:
     schema = {
         "type": "object",
-        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
-        "required": ["city", "population"],
+        "properties": {
+            "city": {"type": "string", "maxLength": 20},
+            "is_capital": {"type": "boolean"},
+        },
+        "required": ["city", "is_capital"],
         "additionalProperties": False,
     }
     answer = client(vllm_server).chat.completions.create(
         model=VLLM_MODEL,
         messages=[{"role": "user", "content": "Describe Paris as JSON."}],
-        max_tokens=60,
+        max_tokens=200,
         temperature=0,
         response_format={
             "type": "json_schema",
             "json_schema": {"name": "city", "schema": schema, "strict": True},
         },
     )
+    assert answer.choices[0].finish_reason == "stop", answer.choices[0].message.content
     value = json.loads(answer.choices[0].message.content or "")
-    assert set(value) == {"city", "population"} and isinstance(value["population"], int)
+    assert set(value) == {"city", "is_capital"} and isinstance(value["is_capital"], bool)
 
 
 def test_a_forced_tool_call_is_a_parsed_call(vllm_server: RunningServer) -> None:
@@ -111,7 +115,7 @@ def test_a_forced_tool_call_is_a_parsed_call(vllm_server: RunningServer) -> None
             "description": "The weather in a city",
             "parameters": {
                 "type": "object",
-                "properties": {"city": {"type": "string"}},
+                "properties": {"city": {"type": "string", "maxLength": 20}},
                 "required": ["city"],
             },
         },
@@ -121,7 +125,7 @@ def test_a_forced_tool_call_is_a_parsed_call(vllm_server: RunningServer) -> None
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
         tools=[tool],  # type: ignore[list-item]
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
-        max_tokens=60,
+        max_tokens=200,
         temperature=0,
     )
     choice = answer.choices[0]
