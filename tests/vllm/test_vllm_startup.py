@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from inferflux_core.auth.keys import generate_key
 from inferflux_core.contracts import RequestBackendSpec
 from inferflux_core.errors import ConfigError
 from inferflux_plugins.backends.vllm import VllmBackend
@@ -90,7 +91,7 @@ def test_inferflux_serve_exits_naming_a_refused_option(tmp_path: Path, vllm_fold
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "INFERFLUX_API_KEY": "not-used-here"},
+        env={**os.environ, "INFERFLUX_API_KEY": generate_key()[0]},
     )
     assert done.returncode != 0
     assert "models.ray-model.options.distributed_executor_backend" in done.stderr
