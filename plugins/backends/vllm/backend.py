@@ -214,6 +214,7 @@ class VllmBackend(RequestBackend):
 
     def _as_error(self, exc: BaseException) -> InferfluxError:
         """What vLLM's exception becomes for the client."""
+        from vllm.exceptions import GracefulHTTPError, VLLMClientError
         from vllm.v1.engine.exceptions import EngineDeadError
 
         name = self.spec.model_name
@@ -222,11 +223,16 @@ class VllmBackend(RequestBackend):
         if isinstance(exc, EngineDeadError):
             self._failure = f"vLLM's engine core died ({exc})"
             return FatalBackendError(f"model {name}: {self._failure}")
-        if isinstance(exc, ValueError | TypeError):  # vLLM's request validation
-            text = str(exc)
+        text = str(exc)[:1000]
+        if isinstance(exc, GracefulHTTPError) and int(exc.http_status) >= 500:
+            return ServiceUnavailableError(
+                f"model {name}: vLLM is busy: {text}", headers={"Retry-After": "1"}
+            )
+        if isinstance(exc, VLLMClientError | GracefulHTTPError | ValueError | TypeError):
             if "maximum model length" in text or "longer than" in text:
-                return ContextLengthError(text[:1000], param="messages")
-            return InvalidRequestError(f"vLLM refused the request: {text[:1000]}")
+                return ContextLengthError(text, param="messages")
+            param = getattr(exc, "parameter", None)
+            return InvalidRequestError(f"vLLM refused the request: {text}", param=param)
         log.warning("model %s: vLLM failed a request: %s: %s", name, type(exc).__name__, exc)
         return BackendError(f"model {name}: vLLM failed the request ({type(exc).__name__})")
 

@@ -80,7 +80,10 @@ def sampling_params(
     try:
         return vllm.SamplingParams(**fields)
     except Exception as exc:  # vLLM's VLLMValidationError, ValueError, TypeError
-        raise InvalidRequestError(f"vLLM refused the sampling parameters: {exc}") from None
+        param = getattr(exc, "parameter", None)
+        raise InvalidRequestError(
+            f"vLLM refused the sampling parameters: {str(exc)[:1000]}", param=param
+        ) from None
 
 
 def structured_outputs(vllm: Any, constraint: OutputConstraint | None) -> Any:
