@@ -59,6 +59,11 @@ class OutputTranslator:
                 pending.extend(
                     token_logprobs(completion.token_ids, completion.logprobs, self.top_logprobs)
                 )
+            ended_by_token = completion.finish_reason == "stop" and not isinstance(
+                getattr(completion, "stop_reason", None), str
+            )
+            if ended_by_token and completion.logprobs and pending:
+                pending.pop()  # the EOS (or stop token) shows no text, so it has no entry
             if completion.text:
                 events.append(TextDelta(choice, completion.text, tuple(pending)))
                 pending.clear()
