@@ -254,3 +254,41 @@ def _psutil() -> Any:
     import psutil
 
     return psutil
+
+
+def test_every_sampling_field_reaches_vllm(vllm_server: RunningServer) -> None:
+    sdk = client(vllm_server)
+    backend: Any = model_of(vllm_server).backend
+    greedy = sdk.completions.create(
+        model=VLLM_MODEL, prompt=PROMPTS[0], max_tokens=4, temperature=0, logprobs=1
+    )
+    first = (greedy.choices[0].logprobs.tokens or [""])[0]  # type: ignore[union-attr]
+    [banned] = backend.tokenize(first)[:1]
+    biased = sdk.completions.create(
+        model=VLLM_MODEL,
+        prompt=PROMPTS[0],
+        max_tokens=4,
+        temperature=0,
+        logit_bias={str(banned): -100},
+    )
+    assert not biased.choices[0].text.startswith(first)  # logit_bias was applied
+
+    def sampled() -> str:
+        return (
+            sdk.completions.create(
+                model=VLLM_MODEL,
+                prompt=PROMPTS[1],
+                max_tokens=12,
+                temperature=0.9,
+                top_p=0.9,
+                seed=7,
+                presence_penalty=0.5,
+                frequency_penalty=0.5,
+                stop=["\n\n"],
+                extra_body={"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1, "min_tokens": 2},
+            )
+            .choices[0]
+            .text
+        )
+
+    assert sampled() == sampled()  # a seeded request samples the same, every field honoured

@@ -170,3 +170,48 @@ def test_a_ray_configuration_reaches_vllm_intact(vllm_folder: Path, monkeypatch:
 def test_ray_serves_on_a_gpu_host() -> None:
     backend = started(distributed_executor_backend="ray", dtype="auto")
     asyncio.run(backend.close())
+
+
+def test_every_generation_option_maps_to_vllms_sampling_params() -> None:
+    import vllm
+
+    from inferflux_core.contracts import GenerationOptions, InferenceRequest, OutputConstraint
+    from inferflux_plugins.backends.vllm.sampling import sampling_params
+
+    options = GenerationOptions(
+        temperature=0.7,
+        top_p=0.9,
+        top_k=20,
+        min_p=0.05,
+        seed=7,
+        repeat_penalty=1.1,
+        presence_penalty=0.5,
+        frequency_penalty=-0.5,
+        logit_bias={42: -100.0},
+        max_tokens=30,
+        min_tokens=3,
+        ignore_eos=True,
+        stop=("\n\n", "END"),
+        logprobs=4,
+        n=2,
+    )
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    request = InferenceRequest(
+        "m", prompt=(1, 2, 3), options=options, constraint=OutputConstraint("json_schema", schema)
+    )
+    params = sampling_params(vllm, request, prompt_tokens=3, max_model_len=CONTEXT)
+    assert (params.temperature, params.top_p, params.top_k, params.min_p) == (0.7, 0.9, 20, 0.05)
+    assert (params.seed, params.repetition_penalty) == (7, 1.1)
+    assert (params.presence_penalty, params.frequency_penalty) == (0.5, -0.5)
+    assert params.logit_bias == {42: -100.0}
+    assert (params.max_tokens, params.min_tokens, params.ignore_eos) == (30, 3, True)
+    assert params.stop == ["\n\n", "END"] and (params.logprobs, params.n) == (4, 2)
+    assert params.structured_outputs.json == schema
+    grammar = OutputConstraint("grammar", grammar='root ::= "a"')
+    greedy = InferenceRequest("m", prompt=(1,), options=GenerationOptions(temperature=0, n=2))
+    greedy_params = sampling_params(vllm, greedy, 1, CONTEXT)
+    assert (greedy_params.top_k, greedy_params.n) == (1, 2)  # n > 1 greedy: top_k 1
+    constrained = InferenceRequest("m", prompt=(1,), constraint=grammar)
+    assert (
+        sampling_params(vllm, constrained, 1, CONTEXT).structured_outputs.grammar == 'root ::= "a"'
+    )
