@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128)
@@ -18,6 +18,29 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_]")
 
 #: Gives, at scrape time, each request-level model's name and what its backend reports.
 BackendReports = Callable[[], Iterable[tuple[str, Mapping[str, float]]]]
+#: Gives, at scrape time, the Prometheus collectors request-level backends bring.
+BackendCollectors = Callable[[], Iterable[Collector]]
+
+
+class ForwardedCollectors(Collector):
+    """Collects what the backends' own collectors hold (``RequestBackend.prometheus_collectors``),
+    each distinct collector once, at every scrape."""
+
+    def __init__(self, collectors: BackendCollectors) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family of every distinct collector."""
+        seen: set[int] = set()
+        for collector in self._collectors():
+            if id(collector) in seen:
+                continue
+            seen.add(id(collector))
+            yield from collector.collect()
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing ahead of time: the backends register theirs when they start."""
+        return iter(())
 
 
 class BackendMetricsCollector(Collector):
@@ -138,6 +161,10 @@ class EngineMetrics:
     def report_backends(self, reports: BackendReports) -> None:
         """Export what request-level backends report of themselves, read at each scrape."""
         self.registry.register(BackendMetricsCollector(reports))
+
+    def forward_backend_collectors(self, collectors: BackendCollectors) -> None:
+        """Export the metrics of the backends' own collectors, read at each scrape."""
+        self.registry.register(ForwardedCollectors(collectors))
 
     def render(self) -> bytes:
         """The Prometheus exposition text."""

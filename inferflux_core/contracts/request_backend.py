@@ -14,12 +14,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
 from inferflux_core.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,22 @@ class RequestBackend(ABC):
     async def readiness(self) -> Readiness:
         """Whether requests can be sent now (default: ready once started)."""
         return Readiness(True)
+
+    def failure(self) -> str | None:
+        """Why the backend can no longer serve at all (its engine died), or None.
+
+        Once it answers, the engine marks the model failed with that reason: ``/readyz``
+        names it and every request is a 503 at once. Raising
+        :class:`~inferflux_core.errors.FatalBackendError` from :meth:`generate` (or ending a
+        choice with one) does the same.
+        """
+        return None
+
+    def prometheus_collectors(self) -> Sequence[Collector]:
+        """Prometheus collectors of the backend's own metrics (vLLM's ``vllm:*``), exported
+        on the engine's ``/metrics`` as they are; collected once each, even when several
+        models return the same collector."""
+        return ()
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of ``text`` (needed when ``capabilities.input == "tokens"``)."""

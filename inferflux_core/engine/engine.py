@@ -13,6 +13,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from prometheus_client.registry import Collector
+
 from inferflux_core.config import Settings, load_config
 from inferflux_core.contracts import RequestBackend
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
@@ -70,6 +72,7 @@ class Engine:
         )
         self.metrics = EngineMetrics()
         self.metrics.report_backends(self._backend_reports)
+        self.metrics.forward_backend_collectors(self._backend_collectors)
         self.models: dict[str, ServedModel] = {}
         #: Where CPU-heavy request preparation runs (tokenizing, templates, grammars).
         self.pool = pool or default_pool()
@@ -158,6 +161,16 @@ class Engine:
             except Exception as exc:
                 log.warning("model %s: the backend's metrics failed: %s", model.name, exc)
         return reports
+
+    def _backend_collectors(self) -> list[Collector]:
+        """The Prometheus collectors request-level backends bring (for ``/metrics``)."""
+        collectors: list[Collector] = []
+        for model in self._request_models():
+            try:
+                collectors.extend(model.backend.prometheus_collectors())
+            except Exception as exc:
+                log.warning("model %s: the backend's collectors failed: %s", model.name, exc)
+        return collectors
 
     def _request_models(self) -> list[RequestModel]:
         return [m for m in self.models.values() if isinstance(m, RequestModel)]

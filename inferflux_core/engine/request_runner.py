@@ -31,7 +31,13 @@ from inferflux_core.contracts.request_backend import (
     RequestBackend,
     RequestBackendCapabilities,
 )
-from inferflux_core.errors import InvalidRequestError, QueueFullError, ServiceUnavailableError
+from inferflux_core.errors import (
+    FatalBackendError,
+    InvalidRequestError,
+    ModelFailedError,
+    QueueFullError,
+    ServiceUnavailableError,
+)
 from inferflux_core.metrics import EngineMetrics
 
 log = logging.getLogger(__name__)
@@ -53,7 +59,9 @@ def check_capabilities(
         able = capabilities.grammar if constraint.kind == "grammar" else capabilities.json_schema
         wanted.append((not able, constraint.param, f"{constraint.kind} output constraints"))
     forced = request.tools and request.tool_choice.mode in ("required", "function")
-    wanted.append((bool(forced) and not capabilities.native_tools, "tool_choice", "forced calls"))
+    # Without native tools, a forced call is a grammar the engine writes from the tools.
+    can_force = capabilities.native_tools or capabilities.grammar
+    wanted.append((bool(forced) and not can_force, "tool_choice", "forced calls"))
     for missing, param, what in wanted:
         if missing:
             raise InvalidRequestError(
@@ -91,7 +99,28 @@ class RequestRunner:
         self.running = 0
         self._waiting: list[_Waiter] = []
         self._order = itertools.count()
-        self.failure: str | None = None
+        self._failure: str | None = None
+
+    @property
+    def failure(self) -> str | None:
+        """Why the model stopped serving (its backend's :meth:`~RequestBackend.failure`, or a
+        :class:`FatalBackendError` it raised); None while it serves."""
+        if self._failure is None:
+            try:
+                self._failure = self.backend.failure()
+            except Exception as exc:
+                self._failure = f"the backend's failure check raised {type(exc).__name__}: {exc}"
+        return self._failure
+
+    @failure.setter
+    def failure(self, reason: str | None) -> None:
+        self._failure = reason
+
+    def fail(self, error: FatalBackendError) -> None:
+        """Mark the model failed: readiness false, every later request a 503 at once."""
+        if self._failure is None:
+            log.error("model %s failed: %s", self.name, error.message)
+            self._failure = error.message
 
     @property
     def waiting(self) -> int:
@@ -118,6 +147,8 @@ class RequestRunner:
         Refusals (capabilities, a full queue, the backend's own) raise here, before any event.
         """
         check_capabilities(self.name, self.backend.capabilities, request)
+        if self.failure is not None:
+            raise ModelFailedError(f"model {self.name!r} failed: {self.failure}")
         submitted = time.monotonic()
         await self._admit(request)
         self._gauges()
@@ -126,6 +157,8 @@ class RequestRunner:
             first = await anext(events)
         except BaseException as exc:
             self._leave()
+            if isinstance(exc, FatalBackendError):
+                self.fail(exc)
             if isinstance(exc, StopAsyncIteration):
                 raise ServiceUnavailableError(
                     f"model {self.name!r}: the backend ended the request without output"
@@ -226,6 +259,8 @@ class _Relay:
             raise
 
     def _observe(self, event: InferenceEvent) -> InferenceEvent:
+        if isinstance(event, Finish) and isinstance(event.error, FatalBackendError):
+            self._runner.fail(event.error)
         metrics = self._runner.metrics
         if metrics is None:
             return event

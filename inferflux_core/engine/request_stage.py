@@ -15,6 +15,7 @@ from inferflux_core.contracts.generation import (
     Finish,
     InferenceEvent,
     InferenceRequest,
+    OutputConstraint,
     TextDelta,
     ToolChoice,
 )
@@ -22,6 +23,7 @@ from inferflux_core.engine.collect import Primed
 from inferflux_core.engine.request_model import RequestModel
 from inferflux_core.engine.request_runner import check_capabilities
 from inferflux_core.engine.workers import WorkerPool
+from inferflux_core.errors import InvalidRequestError
 from inferflux_core.tools import NO_TOOLS, ChoiceOutput, ToolPlan, conversation, plan_tools
 
 
@@ -38,7 +40,13 @@ def fit_request(
         plan = plan_tools(request, None)
         rendered, _ = conversation(request.messages, plan.offered, native=False)
         messages = tuple(ChatMessage(m["role"], m["content"], name=m.get("name")) for m in rendered)
-        fitted = dataclasses.replace(request, messages=messages, tools=(), tool_choice=ToolChoice())
+        fitted = dataclasses.replace(
+            request,
+            messages=messages,
+            tools=(),
+            tool_choice=ToolChoice(),
+            constraint=forced_call_constraint(request, plan),
+        )
     if capabilities.input == "tokens":
         if fitted.messages is not None:
             native = model.template is not None and model.template.uses_tools
@@ -51,6 +59,19 @@ def fit_request(
         tokens = tuple(model.backend.tokenize(text))
         fitted = dataclasses.replace(fitted, messages=None, prompt=tokens)
     return fitted, plan
+
+
+def forced_call_constraint(request: InferenceRequest, plan: ToolPlan) -> OutputConstraint | None:
+    """The grammar that forces ``plan``'s call, as the request's output constraint (a
+    backend with ``grammar`` applies it); the request's own constraint otherwise."""
+    if plan.mode != "forced" or plan.grammar is None:
+        return request.constraint
+    if request.constraint is not None:
+        raise InvalidRequestError(
+            f"{request.constraint.param}: cannot be combined with a forced tool call",
+            param=request.constraint.param,
+        )
+    return OutputConstraint("grammar", grammar=plan.grammar, param="tool_choice")
 
 
 def worst_case(model: RequestModel, request: InferenceRequest) -> int:
