@@ -53,6 +53,9 @@ PROJECT_NAME = "inferflux"
 #: Version of this hook contract; a plugin may declare ``INFERFLUX_HOOKSPEC_VERSION`` to match.
 HOOKSPEC_VERSION = 1
 
+#: A ``self_check`` sentence starting with this is a warning (WARN), not a failure.
+WARNING_PREFIX = "warning: "
+
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
@@ -207,4 +210,7 @@ def self_check() -> list[str]:
     each a sentence an operator can act on (``"llama_cpp is not importable: ..."``); an empty
     list means the plugin is ready. Check what can be checked cheaply: optional dependencies
     importable, a default model resolvable, a device present. Raising counts as a failure.
+    A sentence starting with :data:`WARNING_PREFIX` (``"warning: "``) is a warning, not a
+    problem: the plugin works but something is missing that only some setups need (an
+    optional engine that is not installed); the check shows WARN and still exits 0.
     """

