@@ -10,6 +10,7 @@ Schema (Draft 2020-12), and, where a call is forced, parameters the grammar cann
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -18,6 +19,7 @@ from inferflux_core.contracts.generation import InferenceRequest, ToolSpec
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured import GrammarChecker, check_backend_grammar
 from inferflux_core.structured.schema_rules import check_schema, check_valid_schema
+from inferflux_core.tools.families import detect_family
 from inferflux_core.tools.grammar import forced_call_grammar
 
 Mode = Literal["none", "auto", "forced"]
@@ -34,6 +36,10 @@ class ToolPlan:
     offered: tuple[ToolSpec, ...] = ()
     grammar: str | None = None
     max_calls: int | None = None
+    #: The syntax calls are parsed in (:mod:`inferflux_core.tools.families`): the chat
+    #: template's family when it renders tools itself and the call is not forced, else
+    #: ``hermes`` (what the fallback prompt teaches and the forcing grammar writes).
+    family: str = "hermes"
 
     @property
     def parses_calls(self) -> bool:
@@ -42,6 +48,15 @@ class ToolPlan:
 
 
 NO_TOOLS = ToolPlan()
+
+
+def with_template_family(plan: ToolPlan, source: str | None) -> ToolPlan:
+    """``plan`` parsing calls in the family of the chat template ``source`` (None: a
+    template that does not render tools, so the fallback's Hermes format). A forced call
+    stays Hermes: the grammar writes that syntax whatever the template."""
+    if source is None or plan.mode != "auto":
+        return plan
+    return dataclasses.replace(plan, family=detect_family(source))
 
 
 def plan_tools(request: InferenceRequest, backend: GrammarChecker | None) -> ToolPlan:
