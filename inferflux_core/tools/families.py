@@ -76,16 +76,16 @@ SEED_OSS = Syntax(
 )
 
 
-def _deepseek(name: str) -> str:
+def deepseek_token(name: str) -> str:
     """A DeepSeek special token: ``name`` between full-width bars (U+FF5C), its spaces as U+2581."""
     return "<\uff5c" + name.replace(" ", "\u2581") + "\uff5c>"
 
 
-DS_CALLS_BEGIN = _deepseek("tool calls begin")
-_DS_CALL = "(?:" + _deepseek("tool call begin") + ")?"
-_DS_SEP = _deepseek("tool sep")
-_DS_CALL_END = _deepseek("tool call end")
-_DS_CALLS_END = _re(r"\s*" + _deepseek("tool calls end"))
+DS_CALLS_BEGIN = deepseek_token("tool calls begin")
+_DS_CALL = "(?:" + deepseek_token("tool call begin") + ")?"
+_DS_SEP = deepseek_token("tool sep")
+_DS_CALL_END = deepseek_token("tool call end")
+_DS_CALLS_END = _re(r"\s*" + deepseek_token("tool calls end"))
 DEEPSEEK = Syntax(
     "deepseek",
     markers={

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from inferflux_core.tools import ToolPlan, detect_family, with_template_family
+from inferflux_core.tools import ToolPlan, detect_family
 from inferflux_core.tools.families import DS_CALLS_BEGIN, FAMILIES, SYNTAXES
 from inferflux_core.tools.family_parser import FamilyParser
 from inferflux_core.tools.output import new_parser
@@ -148,9 +148,6 @@ def test_deep_nesting_is_linear_and_bounded() -> None:
     assert isinstance(events[0], CallStart)
 
 
-def test_plan_family_follows_the_template_only_for_auto_calls() -> None:
-    source = (DATA / "templates" / "moonshotai-Kimi-K2.jinja").read_text(encoding="utf-8")
-    assert with_template_family(ToolPlan("auto"), source).family == "kimi_k2"
-    assert with_template_family(ToolPlan("forced", grammar="root ::= x"), source).family == "hermes"
-    assert with_template_family(ToolPlan("auto"), None).family == "hermes"
+def test_hermes_is_parsed_by_the_hermes_parser() -> None:
     assert isinstance(new_parser(ToolPlan("auto", family="hermes")), ToolCallParser)
+    assert isinstance(new_parser(ToolPlan("auto", family="unknown")), ToolCallParser)
