@@ -10,6 +10,7 @@ teaches and what the forced-call grammar writes, and it is parsed by
 
 from __future__ import annotations
 
+import functools
 import re
 
 from inferflux_core.tools.family_parser import Form, Markup, Syntax
@@ -52,6 +53,16 @@ MISTRAL = Syntax(
             ),
             # Mistral Small 3.2, Devstral, Ministral 3: name[CALL_ID]id[ARGS]{...}
             Form(_re(r"\s*" + NAME + r"(?:\[CALL_ID\][a-zA-Z0-9_-]{1,64})?\[ARGS\]" + ARGS)),
+        ),
+    },
+)
+
+GRANITE = Syntax(
+    "granite",
+    markers={
+        # Granite 3.x: <|tool_call|>[{"name": ..., "arguments": {...}}, ...]
+        "<|tool_call|>": (
+            Form(_re(r"\s*[\[,]\s*" + JSON_HEAD), _re(r"\s*\}"), close=_re(r"\s*\]")),
         ),
     },
 )
@@ -200,6 +211,7 @@ SYNTAXES = {
     for s in (
         LLAMA3,
         MISTRAL,
+        GRANITE,
         QWEN3_CODER,
         SEED_OSS,
         DEEPSEEK,
@@ -224,12 +236,14 @@ DETECTION: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("functionary_v3_2", (">>>all",)),
     ("functionary_v3_1_llama3_1", ("<function=", "<|python_tag|>")),
     ("mistral", ("[TOOL_CALLS]",)),
+    ("granite", ("<|tool_call|>", "<|start_of_role|>")),
     ("hermes", ("<tool_call>",)),
     ("llama3", ("<|start_header_id|>ipython<|end_header_id|>",)),
     ("llama3", ("<|python_tag|>",)),
 )
 
 
+@functools.lru_cache(maxsize=32)
 def detect_family(source: str) -> str:
     """The tool-call family of a chat template, from its source; ``hermes`` when no marker
     of another family is in it."""

@@ -59,6 +59,7 @@ FAMILY_SYNTAX: dict[str, tuple[CallWriter, str, str, str, bool]] = {
         "",
         True,
     ),
+    "granite": (_json_call("arguments"), "<|tool_call|>[", ", ", "]", True),
     "deepseek": (_deepseek, DS_CALLS_BEGIN, "\n", deepseek_token("tool calls end"), True),
     "kimi_k2": (
         lambda name, args: (

@@ -112,6 +112,7 @@ def test_a_malformed_call_is_text(name: str) -> None:
         "functionary_v3_1_llama3_1": "<function=",
         "kimi_k2": "<|tool_calls_section_begin|>",
         "gpt_oss": "<|channel|>",
+        "granite": "<|tool_call|>",
     }
     output = f"Before {markers[name]} not a call at all, {'x' * 300}"
     content, calls = parse(name, list(output))
