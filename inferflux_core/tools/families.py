@@ -57,15 +57,21 @@ MISTRAL = Syntax(
     },
 )
 
-GRANITE = Syntax(
-    "granite",
-    markers={
-        # Granite 3.x: <|tool_call|>[{"name": ..., "arguments": {...}}, ...]
-        "<|tool_call|>": (
-            Form(_re(r"\s*[\[,]\s*" + JSON_HEAD), _re(r"\s*\}"), close=_re(r"\s*\]")),
-        ),
-    },
-)
+
+def _json_array(name: str, opening: str, closing: str = "") -> Syntax:
+    """A family writing its calls as ``opening[{"name": ..., "arguments": {...}}, ...]closing``."""
+    close = _re(r"\s*\]" + (r"\s*" + re.escape(closing) if closing else ""))
+    # ``viable``: "functools" in plain text is given back at once, not after HEAD_LIMIT.
+    viable = _re(r"\s*(?:[\[,].*)?")
+    form = Form(_re(r"\s*[\[,]\s*" + JSON_HEAD), _re(r"\s*\}"), close=close, viable=viable)
+    return Syntax(name, markers={opening: (form,)})
+
+
+#: Granite 3.x, FireFunction v2, Nemotron Nano v2, Apriel 1.5: a JSON array after a marker.
+GRANITE = _json_array("granite", "<|tool_call|>")
+FIREFUNCTION = _json_array("firefunction_v2", "functools")
+NEMOTRON_V2 = _json_array("nemotron_v2", "<TOOLCALL>", "</TOOLCALL>")
+APRIEL = _json_array("apriel", "<tool_calls>", "</tool_calls>")
 
 QWEN3_CODER = Syntax(
     "qwen3_coder",
@@ -212,6 +218,9 @@ SYNTAXES = {
         LLAMA3,
         MISTRAL,
         GRANITE,
+        FIREFUNCTION,
+        NEMOTRON_V2,
+        APRIEL,
         QWEN3_CODER,
         SEED_OSS,
         DEEPSEEK,
@@ -237,6 +246,9 @@ DETECTION: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("functionary_v3_1_llama3_1", ("<function=", "<|python_tag|>")),
     ("mistral", ("[TOOL_CALLS]",)),
     ("granite", ("<|tool_call|>", "<|start_of_role|>")),
+    ("firefunction_v2", ("functools[",)),
+    ("nemotron_v2", ("<TOOLCALL>[",)),
+    ("apriel", ("<tool_calls>[",)),
     ("hermes", ("<tool_call>",)),
     ("llama3", ("<|start_header_id|>ipython<|end_header_id|>",)),
     ("llama3", ("<|python_tag|>",)),

@@ -60,6 +60,9 @@ FAMILY_SYNTAX: dict[str, tuple[CallWriter, str, str, str, bool]] = {
         True,
     ),
     "granite": (_json_call("arguments"), "<|tool_call|>[", ", ", "]", True),
+    "firefunction_v2": (_json_call("arguments"), " functools[", ", ", "]", True),
+    "nemotron_v2": (_json_call("arguments"), "<TOOLCALL>[", ", ", "]</TOOLCALL>", True),
+    "apriel": (_json_call("arguments"), "<tool_calls>[", ", ", "]</tool_calls>", True),
     "deepseek": (_deepseek, DS_CALLS_BEGIN, "\n", deepseek_token("tool calls end"), True),
     "kimi_k2": (
         lambda name, args: (

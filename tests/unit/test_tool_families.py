@@ -113,6 +113,9 @@ def test_a_malformed_call_is_text(name: str) -> None:
         "kimi_k2": "<|tool_calls_section_begin|>",
         "gpt_oss": "<|channel|>",
         "granite": "<|tool_call|>",
+        "firefunction_v2": "functools",
+        "nemotron_v2": "<TOOLCALL>",
+        "apriel": "<tool_calls>",
     }
     output = f"Before {markers[name]} not a call at all, {'x' * 300}"
     content, calls = parse(name, list(output))
@@ -140,6 +143,9 @@ def test_plain_text_streams_without_waiting_for_a_head() -> None:
     for name in ("llama3", "functionary_v3_2"):
         parser = new_parser(ToolPlan("auto", family=name))
         assert parser.feed("Hello, world") == [Text("Hello, world")]
+    parser = new_parser(ToolPlan("auto", family="firefunction_v2"))
+    events = parser.feed("import functools.")
+    assert "".join(e.text for e in events if isinstance(e, Text)) == "import functools."
 
 
 def test_deep_nesting_is_linear_and_bounded() -> None:
