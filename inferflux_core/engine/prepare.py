@@ -19,7 +19,7 @@ from inferflux_core.engine.model import LoadedModel
 from inferflux_core.engine.requests import GenerationRequest, new_request_id
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured import check_backend_grammar, constraint_grammar
-from inferflux_core.tools import NO_TOOLS, ToolPlan, conversation, plan_tools
+from inferflux_core.tools import NO_TOOLS, ToolPlan, conversation, plan_tools, template_family
 
 SEED_MASK = (1 << 64) - 1
 #: Odd 64-bit constant (the golden ratio's): choice seeds far apart for nearby request seeds.
@@ -63,7 +63,10 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
         )
     plan = NO_TOOLS
     if request.messages is not None:
-        plan = plan_tools(request, backend)
+        template = model.template
+        native = template is not None and template.uses_tools
+        family = template_family(template.source if native and template is not None else None)
+        plan = plan_tools(request, backend, family)
         tokens = model.tokenize_prompt(render(model, request, plan))
     else:
         tokens = prompt_tokens(model, request)

@@ -18,6 +18,8 @@ from inferflux_core.contracts.generation import InferenceRequest, ToolSpec
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured import GrammarChecker, check_backend_grammar
 from inferflux_core.structured.schema_rules import check_schema, check_valid_schema
+from inferflux_core.tools.families import HERMES, detect_family
+from inferflux_core.tools.family_grammar import family_call_grammar
 from inferflux_core.tools.grammar import forced_call_grammar
 
 Mode = Literal["none", "auto", "forced"]
@@ -34,6 +36,10 @@ class ToolPlan:
     offered: tuple[ToolSpec, ...] = ()
     grammar: str | None = None
     max_calls: int | None = None
+    #: The syntax calls are parsed in (:mod:`inferflux_core.tools.families`): the chat
+    #: template's family when it renders tools itself and the call is not forced, else
+    #: ``hermes`` (what the fallback prompt teaches and the forcing grammar writes).
+    family: str = "hermes"
 
     @property
     def parses_calls(self) -> bool:
@@ -44,11 +50,22 @@ class ToolPlan:
 NO_TOOLS = ToolPlan()
 
 
-def plan_tools(request: InferenceRequest, backend: GrammarChecker | None) -> ToolPlan:
+def template_family(source: str | None) -> str:
+    """The tool-call family of a chat template that renders tools itself (``source``); None,
+    a template that does not, gets the fallback prompt and so the Hermes family."""
+    return HERMES if source is None else detect_family(source)
+
+
+def plan_tools(
+    request: InferenceRequest, backend: GrammarChecker | None, family: str = HERMES
+) -> ToolPlan:
     """The checked plan for ``request``'s tools and tool choice; 400 naming the problem.
 
     ``backend`` checks a forcing grammar; None when the backend applies no grammar (a
-    request-level backend with native tools), so no call can be forced by one.
+    request-level backend with native tools), so no call can be forced by one. ``family``
+    is the chat template's tool-call family (:func:`template_family`): calls are parsed in
+    its syntax, and a forced call is written in it where
+    :mod:`~inferflux_core.tools.family_grammar` has its syntax (else in Hermes syntax).
     """
     tools = list(request.tools)
     choice = request.tool_choice
@@ -62,7 +79,7 @@ def plan_tools(request: InferenceRequest, backend: GrammarChecker | None) -> Too
         return NO_TOOLS
     max_calls = None if request.parallel_tool_calls else 1
     if forced is None:
-        return ToolPlan("auto", tuple(tools), None, max_calls)
+        return ToolPlan("auto", tuple(tools), None, max_calls, family)
     options = request.options
     if options.ignore_eos or options.min_tokens:
         raise InvalidRequestError(
@@ -79,12 +96,15 @@ def plan_tools(request: InferenceRequest, backend: GrammarChecker | None) -> Too
     # The grammar is built from the chosen functions' parameters: one function's problem is
     # its parameters', a combination's is the tool_choice that combined them.
     param = f"tools.{chosen[0]}.function.parameters" if len(chosen) == 1 else "tool_choice"
-    grammar = forced_call_grammar(
-        [tools[i] for i in chosen], parallel=max_calls is None, param=param
-    )
+    chosen_tools = [tools[i] for i in chosen]
+    grammar = family_call_grammar(family, chosen_tools, parallel=max_calls is None, param=param)
+    if grammar is None:
+        # Hermes syntax, which the Qwen3-Coder family's parser reads too.
+        family = family if family == "qwen3_coder" else HERMES
+        grammar = forced_call_grammar(chosen_tools, parallel=max_calls is None, param=param)
     if backend is not None:
         check_backend_grammar(backend, grammar, param)
-    return ToolPlan("forced", tuple(tools), grammar, max_calls)
+    return ToolPlan("forced", tuple(tools), grammar, max_calls, family)
 
 
 def _check_names(tools: Sequence[ToolSpec]) -> None:

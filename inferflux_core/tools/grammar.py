@@ -35,7 +35,7 @@ def forced_call_grammar(
     definitions: dict[str, Any] = {}
     calls = []
     for i, tool in enumerate(tools):
-        arguments = _hoist_definitions(parameters_schema(tool), f"f{i}-", definitions)
+        arguments = hoist_definitions(parameters_schema(tool), f"f{i}-", definitions)
         calls.append(
             {
                 "type": "object",
@@ -74,7 +74,7 @@ def _literal(text: str) -> str:
     return json.dumps(text)
 
 
-def _hoist_definitions(schema: dict[str, Any], prefix: str, into: dict[str, Any]) -> dict[str, Any]:
+def hoist_definitions(schema: dict[str, Any], prefix: str, into: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``schema`` without its definitions, which go to ``into`` renamed with
     ``prefix``; its local ``$ref``s are rewritten to match."""
     copy: dict[str, Any] = json.loads(json.dumps(schema))

@@ -12,6 +12,8 @@ import secrets
 
 from inferflux_core.contracts.generation import TextDelta, ToolCallDelta
 from inferflux_core.tools.choice import ToolPlan
+from inferflux_core.tools.families import SYNTAXES
+from inferflux_core.tools.family_parser import FamilyParser
 from inferflux_core.tools.parser import Arguments, CallStart, Event, Text, ToolCallParser
 
 ID_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
@@ -24,11 +26,19 @@ def new_call_id() -> str:
     return "call_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(24))
 
 
+def new_parser(plan: ToolPlan) -> ToolCallParser | FamilyParser:
+    """The parser for the plan's family (Hermes for a family it does not know)."""
+    syntax = SYNTAXES.get(plan.family)
+    if syntax is None:
+        return ToolCallParser(plan.max_calls)
+    return FamilyParser(syntax, plan.max_calls)
+
+
 class ChoiceOutput:
     """Events for output ``choice``, with its tool calls parsed out when the plan says so."""
 
     def __init__(self, plan: ToolPlan, choice: int = 0) -> None:
-        self._parser = ToolCallParser(plan.max_calls) if plan.parses_calls else None
+        self._parser = new_parser(plan) if plan.parses_calls else None
         self._choice = choice
         self.called = False
 
