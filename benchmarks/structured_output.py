@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -132,10 +133,8 @@ async def run_engine(kind: str, args: Any) -> None:
     try:
         warm_up = argparse.Namespace(requests=1, tokens=16)
         for response_format in MODES.values():  # build tokenizers, grammars, caches
-            try:
+            with contextlib.suppress(InvalidRequestError):
                 await run_mode(engine, response_format, warm_up)
-            except InvalidRequestError:
-                pass
         free = 0.0
         for mode, response_format in MODES.items():
             try:
