@@ -4,8 +4,9 @@ The llguidance tokenizer is built once per model from llama.cpp's vocabulary (ab
 second for the default model), on the first grammar check, which runs on a worker thread.
 A grammar's matcher is built when it is checked (llguidance compiles the grammar then, off the
 step thread) and kept, bounded, by digest; a sequence gets a copy at its start. Each step
-the matcher's token mask sets every token it forbids to -inf in a copy of the sequence's
-logits, the sampler chain picks from what is left, and the matcher consumes the token. When
+the matcher computes its token mask; the sampler chain picks, and when the mask forbids its
+pick, every forbidden token is set to -inf in a copy of the logits and the chain picks again
+from what is left; the matcher consumes the token. When
 the JSON is complete the mask allows only end-of-generation tokens, so the sequence ends.
 """
 
@@ -91,27 +92,41 @@ class GuidedSampler:
         self._mask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
 
     def sample(self, chain: Any, matcher: Any, ctx: Any, index: int) -> int:
-        """The next token of the sequence whose logits are row ``index`` of the last decode."""
-        np, llama, view = self._np, self._llama, self._view
+        """The next token of the sequence whose logits are row ``index`` of the last decode.
+
+        As llama.cpp's common sampler does with grammars, the chain first picks from the
+        unmasked logits; only when the mask forbids that token are the forbidden tokens set
+        to -inf and the chain run again. Either way the token is one the mask allows.
+        """
+        np, llama = self._np, self._llama
         mask = self._mask
         matcher.unsafe_compute_mask_ptr(mask.ctypes.data, mask.nbytes)
         if matcher.is_error():
             raise BackendError(f"llguidance failed: {matcher.get_error()[:200]}")
-        allowed = np.unpackbits(mask.view(np.uint8), bitorder="little")[: self._n_vocab]
         row = llama.llama_get_logits_ith(ctx, index)
-        view["id"] = self._ids
-        view["logit"] = np.ctypeslib.as_array(row, (self._n_vocab,))
-        view["p"] = 0.0
-        view["logit"][allowed == 0] = -np.inf
-        array = llama.llama_token_data_array(self._candidates, self._n_vocab, -1, False)
-        llama.llama_sampler_apply(chain, ctypes.byref(array))
-        if not 0 <= array.selected < array.size:
-            raise BackendError("the sampler chain selected no token")
-        token = int(array.data[array.selected].id)
+        logits = np.ctypeslib.as_array(row, (self._n_vocab,))
+        token = self._apply(chain, logits, None)
+        if not (int(mask[token >> 5]) >> (token & 31)) & 1:
+            allowed = np.unpackbits(mask.view(np.uint8), bitorder="little")[: self._n_vocab]
+            token = self._apply(chain, logits, allowed == 0)
         llama.llama_sampler_accept(chain, token)
         if not matcher.consume_token(token):
             raise BackendError(f"llguidance refused token {token}: {matcher.get_error()[:200]}")
         return token
+
+    def _apply(self, chain: Any, logits: Any, forbidden: Any) -> int:
+        """The chain's pick from ``logits`` with the ``forbidden`` tokens (if any) at -inf."""
+        llama, view = self._llama, self._view
+        view["id"] = self._ids
+        view["logit"] = logits
+        view["p"] = 0.0
+        if forbidden is not None:
+            view["logit"][forbidden] = -self._np.inf
+        array = llama.llama_token_data_array(self._candidates, self._n_vocab, -1, False)
+        llama.llama_sampler_apply(chain, ctypes.byref(array))
+        if not 0 <= array.selected < array.size:
+            raise BackendError("the sampler chain selected no token")
+        return int(array.data[array.selected].id)
 
 
 def build_tokenizer(llama: ModuleType, vocab: Any, eos: list[int]) -> Any:
