@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from inferflux_core.contracts.generation import OutputConstraint
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured.cache import BoundedCache, digest
-from inferflux_core.structured.gbnf import ANY_OBJECT, canonical_json
+from inferflux_core.structured.gbnf import ANY_OBJECT
 from inferflux_core.structured.limits import check_schema_limits, subschemas
 from inferflux_core.structured.response_format import named
 from inferflux_core.structured.schema_rules import PARAM as SCHEMA_PARAM
@@ -86,7 +86,8 @@ def schema_guidance(schema: Any, *, param: str = SCHEMA_PARAM) -> str:
     if not isinstance(schema, dict):
         raise InvalidRequestError(f"{param}: must be a JSON object", param=param)
     check_schema_limits(schema, param)
-    key = canonical_json(schema)
+    # Keys keep their order: properties are generated in schema order.
+    key = json.dumps(schema, separators=(",", ":"), ensure_ascii=False)
     cache_key = digest("llguidance", key)
     grammar = GUIDANCE_GRAMMARS.get(cache_key)
     if grammar is None:
@@ -153,12 +154,8 @@ def refused(param: str, reason: str) -> InvalidRequestError:
 def strict_objects(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with ``additionalProperties: false`` on every object subschema that lists
     ``properties`` and does not state it (OpenAI's strict rule; the GBNF converter does the
-    same), except on ``allOf`` branches. ``schema`` is a private copy: it is changed in place
-    and returned."""
-    for path, node in subschemas(schema):
-        # An allOf branch is one part of its object: the whole states what else is allowed.
-        if path.rsplit("/", 2)[-2:-1] == ["allOf"]:
-            continue
+    same). ``schema`` is a private copy: it is changed in place and returned."""
+    for _, node in subschemas(schema):
         if "properties" in node and "additionalProperties" not in node:
             node["additionalProperties"] = False
     return schema

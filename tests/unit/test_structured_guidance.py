@@ -72,7 +72,7 @@ def test_lenient_mode_in_the_schema_cannot_drop_a_keyword() -> None:
     assert COMPILE_OPTIONS["lenient"] is False
 
 
-def test_objects_without_additional_properties_get_false_except_allof_branches() -> None:
+def test_objects_without_additional_properties_get_false() -> None:
     schema = strict_objects(
         {
             "type": "object",
@@ -82,7 +82,7 @@ def test_objects_without_additional_properties_get_false_except_allof_branches()
     )
     assert schema["additionalProperties"] is False
     assert schema["properties"]["a"]["additionalProperties"] is False
-    assert "additionalProperties" not in schema["allOf"][0]
+    assert schema["allOf"][0]["additionalProperties"] is False
     stated = strict_objects({"type": "object", "properties": {}, "additionalProperties": True})
     assert stated["additionalProperties"] is True
 
@@ -94,3 +94,9 @@ def test_a_constraint_names_where_its_schema_came_from() -> None:
         )
     assert caught.value.param == "text.format.schema"
     assert json.loads(constraint_guidance(OutputConstraint("json_object")))["grammars"]
+
+
+def test_properties_keep_their_schema_order() -> None:
+    first = schema_guidance({"type": "object", "properties": {"b": {}, "a": {}}})
+    second = schema_guidance({"type": "object", "properties": {"a": {}, "b": {}}})
+    assert first != second
