@@ -19,7 +19,11 @@ from inferflux_core.engine.model import LoadedModel
 from inferflux_core.engine.requests import GenerationRequest, new_request_id
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured import check_backend_grammar, constraint_grammar
-from inferflux_core.structured.guidance import check_backend_guidance, constraint_guidance
+from inferflux_core.structured.guidance import (
+    check_backend_guidance,
+    constraint_guidance,
+    schema_param,
+)
 from inferflux_core.structured.response_format import check_ends_when_complete
 from inferflux_core.tools import NO_TOOLS, ToolPlan, conversation, plan_tools
 
@@ -170,7 +174,7 @@ def _constraint(
             constraint.param, ignore_eos=options.ignore_eos, min_tokens=options.min_tokens
         )
         guidance = constraint_guidance(constraint)
-        check_backend_guidance(backend, guidance, constraint.param)
+        check_backend_guidance(backend, guidance, schema_param(constraint))
         return None, guidance
     grammar = constraint_grammar(
         constraint, ignore_eos=options.ignore_eos, min_tokens=options.min_tokens

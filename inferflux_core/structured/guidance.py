@@ -77,8 +77,14 @@ def constraint_guidance(constraint: OutputConstraint) -> str:
             param=constraint.param,
             code="unsupported",
         )
-    where = SCHEMA_PARAM if constraint.param == "response_format" else constraint.param
-    return schema_guidance(dict(constraint.schema or {}), param=where)
+    return schema_guidance(dict(constraint.schema or {}), param=schema_param(constraint))
+
+
+def schema_param(constraint: OutputConstraint) -> str:
+    """Where the constraint's schema is in the client's request, for errors about it."""
+    if constraint.kind == "json_schema" and constraint.param == "response_format":
+        return SCHEMA_PARAM
+    return constraint.param
 
 
 def schema_guidance(schema: Any, *, param: str = SCHEMA_PARAM) -> str:
@@ -141,13 +147,13 @@ def check_backend_guidance(backend: GuidanceChecker, grammar: str, param: str) -
         raise named(exc, param) from None
 
 
-def refused(param: str, reason: str) -> InvalidRequestError:
-    """The 400 for a schema llguidance cannot enforce, with its reason (bounded)."""
+def refused(param: str | None, reason: str) -> InvalidRequestError:
+    """The 400 for a schema llguidance cannot enforce, with its reason (bounded); with no
+    ``param`` the caller names the field (``check_backend_guidance`` does)."""
     reason = " ".join(reason.split())[:300]
+    message = f"llguidance cannot enforce this schema ({reason})"
     return InvalidRequestError(
-        f"{param}: llguidance cannot enforce this schema ({reason})",
-        param=param,
-        code="unsupported",
+        f"{param}: {message}" if param else message, param=param, code="unsupported"
     )
 
 

@@ -133,6 +133,7 @@ def test_the_same_seed_gives_the_same_json(http: httpx.Client) -> None:
         ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "uniqueItems"),
         ({"type": "string", "format": "no-such-format"}, "no-such-format"),
         ({"$ref": "https://example.com/schema.json"}, "https://example.com/schema.json"),
+        ({"$ref": "#/$defs/a", "$defs": {"a": {"$ref": "#/$defs/a"}}}, "llguidance"),
     ],
 )
 def test_a_schema_llguidance_refuses_is_a_400_naming_the_keyword(
@@ -145,6 +146,7 @@ def test_a_schema_llguidance_refuses_is_a_400_naming_the_keyword(
     assert error["type"] == "invalid_request_error"
     assert error["param"] == SCHEMA_PARAM
     assert named in error["message"]
+    assert error["message"].startswith(f"{SCHEMA_PARAM}: llguidance cannot enforce")
 
 
 def _nested_objects(depth: int) -> dict[str, Any]:

@@ -70,8 +70,15 @@ class GuidanceMatchers:
         from llguidance import LLMatcher
 
         matcher = LLMatcher(self.tokenizer(), grammar, log_level=0, limits=parser_limits())
+        if not matcher.is_error():
+            # Some grammars fail only at their first mask (a $ref cycle matches nothing):
+            # computed here, on a copy, off the step thread.
+            first = matcher.deep_copy()
+            first.compute_bitmask()
+            if first.is_error():
+                raise refused(None, first.get_error())
         if matcher.is_error():
-            raise refused("response_format", matcher.get_error())
+            raise refused(None, matcher.get_error())
         self._matchers.put(key, matcher, len(grammar))
         return matcher
 
