@@ -30,7 +30,9 @@ class SamplingParams:
     ``temperature <= 0`` means greedy decoding. ``top_k == 0``, ``top_p == 1`` and
     ``min_p == 0`` disable those filters. ``seed`` makes a sampled sequence reproducible.
     ``grammar`` (GBNF text, start rule ``root``) limits sampling to tokens the grammar allows;
-    the sequence may only end once the grammar is complete. ``logprobs`` (only asked of
+    the sequence may only end once the grammar is complete. ``llguidance`` does the same with
+    an llguidance grammar (its JSON text, see :mod:`inferflux_core.structured.guidance`),
+    only for backends with ``supports_llguidance``. ``logprobs`` (only asked of
     backends with ``supports_logprobs``) asks for each sampled token's log-probability and
     the ``logprobs`` most likely alternatives (0: the sampled token's only), see
     :meth:`StepBackend.take_logprobs`.
@@ -48,6 +50,7 @@ class SamplingParams:
     logit_bias: Mapping[int, float] | None = None
     grammar: str | None = None
     logprobs: int | None = None
+    llguidance: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -145,6 +148,10 @@ class StepBackend(ABC):
     #: True if :attr:`embedding_info` and :meth:`embed` work: the model then serves
     #: ``/v1/embeddings`` (unless its config says ``embeddings: false``).
     supports_embeddings: bool = False
+    #: True if sequences opened with ``SamplingParams.llguidance`` are constrained by it and
+    #: :meth:`check_llguidance` works: the engine then enforces JSON schemas with llguidance
+    #: instead of a GBNF grammar.
+    supports_llguidance: bool = False
 
     @classmethod
     def device_problem(cls, device: DeviceInfo) -> str | None:
@@ -229,6 +236,17 @@ class StepBackend(ABC):
         """
         raise InvalidRequestError(
             f"{type(self).__name__} cannot constrain output with a grammar",
+            param="response_format",
+            code="unsupported",
+        )
+
+    def check_llguidance(self, grammar: str) -> None:
+        """Raise :class:`~inferflux_core.errors.InvalidRequestError` unless the llguidance
+        ``grammar`` can constrain a sequence on this model. Thread-safe, like
+        :meth:`check_grammar`; only asked of backends with ``supports_llguidance``.
+        """
+        raise InvalidRequestError(
+            f"{type(self).__name__} cannot constrain output with llguidance",
             param="response_format",
             code="unsupported",
         )

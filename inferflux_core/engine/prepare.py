@@ -19,6 +19,12 @@ from inferflux_core.engine.model import LoadedModel
 from inferflux_core.engine.requests import GenerationRequest, new_request_id
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured import check_backend_grammar, constraint_grammar
+from inferflux_core.structured.guidance import (
+    check_backend_guidance,
+    constraint_guidance,
+    schema_param,
+)
+from inferflux_core.structured.response_format import check_ends_when_complete
 from inferflux_core.tools import NO_TOOLS, ToolPlan, conversation, plan_tools, template_family
 
 SEED_MASK = (1 << 64) - 1
@@ -70,7 +76,9 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
         tokens = model.tokenize_prompt(render(model, request, plan))
     else:
         tokens = prompt_tokens(model, request)
-    grammar = plan.grammar or _constraint(request.constraint, backend, request)
+    grammar, guidance = plan.grammar, None
+    if grammar is None:
+        grammar, guidance = _constraint(request.constraint, backend, request)
     n = options.n
     candidates = max(n, options.best_of or n)
     # Ranking best_of candidates needs their logprobs even when the client asks for none.
@@ -90,6 +98,7 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
         presence_penalty=options.presence_penalty,
         frequency_penalty=options.frequency_penalty,
         grammar=grammar,
+        llguidance=guidance,
         logit_bias=_logit_bias(model, options.logit_bias),
         logprobs=logprobs,
     )
@@ -154,15 +163,27 @@ def derive_seed(seed: int | None, index: int) -> int | None:
 
 def _constraint(
     constraint: OutputConstraint | None, backend: StepBackend, request: InferenceRequest
-) -> str | None:
+) -> tuple[str | None, str | None]:
+    """``(gbnf, llguidance)``: the grammar enforcing ``constraint``, at most one of them.
+
+    A JSON constraint goes to llguidance when the backend runs it (``supports_llguidance``);
+    a GBNF ``grammar`` constraint, and every constraint on other backends, stays GBNF.
+    """
     if constraint is None:
-        return None
+        return None, None
     options = request.options
+    if constraint.kind != "grammar" and backend.supports_llguidance:
+        check_ends_when_complete(
+            constraint.param, ignore_eos=options.ignore_eos, min_tokens=options.min_tokens
+        )
+        guidance = constraint_guidance(constraint)
+        check_backend_guidance(backend, guidance, schema_param(constraint))
+        return None, guidance
     grammar = constraint_grammar(
         constraint, ignore_eos=options.ignore_eos, min_tokens=options.min_tokens
     )
     check_backend_grammar(backend, grammar, constraint.param)
-    return grammar
+    return grammar, None
 
 
 def _logit_bias(model: LoadedModel, bias: Mapping[int, float] | None) -> dict[int, float] | None:

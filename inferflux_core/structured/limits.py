@@ -41,6 +41,8 @@ MAX_DEFINITIONS = 512
 #: Deepest nesting of objects and arrays in the schema's JSON (values of ``const``/``enum``
 #: included): 32 schema levels (``schema_rules.MAX_DEPTH``) take about 64.
 MAX_JSON_DEPTH = 72
+#: Longest ``pattern`` (llguidance compiles them into its lexer; its fuel bounds the rest).
+MAX_PATTERN_CHARS = 2000
 #: Longest property name, and ``$defs`` name (they become parts of rule names).
 MAX_NAME_CHARS = 256
 #: Largest grammar text handed to llama.cpp, and deepest parenthesis nesting inside it.
@@ -55,7 +57,7 @@ NAME_MENTIONS = 6
 SKIPPED = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*')
 PARENS = re.compile(r"[()]")
 CHILD_MAPS = ("properties", "$defs", "definitions")
-CHILD_LISTS = ("anyOf", "prefixItems")
+CHILD_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 CHILD_SCHEMAS = ("items", "additionalProperties")
 
 
@@ -103,7 +105,7 @@ def check_schema_limits(schema: Any, param: str) -> None:
     """
     check_json_depth(schema, param)
     totals = {"subschemas": 0, "properties": 0, "grammar": 0}
-    for path, node in _subschemas(schema):
+    for path, node in subschemas(schema):
         totals["subschemas"] += 1
         if totals["subschemas"] > MAX_SUBSCHEMAS:
             raise refuse(param, path, f"more than {MAX_SUBSCHEMAS} subschemas (the cap)")
@@ -121,7 +123,7 @@ def check_schema_limits(schema: Any, param: str) -> None:
             )
 
 
-def _subschemas(schema: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+def subschemas(schema: Any) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every subschema that is an object, with its JSON path, depth first without recursion."""
     stack: list[tuple[str, Any]] = [("", schema)]
     while stack:
@@ -181,6 +183,13 @@ def _check_node_limits(node: dict[str, Any], path: str, param: str, totals: dict
                 # A property's rule name is written in its own rule, its key-value rule and
                 # (when optional) the chain of rules that follow it: about six times.
                 totals["grammar"] += NAME_MENTIONS * (len(name) + name_cost)
+    pattern = node.get("pattern")
+    if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_CHARS:
+        raise refuse(
+            param,
+            f"{path}/pattern",
+            f"a pattern of {len(pattern)} characters is over the cap of {MAX_PATTERN_CHARS}",
+        )
     properties = node.get("properties")
     if isinstance(properties, dict):
         totals["properties"] += len(properties)

@@ -30,12 +30,7 @@ def constraint_grammar(
 ) -> str:
     """The GBNF grammar that enforces ``constraint``; 400 naming ``constraint.param``."""
     param = constraint.param
-    if ignore_eos or min_tokens:
-        raise InvalidRequestError(
-            f"{param}: ignore_eos and min_tokens cannot be combined with structured "
-            "output (the output ends when the JSON is complete)",
-            param="ignore_eos" if ignore_eos else "min_tokens",
-        )
+    check_ends_when_complete(param, ignore_eos=ignore_eos, min_tokens=min_tokens)
     if constraint.kind == "grammar":
         grammar = constraint.grammar or ""
         check_grammar_size(grammar, param)
@@ -45,6 +40,17 @@ def constraint_grammar(
     # Problems inside the schema are named where the schema sits in the client's request.
     where = SCHEMA_PARAM if param == PARAM else param
     return schema_grammar(dict(constraint.schema or {}), param=where)
+
+
+def check_ends_when_complete(param: str, *, ignore_eos: bool, min_tokens: int) -> None:
+    """400 if ``ignore_eos`` or ``min_tokens`` is set: a constrained output ends when the
+    JSON (or grammar) is complete."""
+    if ignore_eos or min_tokens:
+        raise InvalidRequestError(
+            f"{param}: ignore_eos and min_tokens cannot be combined with structured "
+            "output (the output ends when the JSON is complete)",
+            param="ignore_eos" if ignore_eos else "min_tokens",
+        )
 
 
 class GrammarChecker(Protocol):
@@ -61,8 +67,13 @@ def check_backend_grammar(backend: GrammarChecker, grammar: str, param: str) -> 
     try:
         backend.check_grammar(grammar)
     except InvalidRequestError as exc:
-        message = exc.message if exc.message.startswith(f"{param}:") else f"{param}: {exc.message}"
-        raise InvalidRequestError(message, param=param, code=exc.code) from None
+        raise named(exc, param) from None
+
+
+def named(exc: InvalidRequestError, param: str) -> InvalidRequestError:
+    """``exc`` as an error about ``param`` (its message prefixed with it, once)."""
+    message = exc.message if exc.message.startswith(f"{param}:") else f"{param}: {exc.message}"
+    return InvalidRequestError(message, param=param, code=exc.code)
 
 
 def _schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -1,4 +1,9 @@
-"""Structured output: ``response_format`` enforced by a grammar while sampling."""
+"""Structured output: ``response_format`` enforced by a GBNF grammar while sampling.
+
+These tests run on a server whose model has ``structured_output: gbnf`` (llama.cpp's grammar
+sampler, and the converter's subset of JSON Schema); ``test_llguidance.py`` covers the default,
+llguidance.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -13,9 +19,17 @@ import jsonschema
 import openai
 import pytest
 
+from inferflux_core.config import ModelConfig, ServerConfig, Settings
 from inferflux_core.errors import InvalidRequestError
 from inferflux_plugins.backends.llama_cpp import runtime
-from tests.conftest import MODEL_NAME, RunningServer
+from tests.conftest import (
+    MODEL_NAME,
+    TEST_BODY_LIMIT,
+    TEST_CONTEXT,
+    RunningServer,
+    free_port,
+    start_server,
+)
 
 CHAT = "/v1/chat/completions"
 NATIVE_LOGGER = "inferflux_plugins.backends.llama_cpp.native"
@@ -50,6 +64,33 @@ ORDER_MESSAGES = [{"role": "user", "content": "Write an order for two lamps as J
 
 def _schema_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "order", "schema": schema}}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    """The default model with ``structured_output: gbnf``, for this module."""
+    settings = Settings(
+        server=ServerConfig(port=free_port(), max_body_bytes=TEST_BODY_LIMIT, log_level="warning"),
+        models=[
+            ModelConfig(
+                name=MODEL_NAME,
+                context_length=TEST_CONTEXT,
+                max_sequences=8,
+                options={"structured_output": "gbnf"},
+            )
+        ],
+    )
+    running = start_server(settings)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def openai_client(server: RunningServer) -> openai.OpenAI:
+    """The OpenAI SDK pointed at this module's server."""
+    return openai.OpenAI(
+        base_url=server.api_url, api_key=server.api_key, max_retries=0, timeout=120
+    )
 
 
 @pytest.fixture

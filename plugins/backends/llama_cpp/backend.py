@@ -44,6 +44,12 @@ from inferflux_plugins.backends.llama_cpp.gpu import (
     gpu_build_command,
 )
 from inferflux_plugins.backends.llama_cpp.grammar import ConstrainedSampler, GrammarCache
+from inferflux_plugins.backends.llama_cpp.guidance import (
+    GuidanceMatchers,
+    GuidedSampler,
+    end_tokens,
+    use_llguidance,
+)
 from inferflux_plugins.backends.llama_cpp.logprobs import LogprobReader
 from inferflux_plugins.backends.llama_cpp.options import (
     LlamaCppOptions,
@@ -74,6 +80,7 @@ class SavedSequence:
     position: int
     grammar: Any = None
     logprobs: int | None = None
+    matcher: Any = None
 
 
 #: Query tokens per KV stream from which llama.cpp's CPU flash attention uses its tiled kernel.
@@ -114,6 +121,7 @@ class LlamaCppBackend(StepBackend):
         self._chains: dict[int, Any] = {}
         self._grammars: GrammarCache | None = None
         self._grammar_of: dict[int, Any] = {}
+        self._matcher_of: dict[int, Any] = {}
         self._logprobs_of: dict[int, int] = {}
         self._logprobs: dict[int, TokenLogprob] = {}
         options = parse_options(spec.options, spec.model_name)
@@ -129,6 +137,11 @@ class LlamaCppBackend(StepBackend):
             self._vocab = Vocab(llama, llama.llama_model_get_vocab(self._model))
             self._grammars = GrammarCache(llama, self._vocab.handle)
             self._constrained = ConstrainedSampler(llama, self._vocab.size)
+            self.supports_llguidance = use_llguidance(options.structured_output)
+            self._matchers = GuidanceMatchers(
+                llama, self._vocab.handle, end_tokens(llama, self._vocab.handle)
+            )
+            self._guided = GuidedSampler(llama, self._vocab.size)
             self._logprob_reader = LogprobReader(llama, self._vocab.size)
             self._mem = llama.llama_get_memory(self._ctx)
             self._n_ctx = min(llama.llama_n_ctx_seq(self._ctx), spec.context_length)
@@ -277,10 +290,15 @@ class LlamaCppBackend(StepBackend):
         assert self._grammars is not None
         self._grammars.check(grammar)
 
+    def check_llguidance(self, grammar: str) -> None:
+        """400 unless llguidance compiles ``grammar`` for this vocabulary (cached; thread-safe)."""
+        self._matchers.check(grammar)
+
     def open_sequence(self, seq_id: int, params: SamplingParams, *, keep_tokens: int = 0) -> None:
         """Give ``seq_id`` a sampler chain built from ``params``; keep its first ``keep_tokens``."""
         self._check_free(seq_id)
         grammar = None
+        matcher = self._matchers.new_matcher(params.llguidance) if params.llguidance else None
         if params.grammar is not None:
             assert self._grammars is not None
             grammar = self._grammars.new_sampler(params.grammar)
@@ -294,6 +312,8 @@ class LlamaCppBackend(StepBackend):
         self._chains[seq_id] = chain
         if grammar is not None:
             self._grammar_of[seq_id] = grammar
+        if matcher is not None:
+            self._matcher_of[seq_id] = matcher
         if params.logprobs is not None:
             self._logprobs_of[seq_id] = params.logprobs
 
@@ -333,7 +353,8 @@ class LlamaCppBackend(StepBackend):
             raise BackendError(f"could not save sequence {seq_id} ({written} of {size} bytes)")
         grammar = self._grammar_of.pop(seq_id, None)
         n_top = self._logprobs_of.pop(seq_id, None)
-        saved = SavedSequence(buffer, size, chain, self._positions[seq_id], grammar, n_top)
+        matcher = self._matcher_of.pop(seq_id, None)
+        saved = SavedSequence(buffer, size, chain, self._positions[seq_id], grammar, n_top, matcher)
         del self._chains[seq_id]
         self._truncate(seq_id, 0)
         return saved
@@ -354,6 +375,8 @@ class LlamaCppBackend(StepBackend):
             self._grammar_of[seq_id] = saved.grammar
         if saved.logprobs is not None:
             self._logprobs_of[seq_id] = saved.logprobs
+        if saved.matcher is not None:
+            self._matcher_of[seq_id] = saved.matcher
 
     @property
     def embedding_info(self) -> EmbeddingInfo:
@@ -465,10 +488,14 @@ class LlamaCppBackend(StepBackend):
             raise BackendError(self._decode_error(code, n_tokens))
         sample = self._sample_fn
         grammars = self._grammar_of
+        matchers = self._matcher_of
         wants_logprobs = self._logprobs_of
         for seq_id, chain, index in pending:
             grammar = grammars.get(seq_id)
-            if grammar is None:
+            matcher = matchers.get(seq_id) if matchers else None
+            if matcher is not None:
+                token = self._guided.sample(chain, matcher, ctx, index)
+            elif grammar is None:
                 token = sample(chain, ctx, index)
             else:
                 token = self._constrained.sample(chain, grammar, ctx, index)
@@ -504,6 +531,7 @@ class LlamaCppBackend(StepBackend):
         if grammar is not None:
             self._llama.llama_sampler_free(grammar)
         self._logprobs_of.pop(seq_id, None)
+        self._matcher_of.pop(seq_id, None)
         if not keep_kv and self._ctx is not None and 0 <= seq_id < len(self._positions):
             self._llama.llama_memory_seq_rm(self._mem, seq_id, -1, -1)
             self._positions[seq_id] = 0
@@ -517,6 +545,7 @@ class LlamaCppBackend(StepBackend):
             llama.llama_sampler_free(sampler)
         self._chains.clear()
         self._grammar_of.clear()
+        self._matcher_of.clear()
         if self._grammars is not None:
             self._grammars.close()
             self._grammars = None

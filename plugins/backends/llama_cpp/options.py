@@ -93,6 +93,14 @@ class LlamaCppOptions(PluginOptions):
         "pooling, else `mean`), `mean`, `cls`, `last`, or `none` (embeddings refused with a "
         "400); see [configuration](configuration.md)",
     )
+    structured_output: Literal["auto", "llguidance", "gbnf"] = Field(
+        "auto",
+        description="what enforces `response_format` JSON schemas and JSON mode: `llguidance` "
+        "(its token mask; `pattern`, `oneOf`, `allOf`, most `format`s), `gbnf` (llama.cpp's "
+        "grammar sampler; a smaller subset of JSON Schema), or `auto` (llguidance when the "
+        "llguidance package is installed, else gbnf); forced tool calls and GBNF grammars "
+        "always use gbnf; see [structured output](structured-output.md)",
+    )
 
 
 def parse_options(options: Mapping[str, Any], model_name: str | None = None) -> LlamaCppOptions:
