@@ -13,7 +13,8 @@ from __future__ import annotations
 import functools
 import re
 
-from inferflux_core.tools.family_parser import Form, Markup, Syntax
+from inferflux_core.tools.family_parser import QWEN_XML, Block, Form, Markup, Syntax, XmlArguments
+from inferflux_core.tools.pythonic import builtin_call, python_calls
 
 NAME = r"([a-zA-Z0-9_-]{1,64})"
 #: A JSON call's head up to its arguments: ``{"name": "f", "arguments": `` (or ``parameters``).
@@ -37,7 +38,18 @@ HERMES = "hermes"
 
 LLAMA3 = Syntax(
     "llama3",
-    markers={"<|python_tag|>": (Form(_re(r"\s*" + JSON_HEAD), _re(r"\s*\}")),)},
+    markers={
+        "<|python_tag|>": (
+            Form(_re(r"\s*" + JSON_HEAD), _re(r"\s*\}")),
+            # A built-in tool (brave_search, wolfram_alpha): ``tool.call(query="...")``.
+            Block(
+                _re(r"\s*[a-zA-Z_][a-zA-Z0-9_]{0,63}\.call\("),
+                "<|eom_id|>",
+                builtin_call,
+                open_ended=True,
+            ),
+        )
+    },
     start=(Form(_re(r"\s*" + JSON_HEAD), _re(r"\s*\}"), viable=_re(r"\s*(?:\{.*)?")),),
 )
 
@@ -77,7 +89,7 @@ QWEN3_CODER = Syntax(
     "qwen3_coder",
     markers={
         "<tool_call>": (
-            Form(_re(r"\s*<function=" + NAME + r">"), _re(r"\s*</tool_call>"), xml=True),
+            Form(_re(r"\s*<function=" + NAME + r">"), _re(r"\s*</tool_call>"), xml=QWEN_XML),
             Form(_re(r"\s*" + JSON_HEAD), _re(r"\s*\}\s*</tool_call>")),
         ),
     },
@@ -87,9 +99,71 @@ SEED_OSS = Syntax(
     "seed_oss",
     markers={
         "<seed:tool_call>": (
-            Form(_re(r"\s*<function=" + NAME + r">"), _re(r"\s*</seed:tool_call>"), xml=True),
+            Form(_re(r"\s*<function=" + NAME + r">"), _re(r"\s*</seed:tool_call>"), xml=QWEN_XML),
         ),
     },
+)
+
+
+GLM = Syntax(
+    "glm",
+    markers={
+        "<tool_call>": (
+            Form(
+                _re(r"\s*" + NAME + r"(?=\s*(?:<arg_key>|</tool_call>))"),
+                xml=XmlArguments(
+                    _re(
+                        r"\s*<arg_key>(?P<key>[^<\n]{1,64})</arg_key>\s*<arg_value>(?P<value>.*?)</arg_value>"
+                    ),
+                    "<arg_key>",
+                    "</arg_value>",
+                    "</tool_call>",
+                ),
+            ),
+        ),
+    },
+)
+
+
+def _invoke(prefix: str, section: str) -> Form:
+    """MiniMax-M2 and DeepSeek V3.2's ``<invoke name="f"><parameter name="k">v</parameter>
+    </invoke>`` calls, their tags opening with ``prefix``, in a ``section`` element."""
+    return Form(
+        _re(r"\s*<" + prefix + r'invoke name="' + NAME + r'">'),
+        close=_re(r"\s*</" + prefix + section + ">"),
+        xml=XmlArguments(
+            _re(
+                r"\s*<"
+                + prefix
+                + r'parameter name="(?P<key>[^"\n]{1,64})"(?: string="(?P<string>true|false)")?>'
+                + r"(?P<value>.*?)</"
+                + prefix
+                + "parameter>"
+            ),
+            "<" + prefix + "parameter name=",
+            "</" + prefix + "parameter>",
+            "</" + prefix + "invoke>",
+        ),
+    )
+
+
+MINIMAX_M2 = Syntax(
+    "minimax_m2", markers={"<minimax:tool_call>": (_invoke("", "minimax:tool_call"),)}
+)
+
+#: DeepSeek V3.2 (``function_calls``) and V4 (``tool_calls``): DSML markup.
+DSML = "\uff5cDSML\uff5c"
+DEEPSEEK_V3_2 = Syntax(
+    "deepseek_v3_2",
+    markers={
+        f"<{DSML}{section}>": (_invoke(re.escape(DSML), section),)
+        for section in ("function_calls", "tool_calls")
+    },
+)
+
+LFM2 = Syntax(
+    "lfm2",
+    markers={"<|tool_call_start|>": (Block(_re(r"\s*\["), "<|tool_call_end|>", python_calls),)},
 )
 
 
@@ -229,6 +303,10 @@ SYNTAXES = {
         FUNCTIONARY_V3_1,
         KIMI_K2,
         GPT_OSS,
+        GLM,
+        MINIMAX_M2,
+        DEEPSEEK_V3_2,
+        LFM2,
     )
 }
 FAMILIES = (HERMES, *SYNTAXES)
@@ -237,11 +315,16 @@ FAMILIES = (HERMES, *SYNTAXES)
 #: specific families first, as in llama.cpp's ``common_chat_templates_apply_jinja``.
 DETECTION: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("deepseek", (DS_CALLS_BEGIN,)),
+    ("deepseek_v3_2", ("dsml_token", "DSML")),
+    ("minimax_m2", ("<minimax:tool_call>",)),
+    ("lfm2", ("<|tool_list_start|>", "<|tool_list_end|>")),
+    ("lfm2", ("List of tools: [",)),
     ("command_r7b", ("<|START_ACTION|>",)),
     ("gpt_oss", ("<|channel|>",)),
     ("seed_oss", ("<seed:tool_call>",)),
     ("kimi_k2", ("<|tool_calls_section_begin|>",)),
     ("qwen3_coder", ("<tool_call>", "<function=", "<parameter=")),
+    ("glm", ("<tool_call>", "<arg_key>")),
     ("functionary_v3_2", (">>>all",)),
     ("functionary_v3_1_llama3_1", ("<function=", "<|python_tag|>")),
     ("mistral", ("[TOOL_CALLS]",)),

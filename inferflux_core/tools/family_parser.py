@@ -9,8 +9,11 @@ piece of markup that is dropped, such as gpt-oss's ``<|channel|>final<|message|>
 (:class:`~inferflux_core.tools.parser.Text`, ``CallStart``, ``Arguments``). A head is only
 ever matched against at most :data:`HEAD_LIMIT` characters; JSON arguments are followed with
 a bracket counter (no recursion, linear time); XML arguments (Qwen3-Coder's
-``<parameter=k>v</parameter>``) become a JSON object, one parameter at a time. A marker that
-is not followed by a call or known markup is given back as text.
+``<parameter=k>v</parameter>``, GLM's ``<arg_key>``/``<arg_value>``, MiniMax's
+``<parameter name="k">``) become a JSON object, one parameter at a time. A :class:`Block`
+(LFM2's ``[f(a=1)]``, Llama 3's ``tool.call(q="x")``) is held whole, at most
+:data:`BLOCK_LIMIT` characters, and parsed at its end. A marker that is not followed by a call
+or known markup is given back as text.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from inferflux_core.matching import partial_match_length
@@ -32,11 +36,30 @@ from inferflux_core.tools.parser import (
 
 #: A head, tail or markup longer than this does not match; the marker is then text.
 HEAD_LIMIT = 200
+#: A block of calls longer than this is text.
+BLOCK_LIMIT = 16384
 EMPTY = re.compile("")
-PARAMETER = re.compile(r"\s*<parameter=([^>\n]{1,64})>\n?(.*?)\n?</parameter>", re.DOTALL)
-PARAMETER_OPEN = "<parameter="
-PARAMETER_CLOSE = "</parameter>"
-FUNCTION_CLOSE = re.compile(r"\s*</function>")
+
+
+@dataclass(frozen=True, slots=True)
+class XmlArguments:
+    """Arguments written one XML element per parameter: ``parameter`` matches one (groups
+    ``key`` and ``value``; a ``string`` group that is ``true`` keeps the value a string),
+    ``opening`` and ``closing`` are how one starts and ends, ``end`` ends the call."""
+
+    parameter: re.Pattern[str]
+    opening: str
+    closing: str
+    end: str
+
+
+#: Qwen3-Coder and Seed-OSS: ``<parameter=k>\nv\n</parameter>`` ... ``</function>``.
+QWEN_XML = XmlArguments(
+    re.compile(r"\s*<parameter=(?P<key>[^>\n]{1,64})>\n?(?P<value>.*?)\n?</parameter>", re.DOTALL),
+    "<parameter=",
+    "</parameter>",
+    "</function>",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +72,7 @@ class Form:
     head: re.Pattern[str]
     tail: re.Pattern[str] = EMPTY
     close: re.Pattern[str] | None = None
-    xml: bool = False
+    xml: XmlArguments | None = None
     viable: re.Pattern[str] | None = None
 
 
@@ -62,7 +85,20 @@ class Markup:
     viable: re.Pattern[str] | None = None
 
 
-Choice = Form | Markup
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Calls written as one piece of code after ``head``, held up to ``end`` (or the output's
+    end, when ``open_ended``) and parsed whole by ``parse`` into (name, JSON arguments)
+    pairs; None from ``parse`` makes the marker and the block text."""
+
+    head: re.Pattern[str]
+    end: str
+    parse: Callable[[str], list[tuple[str, str]] | None]
+    open_ended: bool = False
+    viable: re.Pattern[str] | None = None
+
+
+Choice = Form | Markup | Block
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +116,7 @@ class _State(enum.Enum):
     DECIDE = "decide"  # after a marker (or at the start, or between calls): which choice?
     ARGUMENTS = "arguments"
     XML = "xml"
+    BLOCK = "block"
     TAIL = "tail"
 
 
@@ -100,6 +137,7 @@ class FamilyParser:
         self._choices: tuple[Choice, ...] = syntax.start
         self._state = _State.DECIDE if syntax.start else _State.TEXT
         self._form: Form | None = None
+        self._block: Block | None = None
         self._depth = 0
         self._in_string = False
         self._escaped = False
@@ -137,6 +175,8 @@ class FamilyParser:
             return self._in_arguments(events)
         if self._state is _State.XML:
             return self._in_xml(events)
+        if self._state is _State.BLOCK:
+            return self._in_block(events)
         return self._in_tail()
 
     def _in_text(self, events: list[Event]) -> bool:
@@ -164,6 +204,10 @@ class FamilyParser:
             match = pattern.match(self._buffer, 0, HEAD_LIMIT)
             if match is None:
                 continue
+            if isinstance(choice, Block):
+                self._block, self._scanned = choice, 0
+                self._state = _State.BLOCK
+                return True
             self._buffer = self._buffer[match.end() :]
             if isinstance(choice, Markup):
                 self._hidden = choice.hide
@@ -174,7 +218,7 @@ class FamilyParser:
             self._start_call(match.group(1), events)
             self._depth, self._in_string, self._escaped = 0, False, False
             self._parameters, self._scanned = 0, 0
-            self._state = _State.XML if choice.xml else _State.ARGUMENTS
+            self._state = _State.XML if choice.xml is not None else _State.ARGUMENTS
             return True
         if not self._final and len(self._buffer) < HEAD_LIMIT and self._could_match():
             return False
@@ -202,35 +246,62 @@ class FamilyParser:
         return True
 
     def _in_xml(self, events: list[Event]) -> bool:
-        close = FUNCTION_CLOSE.match(self._buffer)
-        if close is not None:
-            self._buffer = self._buffer[close.end() :]
+        assert self._form is not None and self._form.xml is not None
+        xml = self._form.xml
+        rest = self._buffer.lstrip()
+        if rest.startswith(xml.end):
+            self._buffer = rest[len(xml.end) :]
             self._arguments("}" if self._parameters else "{}", events)
             self._state = _State.TAIL
             return True
-        rest = self._buffer.lstrip()
-        if not (rest.startswith(PARAMETER_OPEN) or PARAMETER_OPEN.startswith(rest)) and not (
-            "</function>".startswith(rest)
+        if not (rest.startswith(xml.opening) or xml.opening.startswith(rest)) and not (
+            xml.end.startswith(rest)
         ):
             # Not a parameter: the call ends here, and what follows is text.
             self._arguments("}" if self._parameters else "{}", events)
             self._state = _State.TEXT
             return True
-        if self._buffer.find(PARAMETER_CLOSE, max(0, self._scanned - len(PARAMETER_CLOSE))) < 0:
+        if self._buffer.find(xml.closing, max(0, self._scanned - len(xml.closing))) < 0:
             self._scanned = len(self._buffer)
             return False
-        match = PARAMETER.match(self._buffer)
+        match = xml.parameter.match(self._buffer)
         if match is None:
             self._arguments("}" if self._parameters else "{}", events)
             self._state = _State.TEXT
             return True
         self._buffer = self._buffer[match.end() :]
         self._scanned = 0
-        key = json.dumps(match.group(1).strip(), ensure_ascii=False)
-        self._arguments(
-            ("{" if not self._parameters else ", ") + f"{key}: {xml_value(match.group(2))}", events
-        )
+        key = json.dumps(match["key"].strip(), ensure_ascii=False)
+        as_string = "string" in xml.parameter.groupindex and match.group("string") == "true"
+        raw = match["value"]
+        value = json.dumps(raw, ensure_ascii=False) if as_string else xml_value(raw)
+        self._arguments(("{" if not self._parameters else ", ") + f"{key}: {value}", events)
         self._parameters += 1
+        return True
+
+    def _in_block(self, events: list[Event]) -> bool:
+        assert self._block is not None
+        block = self._block
+        at = self._buffer.find(block.end, max(0, self._scanned - len(block.end)))
+        if at < 0 and len(self._buffer) <= BLOCK_LIMIT and not self._final:
+            self._scanned = len(self._buffer)
+            return False
+        if at < 0 and (not block.open_ended or len(self._buffer) > BLOCK_LIMIT):
+            calls = None
+        else:
+            body = self._buffer if at < 0 else self._buffer[:at]
+            calls = block.parse(body) if len(body) <= BLOCK_LIMIT else None
+        if calls is None:
+            self._text(self._marker, events)
+            self._marker = ""
+            self._state = _State.TEXT
+            return True
+        self._buffer = "" if at < 0 else self._buffer[at + len(block.end) :]
+        for name, arguments in calls:
+            self._start_call(name, events)
+            self._arguments(arguments, events)
+        self._hidden = False
+        self._state = _State.TEXT
         return True
 
     def _in_tail(self) -> bool:

@@ -94,6 +94,11 @@ def test_markup_never_reaches_content() -> None:
                 "\uff5c",
                 ">>>",
                 "<function=",
+                "<arg_key>",
+                "<invoke",
+                "DSML",
+                "minimax:",
+                ".call(",
             ):
                 assert marker not in content, (name, content)
 
@@ -116,6 +121,10 @@ def test_a_malformed_call_is_text(name: str) -> None:
         "firefunction_v2": "functools",
         "nemotron_v2": "<TOOLCALL>",
         "apriel": "<tool_calls>",
+        "glm": "<tool_call>",
+        "minimax_m2": "<minimax:tool_call>",
+        "deepseek_v3_2": "<\uff5cDSML\uff5cfunction_calls>",
+        "lfm2": "<|tool_call_start|>",
     }
     output = f"Before {markers[name]} not a call at all, {'x' * 300}"
     content, calls = parse(name, list(output))
@@ -158,3 +167,44 @@ def test_deep_nesting_is_linear_and_bounded() -> None:
 def test_hermes_is_parsed_by_the_hermes_parser() -> None:
     assert isinstance(new_parser(ToolPlan("auto", family="hermes")), ToolCallParser)
     assert isinstance(new_parser(ToolPlan("auto", family="unknown")), ToolCallParser)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        "[f(x=__import__('os').system('true'))]",
+        "[f(x=1 + 2)]",
+        "[f(1)]",
+        "[os.f(x=1)]",
+        "[f(**kw)]",
+        "[f(x=1e999)]",
+        "[f(x=" + "(" * 300 + "1" + ")" * 300 + ")]",
+        "[f(x=1)",
+    ],
+)
+def test_a_pythonic_call_with_anything_but_literals_is_text(block: str) -> None:
+    output = f"<|tool_call_start|>{block}<|tool_call_end|>"
+    content, calls = parse("lfm2", list(output))
+    assert calls == []
+    assert block in content
+
+
+def test_a_pythonic_block_is_bounded() -> None:
+    output = "<|tool_call_start|>[f(x='" + "a" * 20000 + "')]<|tool_call_end|>"
+    content, calls = parse("lfm2", chunks(output, 0))
+    assert calls == [] and content.startswith("<|tool_call_start|>[f(x='aaa")
+
+
+def test_llama3_builtin_call_that_is_code_is_text() -> None:
+    output = "<|python_tag|>brave_search.call(query=open('/etc/passwd').read())"
+    assert parse("llama3", list(output)) == (output, [])
+
+
+def test_dsml_string_attribute_keeps_a_number_a_string() -> None:
+    ds = "\uff5cDSML\uff5c"
+    output = (
+        f'<{ds}function_calls><{ds}invoke name="f"><{ds}parameter name="zip" string="true">'
+        f'01234</{ds}parameter><{ds}parameter name="n" string="false">7</{ds}parameter>'
+        f"</{ds}invoke></{ds}function_calls>"
+    )
+    assert parse("deepseek_v3_2", list(output)) == ("", [["f", {"zip": "01234", "n": 7}]])
