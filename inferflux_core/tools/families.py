@@ -14,6 +14,7 @@ import functools
 import re
 
 from inferflux_core.tools.family_parser import QWEN_XML, Block, Form, Markup, Syntax, XmlArguments
+from inferflux_core.tools.gemma import gemma_call
 from inferflux_core.tools.pythonic import builtin_call, python_calls
 
 NAME = r"([a-zA-Z0-9_-]{1,64})"
@@ -167,6 +168,17 @@ LFM2 = Syntax(
 )
 
 
+#: Gemma 4: ``<|tool_call>call:f{k:<|"|>v<|"|>}<tool_call|>``; ``<|channel>`` thoughts hidden.
+GEMMA4 = Syntax(
+    "gemma4",
+    markers={
+        "<|tool_call>": (Block(_re(r"call:"), "<tool_call|>", gemma_call),),
+        "<|channel>": (_drop(hide=True),),
+        "<channel|>": (_drop(),),
+    },
+)
+
+
 def deepseek_token(name: str) -> str:
     """A DeepSeek special token: ``name`` between full-width bars (U+FF5C), its spaces as U+2581."""
     return "<\uff5c" + name.replace(" ", "\u2581") + "\uff5c>"
@@ -307,6 +319,7 @@ SYNTAXES = {
         MINIMAX_M2,
         DEEPSEEK_V3_2,
         LFM2,
+        GEMMA4,
     )
 }
 FAMILIES = (HERMES, *SYNTAXES)
@@ -316,6 +329,7 @@ FAMILIES = (HERMES, *SYNTAXES)
 DETECTION: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("deepseek", (DS_CALLS_BEGIN,)),
     ("deepseek_v3_2", ("dsml_token", "DSML")),
+    ("gemma4", ("<|tool_call>call:",)),
     ("minimax_m2", ("<minimax:tool_call>",)),
     ("lfm2", ("<|tool_list_start|>", "<|tool_list_end|>")),
     ("lfm2", ("List of tools: [",)),

@@ -125,6 +125,7 @@ def test_a_malformed_call_is_text(name: str) -> None:
         "minimax_m2": "<minimax:tool_call>",
         "deepseek_v3_2": "<\uff5cDSML\uff5cfunction_calls>",
         "lfm2": "<|tool_call_start|>",
+        "gemma4": "<|tool_call>",
     }
     output = f"Before {markers[name]} not a call at all, {'x' * 300}"
     content, calls = parse(name, list(output))
@@ -208,3 +209,20 @@ def test_dsml_string_attribute_keeps_a_number_a_string() -> None:
         f"</{ds}invoke></{ds}function_calls>"
     )
     assert parse("deepseek_v3_2", list(output)) == ("", [["f", {"zip": "01234", "n": 7}]])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "call:f{a:1",
+        'call:f{a:<|"|>x}',
+        "call:f{a:1e999}",
+        "call:f{a:ok}",
+        "call:f{a:1} extra",
+        "call:f{a:" + "[" * 100 + "]" * 100 + "}",
+    ],
+)
+def test_a_malformed_gemma4_call_is_text(body: str) -> None:
+    output = f"<|tool_call>{body}<tool_call|>"
+    content, calls = parse("gemma4", list(output))
+    assert calls == [] and body in content
