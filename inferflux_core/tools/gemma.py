@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from inferflux_core.tools.parser import MAX_BLOCK_DEPTH
@@ -64,37 +65,39 @@ def _value(text: str, at: int, depth: int) -> tuple[Any, int]:
 
 
 def _members(text: str, at: int, depth: int) -> tuple[dict[str, Any], int]:
-    result: dict[str, Any] = {}
-    at = _space(text, at)
-    if text.startswith("}", at):
-        return result, at + 1
-    while True:
-        key = KEY.match(text, at)
-        if key is None:
-            raise _NotArguments("not a key")
-        result[key.group(1)], at = _value(text, key.end(), depth + 1)
-        at = _space(text, at)
-        if text.startswith("}", at):
-            return result, at + 1
-        if not text.startswith(",", at):
-            raise _NotArguments("no comma")
-        at += 1
+    pairs, at = _sequence(text, at, "}", lambda i: _member(text, i, depth))
+    return dict(pairs), at
+
+
+def _member(text: str, at: int, depth: int) -> tuple[tuple[str, Any], int]:
+    key = KEY.match(text, at)
+    if key is None:
+        raise _NotArguments("not a key")
+    value, at = _value(text, key.end(), depth + 1)
+    return (key.group(1), value), at
 
 
 def _elements(text: str, at: int, depth: int) -> tuple[list[Any], int]:
-    result: list[Any] = []
+    return _sequence(text, at, "]", lambda i: _value(text, i, depth + 1))
+
+
+def _sequence(
+    text: str, at: int, close: str, read_item: Callable[[int], tuple[Any, int]]
+) -> tuple[list[Any], int]:
+    """Items read by ``read_item``, separated by commas, up to ``close``."""
+    items: list[Any] = []
     at = _space(text, at)
-    if text.startswith("]", at):
-        return result, at + 1
+    if text.startswith(close, at):
+        return items, at + 1
     while True:
-        value, at = _value(text, _space(text, at), depth + 1)
-        result.append(value)
+        item, at = read_item(at)
+        items.append(item)
         at = _space(text, at)
-        if text.startswith("]", at):
-            return result, at + 1
+        if text.startswith(close, at):
+            return items, at + 1
         if not text.startswith(",", at):
             raise _NotArguments("no comma")
-        at += 1
+        at = _space(text, at + 1)
 
 
 def _space(text: str, at: int) -> int:
