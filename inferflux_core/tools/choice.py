@@ -4,8 +4,9 @@ A :class:`ToolPlan` says which tools the model is shown, whether its output is s
 calls, and the grammar that forces a call (``tool_choice: required`` or a named function).
 Every problem is a 400 naming the field, found before anything is generated: a duplicate or
 ill-formed function name, an unknown named function, parameters that are not a valid JSON
-Schema (Draft 2020-12), and, where a call is forced, parameters the grammar cannot enforce
-(``pattern`` among them, so no client regex is ever run).
+Schema (Draft 2020-12), and, where a call is forced, parameters its engine cannot enforce:
+llguidance when the backend runs it (which refuses ``not`` or ``uniqueItems``, and bounds
+its regexes), else GBNF (which refuses ``pattern``, so no client regex is ever run there).
 """
 
 from __future__ import annotations
