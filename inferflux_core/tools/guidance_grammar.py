@@ -9,7 +9,8 @@ allowed function's arguments, and the arguments are a ``%json`` rule holding the
 (:mod:`inferflux_core.structured.guidance`). Each ``%json`` schema is self-contained, so its
 ``$defs`` stay where they are. A family without a syntax in :data:`.FAMILY_SYNTAX` is written
 in Hermes syntax, as the GBNF path does. The markup is matched as text: the output parses
-back through the same family parser.
+back through the same family parser. Grammars are cached by their Lark text, with the
+compiled schemas.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from inferflux_core.contracts.generation import ToolSpec
+from inferflux_core.structured.cache import digest
 from inferflux_core.structured.guidance import (
     COMPILE_OPTIONS,
+    GUIDANCE_GRAMMARS,
     parser_limits,
     refused,
     schema_guidance,
@@ -69,6 +72,15 @@ def forced_call_guidance(
         repeat = f" ({between}call){{0,{MAX_PARALLEL_CALLS - 1}}}"
     body = " ".join(part for part in (_lit(opening), f"call{repeat}", _lit(ending)) if part)
     lark = "\n".join((f"start: {body}", "call: " + " | ".join(calls), *rules))
+    cache_key = digest("llguidance-lark", lark)
+    grammar = GUIDANCE_GRAMMARS.get(cache_key)
+    if grammar is None:
+        grammar = _compile(lark, params)
+        GUIDANCE_GRAMMARS.put(cache_key, grammar, len(grammar))
+    return grammar
+
+
+def _compile(lark: str, params: Sequence[str]) -> str:
     from llguidance import LLMatcher  # present: schema_guidance compiled with it
 
     grammar = str(LLMatcher.grammar_from_lark(lark))
