@@ -72,12 +72,13 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
         template = model.template
         native = template is not None and template.uses_tools
         family = template_family(template.source if native and template is not None else None)
-        plan = plan_tools(request, backend, family)
+        llguidance = backend if backend.supports_llguidance else None
+        plan = plan_tools(request, backend, family, guidance=llguidance)
         tokens = model.tokenize_prompt(render(model, request, plan))
     else:
         tokens = prompt_tokens(model, request)
-    grammar, guidance = plan.grammar, None
-    if grammar is None:
+    grammar, guidance = plan.grammar, plan.guidance
+    if grammar is None and guidance is None:
         grammar, guidance = _constraint(request.constraint, backend, request)
     n = options.n
     candidates = max(n, options.best_of or n)

@@ -46,7 +46,10 @@ def prompt_tokens(engine: Engine, request: InferenceRequest) -> int:
     text and so has no tokenizer here)."""
     model = engine.model(request.model)
     if isinstance(model, LoadedModel):
-        plan = plan_tools(request, model.backend)
+        backend = model.backend
+        plan = plan_tools(
+            request, backend, guidance=backend if backend.supports_llguidance else None
+        )
         return len(model.tokenize_prompt(render(model, request, plan)))
     fitted, _ = fit_request(model, request)
     if not isinstance(fitted.prompt, tuple):

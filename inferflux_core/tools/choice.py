@@ -4,8 +4,9 @@ A :class:`ToolPlan` says which tools the model is shown, whether its output is s
 calls, and the grammar that forces a call (``tool_choice: required`` or a named function).
 Every problem is a 400 naming the field, found before anything is generated: a duplicate or
 ill-formed function name, an unknown named function, parameters that are not a valid JSON
-Schema (Draft 2020-12), and, where a call is forced, parameters the grammar cannot enforce
-(``pattern`` among them, so no client regex is ever run).
+Schema (Draft 2020-12), and, where a call is forced, parameters its engine cannot enforce:
+llguidance when the backend runs it (which refuses ``not`` or ``uniqueItems``, and bounds
+its regexes), else GBNF (which refuses ``pattern``, so no client regex is ever run there).
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from typing import Literal
 from inferflux_core.contracts.generation import InferenceRequest, ToolSpec
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured import GrammarChecker, check_backend_grammar
+from inferflux_core.structured.guidance import GuidanceChecker, check_backend_guidance
 from inferflux_core.structured.schema_rules import check_schema, check_valid_schema
 from inferflux_core.tools.families import HERMES, detect_family
 from inferflux_core.tools.family_grammar import family_call_grammar
 from inferflux_core.tools.grammar import forced_call_grammar
+from inferflux_core.tools.guidance_grammar import forced_call_guidance, guidance_family
 
 Mode = Literal["none", "auto", "forced"]
 
@@ -40,6 +43,9 @@ class ToolPlan:
     #: template's family when it renders tools itself and the call is not forced, else
     #: ``hermes`` (what the fallback prompt teaches and the forcing grammar writes).
     family: str = "hermes"
+    #: The llguidance grammar that forces the call, instead of ``grammar``, when the backend
+    #: runs llguidance (:mod:`~inferflux_core.tools.guidance_grammar`).
+    guidance: str | None = None
 
     @property
     def parses_calls(self) -> bool:
@@ -57,7 +63,11 @@ def template_family(source: str | None) -> str:
 
 
 def plan_tools(
-    request: InferenceRequest, backend: GrammarChecker | None, family: str = HERMES
+    request: InferenceRequest,
+    backend: GrammarChecker | None,
+    family: str = HERMES,
+    *,
+    guidance: GuidanceChecker | None = None,
 ) -> ToolPlan:
     """The checked plan for ``request``'s tools and tool choice; 400 naming the problem.
 
@@ -66,6 +76,8 @@ def plan_tools(
     is the chat template's tool-call family (:func:`template_family`): calls are parsed in
     its syntax, and a forced call is written in it where
     :mod:`~inferflux_core.tools.family_grammar` has its syntax (else in Hermes syntax).
+    ``guidance``, the backend when it runs llguidance, forces the call with an llguidance
+    grammar in the same syntax instead of GBNF (so ``pattern`` and ``oneOf`` hold).
     """
     tools = list(request.tools)
     choice = request.tool_choice
@@ -74,7 +86,8 @@ def plan_tools(
     _check_names(tools)
     forced = _forced_names(choice.mode, choice.name, tools)
     for index, tool in enumerate(tools):
-        _check_parameters(tool, index, enforced=forced is not None and tool.name in forced)
+        enforced = forced is not None and tool.name in forced and guidance is None
+        _check_parameters(tool, index, enforced=enforced)
     if choice.mode == "none":
         return NO_TOOLS
     max_calls = None if request.parallel_tool_calls else 1
@@ -97,6 +110,12 @@ def plan_tools(
     # its parameters', a combination's is the tool_choice that combined them.
     param = f"tools.{chosen[0]}.function.parameters" if len(chosen) == 1 else "tool_choice"
     chosen_tools = [tools[i] for i in chosen]
+    if guidance is not None:
+        family = guidance_family(family)
+        params = [f"tools.{i}.function.parameters" for i in chosen]
+        rules = forced_call_guidance(family, chosen_tools, params, parallel=max_calls is None)
+        check_backend_guidance(guidance, rules, param)
+        return ToolPlan("forced", tuple(tools), None, max_calls, family, rules)
     grammar = family_call_grammar(family, chosen_tools, parallel=max_calls is None, param=param)
     if grammar is None:
         # Hermes syntax, which the Qwen3-Coder family's parser reads too.

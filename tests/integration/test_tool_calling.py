@@ -401,12 +401,12 @@ def test_bad_tool_requests_are_refused_quickly_and_the_engine_carries_on(
     assert after.choices[0].finish_reason in ("stop", "length")
 
 
-def test_a_forced_pattern_error_names_the_keyword(server: RunningServer) -> None:
+def test_a_forced_schema_llguidance_refuses_names_the_keyword(server: RunningServer) -> None:
     tool = {
         "type": "function",
         "function": {
             "name": "f",
-            "parameters": {"type": "object", "properties": {"s": {"pattern": "(a+)+$"}}},
+            "parameters": {"type": "object", "properties": {"s": {"not": {"type": "string"}}}},
         },
     }
     body = {"model": MODEL_NAME, "messages": QUESTION, "tools": [tool], "tool_choice": "required"}
@@ -415,4 +415,5 @@ def test_a_forced_pattern_error_names_the_keyword(server: RunningServer) -> None
     )
     assert response.status_code == 400
     error = response.json()["error"]
-    assert "'pattern'" in error["message"] and error["code"] == "unsupported"
+    assert error["param"] == "tools.0.function.parameters"
+    assert "not" in error["message"] and error["code"] == "unsupported"

@@ -98,8 +98,8 @@ class LlamaCppOptions(PluginOptions):
         description="what enforces `response_format` JSON schemas and JSON mode: `llguidance` "
         "(its token mask; `pattern`, `oneOf`, `allOf`, most `format`s), `gbnf` (llama.cpp's "
         "grammar sampler; a smaller subset of JSON Schema), or `auto` (llguidance when the "
-        "llguidance package is installed, else gbnf); forced tool calls and GBNF grammars "
-        "always use gbnf; see [structured output](structured-output.md)",
+        "llguidance package is installed, else gbnf); forced tool calls use the same engine, "
+        "GBNF grammars always use gbnf; see [structured output](structured-output.md)",
     )
 
 
