@@ -30,6 +30,7 @@ from inferflux_core.tools.parser import (
     Arguments,
     CallStart,
     Event,
+    JsonEnd,
     Text,
     nesting_depth,
 )
@@ -138,9 +139,7 @@ class FamilyParser:
         self._state = _State.DECIDE if syntax.start else _State.TEXT
         self._form: Form | None = None
         self._block: Block | None = None
-        self._depth = 0
-        self._in_string = False
-        self._escaped = False
+        self._json_end = JsonEnd()
         self._parameters = 0
         self._scanned = 0
 
@@ -216,7 +215,7 @@ class FamilyParser:
             self._hidden = False
             self._form = choice
             self._start_call(match.group(1), events)
-            self._depth, self._in_string, self._escaped = 0, False, False
+            self._json_end = JsonEnd()
             self._parameters, self._scanned = 0, 0
             self._state = _State.XML if choice.xml is not None else _State.ARGUMENTS
             return True
@@ -235,7 +234,7 @@ class FamilyParser:
         return False
 
     def _in_arguments(self, events: list[Event]) -> bool:
-        end = self._arguments_end(self._buffer)
+        end = self._json_end.scan(self._buffer)
         piece = self._buffer if end is None else self._buffer[:end]
         self._arguments(piece, events)
         if end is None:
@@ -320,28 +319,6 @@ class FamilyParser:
         self._marker, self._choices = "", (self._form, Markup(self._form.close))
         self._state = _State.DECIDE
         return True
-
-    def _arguments_end(self, text: str) -> int | None:
-        """Where the arguments object closes in ``text`` (index after its ``}``), or None."""
-        depth, in_string, escaped = self._depth, self._in_string, self._escaped
-        for i, char in enumerate(text):
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif char == "\\":
-                    escaped = True
-                elif char == '"':
-                    in_string = False
-            elif char == '"':
-                in_string = True
-            elif char in "{[":
-                depth += 1
-            elif char in "}]":
-                depth -= 1
-                if depth == 0:
-                    return i + 1
-        self._depth, self._in_string, self._escaped = depth, in_string, escaped
-        return None
 
     def _arguments(self, text: str, events: list[Event]) -> None:
         if text and self._keeps_call():

@@ -55,6 +55,39 @@ class Arguments:
 Event = Text | CallStart | Arguments
 
 
+class JsonEnd:
+    """Finds where a streamed JSON value closes: fed its text piece by piece, it keeps the
+    nesting depth and string state between pieces."""
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._in_string = False
+        self._escaped = False
+
+    def scan(self, text: str) -> int | None:
+        """Where the value closes in ``text`` (index after its last ``}`` or ``]``), or None
+        if it goes on past ``text``."""
+        depth, in_string, escaped = self._depth, self._in_string, self._escaped
+        for i, char in enumerate(text):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char in "{[":
+                depth += 1
+            elif char in "}]":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+        self._depth, self._in_string, self._escaped = depth, in_string, escaped
+        return None
+
+
 class _State(enum.Enum):
     TEXT = "text"  # outside a block
     HEAD = "head"  # after <tool_call>, before the arguments' opening brace
@@ -80,9 +113,7 @@ class ToolCallParser:
         self._whitespace = ""
         self._body: list[str] = []
         self._body_tail = ""
-        self._depth = 0
-        self._in_string = False
-        self._escaped = False
+        self._json_end = JsonEnd()
 
     def feed(self, text: str) -> list[Event]:
         """Events for the next piece of output."""
@@ -137,7 +168,7 @@ class ToolCallParser:
         if match is not None:
             self._buffer = self._buffer[match.end() :]
             self._start_call(match.group(1), events)
-            self._depth, self._in_string, self._escaped = 0, False, False
+            self._json_end = JsonEnd()
             self._state = _State.ARGUMENTS
             return True
         if len(self._buffer) >= HEAD_LIMIT or CLOSE in self._buffer:
@@ -146,7 +177,7 @@ class ToolCallParser:
         return False
 
     def _in_arguments(self, events: list[Event]) -> bool:
-        end = self._arguments_end(self._buffer)
+        end = self._json_end.scan(self._buffer)
         piece = self._buffer if end is None else self._buffer[:end]
         if piece and self._keeps_call():
             events.append(Arguments(self.calls - 1, piece))
@@ -191,28 +222,6 @@ class ToolCallParser:
         return True
 
     # -- helpers --
-
-    def _arguments_end(self, text: str) -> int | None:
-        """Where the arguments object closes in ``text`` (index after its ``}``), or None."""
-        depth, in_string, escaped = self._depth, self._in_string, self._escaped
-        for i, char in enumerate(text):
-            if in_string:
-                if escaped:
-                    escaped = False
-                elif char == "\\":
-                    escaped = True
-                elif char == '"':
-                    in_string = False
-            elif char == '"':
-                in_string = True
-            elif char in "{[":
-                depth += 1
-            elif char in "}]":
-                depth -= 1
-                if depth == 0:
-                    return i + 1
-        self._depth, self._in_string, self._escaped = depth, in_string, escaped
-        return None
 
     def _whole_block(self, body: str, events: list[Event]) -> None:
         """A block in another shape: a call if it parses, else its text given back."""
