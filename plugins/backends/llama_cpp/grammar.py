@@ -16,8 +16,9 @@ import threading
 from types import ModuleType
 from typing import Any
 
-from inferflux_core.errors import BackendError, InvalidRequestError
+from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured.cache import BoundedCache, digest
+from inferflux_plugins.backends.llama_cpp.candidates import Candidates
 from inferflux_plugins.backends.llama_cpp.native_log import captured_stderr, truncated
 
 ROOT_RULE = b"root"
@@ -103,42 +104,20 @@ class ConstrainedSampler:
     """
 
     def __init__(self, llama: ModuleType, n_vocab: int) -> None:
-        import numpy as np  # llama-cpp-python's dependency: the plugin loads without either
-
-        self._np = np
         self._llama = llama
-        self._n_vocab = n_vocab
-        self._candidates = (llama.llama_token_data * n_vocab)()
-        fields = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-        self._view = np.frombuffer(self._candidates, dtype=fields)
-        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._candidates = Candidates(llama, n_vocab)
         self._single = (llama.llama_token_data * 1)()
 
     def sample(self, chain: Any, grammar: Any, ctx: Any, index: int) -> int:
         """The next token of the sequence whose logits are row ``index`` of the last decode."""
-        llama = self._llama
-        row = llama.llama_get_logits_ith(ctx, index)
-        logits = self._np.ctypeslib.as_array(row, (self._n_vocab,))
-        token = self._apply(chain, logits, None)
+        candidates = self._candidates
+        logits = candidates.logits(ctx, index)
+        token = candidates.pick(chain, logits)
         if not self._allows(grammar, token):
-            token = self._apply(chain, logits, grammar)
-        llama.llama_sampler_accept(grammar, token)
-        llama.llama_sampler_accept(chain, token)
+            token = candidates.pick(chain, logits, grammar=grammar)
+        self._llama.llama_sampler_accept(grammar, token)
+        self._llama.llama_sampler_accept(chain, token)
         return token
-
-    def _apply(self, chain: Any, logits: Any, grammar: Any) -> int:
-        llama = self._llama
-        view = self._view
-        view["id"] = self._ids
-        view["logit"] = logits
-        view["p"] = 0.0
-        array = llama.llama_token_data_array(self._candidates, self._n_vocab, -1, False)
-        if grammar is not None:
-            llama.llama_sampler_apply(grammar, ctypes.byref(array))
-        llama.llama_sampler_apply(chain, ctypes.byref(array))
-        if not 0 <= array.selected < array.size:
-            raise BackendError("the sampler chain selected no token")
-        return int(array.data[array.selected].id)
 
     def _allows(self, grammar: Any, token: int) -> bool:
         single = self._single

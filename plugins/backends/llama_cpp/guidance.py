@@ -25,6 +25,7 @@ from inferflux_core.structured.guidance import (
     parser_limits,
     refused,
 )
+from inferflux_plugins.backends.llama_cpp.candidates import Candidates
 
 CACHED_MATCHERS = 64
 #: Largest token text llguidance is told about (llama.cpp's longest pieces are far shorter).
@@ -87,16 +88,11 @@ class GuidedSampler:
     """Samples a sequence under its llguidance matcher, with the sequence's sampler chain."""
 
     def __init__(self, llama: ModuleType, n_vocab: int) -> None:
-        import numpy as np  # llama-cpp-python's dependency: the plugin loads without either
-
-        self._np = np
         self._llama = llama
-        self._n_vocab = n_vocab
-        self._candidates = (llama.llama_token_data * n_vocab)()
-        fields = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
-        self._view = np.frombuffer(self._candidates, dtype=fields)
-        self._ids = np.arange(n_vocab, dtype=np.int32)
-        self._mask = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+        self._candidates = Candidates(llama, n_vocab)
+        self._mask = self._candidates.np.zeros(
+            (n_vocab + 31) // 32, dtype=self._candidates.np.int32
+        )
 
     def sample(self, chain: Any, matcher: Any, ctx: Any, index: int) -> int:
         """The next token of the sequence whose logits are row ``index`` of the last decode.
@@ -105,35 +101,20 @@ class GuidedSampler:
         unmasked logits; only when the mask forbids that token are the forbidden tokens set
         to -inf and the chain run again. Either way the token is one the mask allows.
         """
-        np, llama = self._np, self._llama
-        mask = self._mask
+        candidates, mask = self._candidates, self._mask
         matcher.unsafe_compute_mask_ptr(mask.ctypes.data, mask.nbytes)
         if matcher.is_error():
             raise BackendError(f"llguidance failed: {matcher.get_error()[:200]}")
-        row = llama.llama_get_logits_ith(ctx, index)
-        logits = np.ctypeslib.as_array(row, (self._n_vocab,))
-        token = self._apply(chain, logits, None)
+        logits = candidates.logits(ctx, index)
+        token = candidates.pick(chain, logits)
         if not (int(mask[token >> 5]) >> (token & 31)) & 1:
-            allowed = np.unpackbits(mask.view(np.uint8), bitorder="little")[: self._n_vocab]
-            token = self._apply(chain, logits, allowed == 0)
-        llama.llama_sampler_accept(chain, token)
+            np = candidates.np
+            allowed = np.unpackbits(mask.view(np.uint8), bitorder="little")[: candidates.n_vocab]
+            token = candidates.pick(chain, logits, forbidden=allowed == 0)
+        self._llama.llama_sampler_accept(chain, token)
         if not matcher.consume_token(token):
             raise BackendError(f"llguidance refused token {token}: {matcher.get_error()[:200]}")
         return token
-
-    def _apply(self, chain: Any, logits: Any, forbidden: Any) -> int:
-        """The chain's pick from ``logits`` with the ``forbidden`` tokens (if any) at -inf."""
-        llama, view = self._llama, self._view
-        view["id"] = self._ids
-        view["logit"] = logits
-        view["p"] = 0.0
-        if forbidden is not None:
-            view["logit"][forbidden] = -self._np.inf
-        array = llama.llama_token_data_array(self._candidates, self._n_vocab, -1, False)
-        llama.llama_sampler_apply(chain, ctypes.byref(array))
-        if not 0 <= array.selected < array.size:
-            raise BackendError("the sampler chain selected no token")
-        return int(array.data[array.selected].id)
 
 
 def build_tokenizer(llama: ModuleType, vocab: Any, eos: list[int]) -> Any:
