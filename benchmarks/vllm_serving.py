@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from _bench_client import RoundResult, new_client, run_round
-from _servers import ServerProcess, _clean_env, _inferflux_api_key, free_port
+from _servers import ServerProcess, _clean_env, free_port, inferflux_models_server
 from _workload import MODEL_SOURCE, messages
 
 MODEL = "smollm2-vllm"
@@ -98,8 +97,6 @@ def vllm_server(folder: Path, args: argparse.Namespace) -> ServerProcess:
 
 def inferflux_vllm_server(folder: Path, args: argparse.Namespace) -> ServerProcess:
     """``inferflux serve`` with one ``vllm`` model on ``folder``."""
-    port = free_port()
-    env = environment(args.threads)
     model = {
         "name": MODEL,
         "source": str(folder),
@@ -108,15 +105,7 @@ def inferflux_vllm_server(folder: Path, args: argparse.Namespace) -> ServerProce
         "max_sequences": args.max_sequences,
         "options": {"dtype": "float32", "enforce_eager": True, "seed": 0},
     }
-    env["INFERFLUX_MODELS"] = json.dumps([model])
-    env["INFERFLUX_SERVER__LOG_LEVEL"] = "warning"
-    headers = {}
-    key = _inferflux_api_key()
-    if key is not None:
-        env["INFERFLUX_API_KEY"] = key
-        headers["Authorization"] = f"Bearer {key}"
-    argv = [sys.executable, "-m", "inferflux_core.cli.main", "serve", "--port", str(port)]
-    return ServerProcess("inferflux + vllm", argv, port, "/readyz", env=env, headers=headers)
+    return inferflux_models_server("inferflux + vllm", [model], environment(args.threads))
 
 
 def body(index: int, tokens: int) -> dict[str, Any]:
