@@ -109,7 +109,7 @@ def xml_call_rules(
     """Call ``name`` of tool ``index`` in ``family``'s syntax, as a Lark expression, and the
     ``%json`` rules of its values (``schema`` is :func:`xml_expressible`)."""
     syntax = XML_SYNTAX[family]
-    definitions = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
+    definitions: dict[str, Any] = {k: schema[k] for k in ("$defs", "definitions") if k in schema}
     required = set(schema.get("required", []))
     parts = [_lit(syntax.call(name))]
     rules = []
