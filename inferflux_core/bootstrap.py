@@ -12,15 +12,17 @@ import falcon.asgi
 
 from inferflux_core.api import FrontDoors, http_app
 from inferflux_core.auth.access import AccessControl
-from inferflux_core.config import Settings, load_config
+from inferflux_core.config import ResponsesConfig, Settings, load_config
 from inferflux_core.engine import Engine
 from inferflux_core.frontdoors import (
     ChatDoor,
     CompletionsDoor,
     Driver,
     EmbeddingService,
+    ResponsesDoor,
     TokenService,
 )
+from inferflux_core.frontdoors.openai_responses_store import ResponseStore
 
 
 def build_engine(
@@ -42,6 +44,17 @@ def front_doors(engine: Engine, access: AccessControl) -> FrontDoors:
         completions=CompletionsDoor(engine),
         embeddings=EmbeddingService(engine),
         tokens=TokenService(engine),
+        responses=ResponsesDoor(response_store(engine.settings.responses)),
+    )
+
+
+def response_store(config: ResponsesConfig) -> ResponseStore:
+    """The Responses API's store, bounded as ``config`` says."""
+    return ResponseStore(
+        max_entries=config.store_max_entries,
+        max_entries_per_owner=config.store_max_entries_per_owner,
+        max_bytes=config.store_max_bytes,
+        ttl_seconds=config.store_ttl_seconds,
     )
 
 

@@ -245,6 +245,21 @@ class AuditConfig(_Strict):
     backups: int = Field(5, ge=0)
 
 
+class ResponsesConfig(_Strict):
+    """The Responses API's store of responses (``store: true``; in memory, per process)."""
+
+    store_max_entries: int = Field(1024, ge=0, le=1_000_000, description="responses kept")
+    store_max_entries_per_owner: int = Field(
+        256, ge=0, le=1_000_000, description="responses kept per API key"
+    )
+    store_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, le=64 * 1024**3, description="JSON bytes kept in all"
+    )
+    store_ttl_seconds: float = Field(
+        3600.0, ge=0, le=30 * 86400, description="how long a stored response is kept"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of one inferflux server."""
 
@@ -261,6 +276,7 @@ class Settings(BaseSettings):
     rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
     guardrails: list[GuardrailConfig] = Field(default_factory=list)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
 
     @field_validator("models")
     @classmethod

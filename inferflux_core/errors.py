@@ -6,6 +6,8 @@ The API layer renders any :class:`InferfluxError` as ``{"error": {"message", "ty
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class InferfluxError(Exception):
     """Base of inferflux's errors; carries what the HTTP layer needs to render it."""
@@ -169,6 +171,25 @@ class BackendError(InferfluxError):
     status = 503
     error_type = "server_error"
     code = "backend_error"
+
+
+class SequencesFailedError(InvalidRequestError):
+    """Raised by a step backend's ``decode`` when some sequences failed on their own (their
+    grammar could not go on, say) while the step itself ran. ``sampled`` holds the tokens of
+    the others, which go on as if nothing happened; ``failures`` says, per seq_id, what that
+    sequence's request is told (a 400: its own input caused it, so it counts as no failure
+    of the model)."""
+
+    code = "generation_failed"
+
+    def __init__(self, sampled: Mapping[int, int], failures: Mapping[int, str]) -> None:
+        super().__init__("; ".join(sorted(set(failures.values()))))
+        self.sampled = dict(sampled)
+        self.failures = dict(failures)
+
+    def error_for(self, seq_id: int) -> InvalidRequestError:
+        """What the request of failed sequence ``seq_id`` gets."""
+        return InvalidRequestError(self.failures[seq_id], code=self.code)
 
 
 class UpstreamRequestError(InferfluxError):

@@ -5,7 +5,9 @@ the real llama.cpp backend, each with a switch to raise where a test says.
 harder case to clean up) when the request has the stop string :data:`FAIL_ADD`, and fails
 every ``plan_step`` while a request with the stop string :data:`FAIL_PLAN` waits (as the real
 scheduler did for ``"priority": 2**1024``). ``failing_llama_cpp`` (a backend) raises the
-exceptions put in its ``decode_failures``, one per ``decode`` call, then decodes normally.
+exceptions put in its ``decode_failures``, one per ``decode`` call, then decodes normally; and
+its llguidance sampler fails the next ``guidance_failures`` guided samples as a matcher that
+cannot go on does (the backend's own handling of that failure then runs, unchanged).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from inferflux_core.contracts import (
 from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.hookspecs import hookimpl
 from inferflux_plugins.backends.llama_cpp.backend import LlamaCppBackend
+from inferflux_plugins.backends.llama_cpp.guidance import GuidanceFailure
 from inferflux_plugins.schedulers.continuous import ContinuousBatchingScheduler
 
 INFERFLUX_HOOKSPEC_VERSION = 1
@@ -70,6 +73,21 @@ class FailingScheduler(ContinuousBatchingScheduler):
         return super().plan_step()
 
 
+class FailingGuidedSampler:
+    """Wraps the backend's llguidance sampler: fails the next ``armed`` samples."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.armed = 0
+
+    def sample(self, chain: Any, matcher: Any, ctx: Any, index: int) -> int:
+        """Raise :class:`GuidanceFailure` while armed; else sample as the real sampler."""
+        if self.armed:
+            self.armed -= 1
+            raise GuidanceFailure("test double: the matcher cannot go on")
+        return int(self.inner.sample(chain, matcher, ctx, index))
+
+
 class FailingBackend(LlamaCppBackend):
     """The llama.cpp backend; ``decode`` first raises what ``decode_failures`` holds."""
 
@@ -77,6 +95,8 @@ class FailingBackend(LlamaCppBackend):
         super().__init__(spec)
         self.decode_failures: collections.deque[BaseException] = collections.deque()
         self.decode_calls = 0
+        self.guided = FailingGuidedSampler(self._guided)
+        self._guided = self.guided  # type: ignore[assignment]
 
     def decode(self, chunks: Sequence[SequenceChunk]) -> dict[int, int]:
         """Raise the next armed failure, if any; else decode."""

@@ -208,7 +208,10 @@ class StepBackend(ABC):
         Raises :class:`inferflux_core.errors.BackendError` if the step fails; the engine then
         fails the affected requests (503) and frees their sequences. Raise
         :class:`~inferflux_core.errors.FatalBackendError` if the backend cannot go on: the
-        engine then marks the model failed (as it does after repeated failed steps).
+        engine then marks the model failed (as it does after repeated failed steps). When the
+        step ran but some sequences cannot go on (their grammar failed), raise
+        :class:`~inferflux_core.errors.SequencesFailedError` with the others' tokens: only
+        those sequences' requests fail (400), and nothing is rolled back.
         """
 
     @abstractmethod

@@ -125,7 +125,9 @@ class InferenceRequest:
     ``prompt`` (raw text or token ids, as completions sends) is set. ``suffix`` asks for
     fill-in-the-middle. ``priority``: higher runs first (already capped by the caller's
     policy). ``deadline``: a ``time.monotonic()`` instant after which the request is failed
-    rather than started.
+    rather than started. ``continue_final_message``: the conversation ends with an assistant
+    message the model continues (Anthropic's prefill, vLLM's ``continue_final_message``); the
+    output is what follows it.
     """
 
     model: str
@@ -140,6 +142,7 @@ class InferenceRequest:
     priority: int = 0
     deadline: float | None = None
     request_id: str = field(default_factory=new_request_id)
+    continue_final_message: bool = False
 
 
 # -- the events -----------------------------------------------------------------------------

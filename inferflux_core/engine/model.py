@@ -55,9 +55,16 @@ class LoadedModel:
         return self.backend.info.context_length
 
     def close(self) -> None:
-        """Stop the step loop and release the backend (blocking)."""
-        self.runner.stop()
-        self.backend.close()
+        """Stop the step loop and release the backend (blocking). A step thread that does not
+        stop keeps its backend: freeing llama.cpp's context under a running decode would
+        crash the process, so the memory is left to the process's exit instead."""
+        if self.runner.stop():
+            self.backend.close()
+        else:
+            log.error(
+                "model %s: the step thread did not stop; its backend is not released",
+                self.name,
+            )
 
     @property
     def serves_embeddings(self) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 from inferflux_core.contracts import ScheduledSequence, SequenceChunk, StepPlan
+from inferflux_core.errors import InferfluxError, SequencesFailedError
 
 S = TypeVar("S", bound=ScheduledSequence)
 
@@ -47,7 +48,11 @@ class PlanApplier(ABC, Generic[S]):
             fed.append(sequence)
         if not chunks:
             return False
-        sampled = self.decode(chunks, fed)
+        failed: SequencesFailedError | None = None
+        try:
+            sampled = self.decode(chunks, fed)
+        except SequencesFailedError as exc:  # the step ran: only these sequences end
+            failed, sampled = exc, exc.sampled
         prefilled = self.prefilled
         for sequence, chunk in zip(fed, chunks, strict=True):
             if not sequence.prefill_done:
@@ -56,6 +61,10 @@ class PlanApplier(ABC, Generic[S]):
         accept = self.accept
         for seq_id, token in sampled.items():
             accept(by_seq_id[seq_id], token)
+        if failed is not None:
+            for seq_id in failed.failures:
+                if seq_id in by_seq_id:
+                    self.fail(by_seq_id[seq_id], failed.error_for(seq_id))
         return True
 
     @abstractmethod
@@ -78,3 +87,9 @@ class PlanApplier(ABC, Generic[S]):
     @abstractmethod
     def accept(self, sequence: S, token: int) -> None:
         """``token`` was sampled for ``sequence``: append it, and finish it if it is done."""
+
+    @abstractmethod
+    def fail(self, sequence: S, error: InferfluxError) -> None:
+        """``sequence`` failed on its own in a step that ran (the backend raised
+        :class:`~inferflux_core.errors.SequencesFailedError`): end its request with ``error``
+        and free its KV."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from inferflux_core.contracts import SamplingParams, StepBackend
 from inferflux_core.contracts.generation import InferenceRequest, OutputConstraint
+from inferflux_core.engine.chat_prompt import check_continuation, render_conversation
 from inferflux_core.engine.infill import infill_tokens
 from inferflux_core.engine.model import LoadedModel
 from inferflux_core.engine.requests import GenerationRequest, new_request_id
@@ -25,7 +26,7 @@ from inferflux_core.structured.guidance import (
     schema_param,
 )
 from inferflux_core.structured.response_format import check_ends_when_complete
-from inferflux_core.tools import NO_TOOLS, ToolPlan, conversation, plan_tools, template_family
+from inferflux_core.tools import NO_TOOLS, ToolPlan, plan_tools, template_family
 
 SEED_MASK = (1 << 64) - 1
 #: Odd 64-bit constant (the golden ratio's): choice seeds far apart for nearby request seeds.
@@ -74,6 +75,7 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
         family = template_family(template.source if native and template is not None else None)
         llguidance = backend if backend.supports_llguidance else None
         plan = plan_tools(request, backend, family, guidance=llguidance)
+        check_continuation(request, forced_call=plan.mode == "forced")
         tokens = model.tokenize_prompt(render(model, request, plan))
     else:
         tokens = prompt_tokens(model, request)
@@ -127,9 +129,12 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
 
 def render(model: LoadedModel, request: InferenceRequest, plan: ToolPlan) -> str:
     """The prompt for a conversation: its messages and the plan's tools, rendered."""
-    native = model.template is not None and model.template.uses_tools
-    messages, tools = conversation(request.messages or (), plan.offered, native=native)
-    return model.render_chat(messages, add_generation_prompt=True, tools=tools)
+    return render_conversation(
+        model,
+        request.messages or (),
+        plan.offered,
+        continue_final=request.continue_final_message,
+    )
 
 
 def prompt_tokens(model: LoadedModel, request: InferenceRequest) -> list[int]:

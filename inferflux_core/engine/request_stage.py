@@ -19,6 +19,7 @@ from inferflux_core.contracts.generation import (
     TextDelta,
     ToolChoice,
 )
+from inferflux_core.engine.chat_prompt import check_continuation, render_conversation
 from inferflux_core.engine.collect import Primed
 from inferflux_core.engine.request_model import RequestModel
 from inferflux_core.engine.request_runner import check_capabilities
@@ -47,11 +48,22 @@ def fit_request(
             tool_choice=ToolChoice(),
             constraint=forced_call_constraint(request, plan),
         )
+    check_continuation(request, forced_call=plan.mode == "forced")
+    if request.continue_final_message and capabilities.input != "tokens":
+        raise InvalidRequestError(
+            f"model {model.name!r}: its backend takes messages, so a final assistant message "
+            "cannot be continued here",
+            param=f"messages.{len(request.messages or ()) - 1}",
+            code="unsupported",
+        )
     if capabilities.input == "tokens":
         if fitted.messages is not None:
-            native = model.template is not None and model.template.uses_tools
-            rendered, tools = conversation(fitted.messages, fitted.tools, native=native)
-            text = model.render_chat(rendered, add_generation_prompt=True, tools=tools)
+            text = render_conversation(
+                model,
+                fitted.messages,
+                fitted.tools,
+                continue_final=fitted.continue_final_message,
+            )
         elif isinstance(fitted.prompt, str):
             text = fitted.prompt
         else:

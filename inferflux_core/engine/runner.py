@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 0.5
 
 
+#: How long :meth:`ModelRunner.stop` waits for the step in progress to end.
+STOP_TIMEOUT_SECONDS = 30.0
+
+
 class ModelRunner:
     """Runs continuous batching for one model on a dedicated thread.
 
@@ -100,7 +104,7 @@ class ModelRunner:
             context_length=context_length,
         )
         self._steps = StepApplier(
-            backend, scheduler, self._lifecycle, self._tokens, self._m, self._live
+            backend, scheduler, self._lifecycle, self._tokens, self._m, self._live, self.fail
         )
         #: Embedding requests, run on the step thread between generation steps.
         self.embeddings = EmbeddingQueue(
@@ -134,13 +138,15 @@ class ModelRunner:
         """Start the step thread."""
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the step thread and fail every request still in flight."""
+    def stop(self) -> bool:
+        """Stop the step thread and fail every request still in flight; False if the thread
+        is still in a step after :data:`STOP_TIMEOUT_SECONDS` (the backend is then in use)."""
         self._admission.stopping = True
         self._wake.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=STOP_TIMEOUT_SECONDS)
         self.fail_everything(ServiceUnavailableError("the server is shutting down"))
+        return not self._thread.is_alive()
 
     def submit(self, request: GenerationRequest) -> RequestStream:
         """Queue a request; raises ContextLengthError / QueueFullError / ServiceUnavailable."""

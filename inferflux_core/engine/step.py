@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from inferflux_core.contracts import (
     ScheduledSequence,
@@ -18,6 +18,7 @@ from inferflux_core.engine.lifecycle import SequenceLifecycle
 from inferflux_core.engine.plan import PlanApplier
 from inferflux_core.engine.runner_metrics import RunnerMetrics
 from inferflux_core.engine.stream import EngineSequence
+from inferflux_core.errors import InferfluxError
 
 _NO_LOGPROBS: Mapping[int, TokenLogprob] = {}
 
@@ -34,8 +35,10 @@ class StepApplier(PlanApplier[EngineSequence]):
         tokens: TokenAcceptor,
         metrics: RunnerMetrics,
         live: dict[str, EngineSequence],
+        end: Callable[[Sequence[EngineSequence], Exception], None],
     ) -> None:
         self.backend = backend
+        self._end = end
         self.scheduler = scheduler
         self._lifecycle = lifecycle
         self._tokens = tokens
@@ -82,3 +85,7 @@ class StepApplier(PlanApplier[EngineSequence]):
     def accept(self, sequence: EngineSequence, token: int) -> None:
         """Apply the finish rules to ``token`` (see :mod:`inferflux_core.engine.finish`)."""
         self._tokens.accept(sequence, token, self._step_logprobs)
+
+    def fail(self, sequence: EngineSequence, error: InferfluxError) -> None:
+        """End the request of a sequence that failed on its own with ``error``."""
+        self._end([sequence], error)

@@ -10,7 +10,9 @@ hang. The rules:
 - **A failed step** (the backend raised while opening, decoding or sampling) fails the
   requests of that step with a 503 ``backend_error``: their KV state is unknown. An error the
   backend raises with a 4xx status is the request's fault: it reaches the client unchanged and
-  counts as no failure.
+  counts as no failure. A backend whose step ran but some sequences of it cannot go on raises
+  :class:`~inferflux_core.errors.SequencesFailedError`: only those fail (400), the others'
+  tokens are accepted (:mod:`inferflux_core.engine.plan`), nothing counts as a failure.
 - **A failed submit** (``Scheduler.add`` raised something else than an inferflux error) is a
   503 ``scheduler_error`` for that request, and nothing of it stays queued.
 - **A broken model**: after :data:`MAX_FAILED_STEPS` failed plans in a row, or as many failed

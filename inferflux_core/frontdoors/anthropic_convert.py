@@ -3,8 +3,9 @@
 ``system`` becomes a leading system message; a user turn's ``tool_result`` blocks become
 ``tool`` messages (its text blocks around them, user messages in their order); an assistant
 turn's ``tool_use`` blocks become its tool calls. Text blocks of one turn are joined with a
-blank line. Anything the engine cannot take (an image, a document, a server tool, a final
-assistant turn to continue) is a 400 naming the block.
+blank line. A final assistant turn is a prefill: the model continues it (the engine's
+``continue_final_message``). Anything the engine cannot take (an image, a document, a server
+tool) is a 400 naming the block.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def typed_request(wire: ConversationFields, options: GenerationOptions) -> Infer
         constraint=output_constraint(wire),
         priority=priority,
         request_id=new_request_id("msg"),
+        # A final assistant turn is a prefill: the model continues it.
+        continue_final_message=bool(wire.messages) and wire.messages[-1].role == "assistant",
     )
 
 
@@ -121,14 +124,6 @@ def typed_messages(wire: ConversationFields) -> tuple[ChatMessage, ...]:
         out.append(ChatMessage("system", system))
     for index, message in enumerate(wire.messages):
         out.extend(_turn(message, index))
-    last = len(wire.messages) - 1
-    if wire.messages[last].role == "assistant":
-        raise InvalidRequestError(
-            f"messages.{last}: a final assistant message (prefill, continuing the assistant's "
-            "text) is not supported; end with a user message",
-            param=f"messages.{last}",
-            code="unsupported",
-        )
     return tuple(out)
 
 

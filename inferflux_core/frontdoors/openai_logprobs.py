@@ -1,5 +1,6 @@
-"""Token logprobs in OpenAI's two shapes: chat's ``content`` list and the legacy completions
-object (``tokens``, ``token_logprobs``, ``top_logprobs``, ``text_offset``)."""
+"""Token logprobs in OpenAI's shapes: chat's ``content`` list, the Responses API's (an
+``output_text`` part's and a stream delta's), and the legacy completions object (``tokens``,
+``token_logprobs``, ``top_logprobs``, ``text_offset``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ def chat_logprobs(entries: Iterable[TextLogprob]) -> dict[str, Any]:
         for e in entries
     ]
     return {"content": content, "refusal": None}
+
+
+def part_logprobs(entries: Iterable[TextLogprob]) -> list[dict[str, Any]]:
+    """An ``output_text`` part's ``logprobs`` (the Responses API's ``LogProb`` items)."""
+    return chat_logprobs(entries)["content"]  # type: ignore[no-any-return]
+
+
+def delta_logprobs(entries: Iterable[TextLogprob]) -> list[dict[str, Any]]:
+    """A Responses stream's ``output_text.delta`` / ``.done`` ``logprobs``
+    (``ResponseLogProb`` items: no bytes)."""
+    return [
+        {
+            "token": e.text,
+            "logprob": e.logprob,
+            "top_logprobs": [{"token": t.text, "logprob": t.logprob} for t in e.top],
+        }
+        for e in entries
+    ]
 
 
 @dataclass(slots=True)

@@ -62,6 +62,7 @@ class ResponsesDoor:
                 top_p=1.0 if wire.top_p is None else wire.top_p,
                 seed=wire.seed,
                 max_tokens=wire.max_output_tokens,
+                logprobs=wire.logprobs_requested,
             ),
             tools=tuple(
                 ToolSpec(t.name, t.description, t.parameters, bool(t.strict)) for t in tools

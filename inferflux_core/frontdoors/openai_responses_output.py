@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferflux_core.contracts.generation import UsageReport
+from inferflux_core.contracts.generation import TextLogprob, UsageReport
 from inferflux_core.engine.collect import ChoiceResult
+from inferflux_core.frontdoors.openai_logprobs import part_logprobs
 from inferflux_core.frontdoors.openai_responses_input import Item, item_id
 from inferflux_core.protocol.responses import CreateResponseRequest, FunctionTool
 
@@ -54,19 +56,29 @@ def usage_object(report: UsageReport) -> dict[str, Any]:
     }
 
 
-def text_part(text: str) -> Item:
-    """An ``output_text`` content part."""
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def text_part(text: str, logprobs: Sequence[TextLogprob] = ()) -> Item:
+    """An ``output_text`` content part, with its tokens' logprobs when they were asked for."""
+    return {
+        "type": "output_text",
+        "text": text,
+        "annotations": [],
+        "logprobs": part_logprobs(logprobs),
+    }
 
 
-def message_item(text: str | None, status: str, given_id: str | None = None) -> Item:
+def message_item(
+    text: str | None,
+    status: str,
+    given_id: str | None = None,
+    logprobs: Sequence[TextLogprob] = (),
+) -> Item:
     """An assistant message item (``text`` None: no content part yet)."""
     return {
         "id": given_id or item_id("msg"),
         "type": "message",
         "status": status,
         "role": "assistant",
-        "content": [] if text is None else [text_part(text)],
+        "content": [] if text is None else [text_part(text, logprobs)],
     }
 
 
@@ -88,7 +100,7 @@ def output_items(choice: ChoiceResult) -> list[Item]:
     status = "incomplete" if choice.finish_reason in INCOMPLETE_REASONS else "completed"
     items: list[Item] = []
     if choice.text or not choice.tool_calls:
-        items.append(message_item(choice.text, status))
+        items.append(message_item(choice.text, status, logprobs=choice.logprobs))
     for call in choice.tool_calls:
         items.append(call_item(call.id, call.name, call.arguments, status, None))
     return items
@@ -133,7 +145,7 @@ def response_object(
         "text": {"format": _format_echo(wire), "verbosity": "medium"},
         "tool_choice": "auto" if wire.tool_choice is None else wire.tool_choice,
         "tools": [_tool_echo(tool) for tool in turn.tools],
-        "top_logprobs": 0,
+        "top_logprobs": wire.top_logprobs or 0,
         "top_p": 1.0 if wire.top_p is None else wire.top_p,
         "truncation": "disabled",
         "metadata": dict(wire.metadata or {}),

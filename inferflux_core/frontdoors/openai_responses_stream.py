@@ -11,17 +11,20 @@ fails, ``error`` and ``response.failed`` (:func:`failure_events`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from inferflux_core.contracts.generation import (
     Finish,
     InferenceEvent,
     TextDelta,
+    TextLogprob,
     ToolCallDelta,
     UsageReport,
 )
 from inferflux_core.errors import InferfluxError
 from inferflux_core.frontdoors.driver import Chunk
+from inferflux_core.frontdoors.openai_logprobs import delta_logprobs
 from inferflux_core.frontdoors.openai_responses_output import (
     ResponseTurn,
     call_item,
@@ -42,6 +45,8 @@ class ResponseEvents:
         self._output: list[dict[str, Any]] = []
         self._open: dict[str, Any] | None = None
         self._parts: list[str] = []
+        #: The open message's token logprobs (only when the request asked for them).
+        self._logprobs: list[TextLogprob] = []
         self._usage = UsageReport(0, 0)
         self._finish: str | None = None
         #: The last Response object sent (the one to store), once the stream ended.
@@ -58,7 +63,7 @@ class ResponseEvents:
     def event(self, event: InferenceEvent) -> list[Chunk]:
         """The events for one typed event."""
         if isinstance(event, TextDelta):
-            return self._text(event.text)
+            return self._text(event.text, event.logprobs)
         if isinstance(event, ToolCallDelta):
             return self._call(event)
         if isinstance(event, UsageReport):
@@ -106,7 +111,7 @@ class ResponseEvents:
 
     # -- items ------------------------------------------------------------------------------
 
-    def _text(self, text: str) -> list[Chunk]:
+    def _text(self, text: str, logprobs: Sequence[TextLogprob] = ()) -> list[Chunk]:
         chunks: list[Chunk] = []
         if self._open is None or self._open["type"] != "message":
             chunks += self._close()
@@ -122,6 +127,7 @@ class ResponseEvents:
                 )
             )
         self._parts.append(text)
+        self._logprobs.extend(logprobs)
         if text:
             chunks.append(
                 self._event(
@@ -130,7 +136,7 @@ class ResponseEvents:
                     output_index=self._index,
                     content_index=0,
                     delta=text,
-                    logprobs=[],
+                    logprobs=delta_logprobs(logprobs),
                 )
             )
         return chunks
@@ -156,6 +162,7 @@ class ResponseEvents:
     def _add(self, item: dict[str, Any]) -> list[Chunk]:
         self._open = item
         self._parts = []
+        self._logprobs = []
         return [self._event("response.output_item.added", output_index=self._index, item=item)]
 
     def _close(self) -> list[Chunk]:
@@ -171,10 +178,17 @@ class ResponseEvents:
         if item["type"] == "message":
             chunks = [
                 self._event(
-                    "response.output_text.done", **where, content_index=0, text=done, logprobs=[]
+                    "response.output_text.done",
+                    **where,
+                    content_index=0,
+                    text=done,
+                    logprobs=delta_logprobs(self._logprobs),
                 ),
                 self._event(
-                    "response.content_part.done", **where, content_index=0, part=text_part(done)
+                    "response.content_part.done",
+                    **where,
+                    content_index=0,
+                    part=text_part(done, self._logprobs),
                 ),
             ]
         else:
@@ -196,7 +210,7 @@ class ResponseEvents:
         """The open ``item`` as it ends, with everything streamed into it."""
         done = "".join(self._parts)
         if item["type"] == "message":
-            return message_item(done, status, item["id"])
+            return message_item(done, status, item["id"], self._logprobs)
         return call_item(item["call_id"], item["name"], done, status, item["id"])
 
     def _ending(self) -> list[Chunk]:

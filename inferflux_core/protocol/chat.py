@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StrictBool
 
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.common import MaxTokens, Name, OpenAIModel, SamplingFields, Text
@@ -61,6 +61,8 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     chat_template: Any = None
+    #: vLLM's extension: continue the final assistant message instead of starting a new one.
+    continue_final_message: StrictBool = False
 
     def refuse_request_template(self) -> None:
         """Templates run code; they come from the model file or the operator, never a client."""

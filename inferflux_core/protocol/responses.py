@@ -36,6 +36,9 @@ MAX_METADATA_VALUE_CHARS = 512
 MAX_INCLUDE = 16
 #: ``include`` values that need nothing we lack: there are never reasoning items to encrypt.
 HARMLESS_INCLUDES = frozenset({"reasoning.encrypted_content"})
+#: The ``include`` value that asks for the output text's token logprobs.
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+SUPPORTED_INCLUDES = HARMLESS_INCLUDES | {LOGPROBS_INCLUDE}
 
 ItemT = TypeVar("ItemT", bound=BaseModel)
 
@@ -159,6 +162,14 @@ class CreateResponseRequest(OpenAIModel):
     seed: int | None = Field(None, ge=MIN_SEED, le=MAX_SEED)
     priority: StrictInt = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
 
+    @property
+    def logprobs_requested(self) -> int | None:
+        """Alternatives per token to report with the output text (0: only the sampled
+        token's), None for no logprobs: asked by ``include`` or by ``top_logprobs``."""
+        if LOGPROBS_INCLUDE in (self.include or ()) or self.top_logprobs:
+            return self.top_logprobs or 0
+        return None
+
     def refuse_unsupported(self) -> None:
         """400 naming the first field asking for what no model here can do."""
         refusals: list[tuple[str, bool, str]] = [
@@ -174,11 +185,6 @@ class CreateResponseRequest(OpenAIModel):
                 self.truncation == "auto",
                 "'auto' truncation is not supported; only 'disabled'",
             ),
-            (
-                "top_logprobs",
-                bool(self.top_logprobs),
-                "logprobs are not supported on this endpoint yet",
-            ),
         ]
         if self.reasoning is not None:
             for name in ("effort", "summary", "generate_summary"):
@@ -192,7 +198,7 @@ class CreateResponseRequest(OpenAIModel):
         if self.text is not None and self.text.verbosity not in (None, "medium"):
             refusals.append(("text.verbosity", True, "only 'medium' verbosity is supported"))
         for index, value in enumerate(self.include or ()):
-            if value not in HARMLESS_INCLUDES:
+            if value not in SUPPORTED_INCLUDES:
                 refusals.append((f"include.{index}", True, f"{value!r} cannot be included"))
         for param, refused, why in refusals:
             if refused:

@@ -23,6 +23,7 @@ from inferflux_core.contracts import (
     StepPlan,
 )
 from inferflux_core.engine.plan import PlanApplier
+from inferflux_core.errors import InferfluxError
 
 RUNNING = SequenceStatus.RUNNING
 
@@ -144,6 +145,12 @@ class SimulatedEngine(PlanApplier[ScheduledSequence]):
             self._release(sequence)
             self.scheduler.finish(sequence)
             self.finished.append(sequence.request_id)
+
+    def fail(self, sequence: ScheduledSequence, error: InferfluxError) -> None:
+        """End a sequence that failed on its own: free it, as a finished one."""
+        self._release(sequence)
+        self.scheduler.finish(sequence)
+        self.finished.append(sequence.request_id)
 
     def _release(self, sequence: ScheduledSequence) -> None:
         if sequence.request_id in self._running:

@@ -111,7 +111,7 @@ def plan_tools(
     param = f"tools.{chosen[0]}.function.parameters" if len(chosen) == 1 else "tool_choice"
     chosen_tools = [tools[i] for i in chosen]
     if guidance is not None:
-        family = guidance_family(family)
+        family = guidance_family(family, chosen_tools)
         params = [f"tools.{i}.function.parameters" for i in chosen]
         rules = forced_call_guidance(family, chosen_tools, params, parallel=max_calls is None)
         check_backend_guidance(guidance, rules, param)

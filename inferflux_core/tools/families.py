@@ -230,6 +230,24 @@ COMMAND_R = Syntax(
     },
 )
 
+#: Command R+ (its tool-use template): ``Action: ```json [{"tool_name": ..., "parameters": ...}]```.
+COMMAND_R_PLUS = Syntax(
+    "command_r_plus",
+    markers={
+        "Action:": (
+            Form(
+                _re(
+                    r'\s*(?:```(?:json)?\s*\[|,)\s*\{\s*"tool_name"\s*:\s*"'
+                    + NAME
+                    + r'"\s*,\s*"parameters"\s*:\s*(?=\{)'
+                ),
+                _re(r"\s*\}"),
+                close=_re(r"\s*\]\s*```"),
+            ),
+        ),
+    },
+)
+
 FUNCTIONARY_V3_2 = Syntax(
     "functionary_v3_2",
     markers={
@@ -311,6 +329,7 @@ SYNTAXES = {
         SEED_OSS,
         DEEPSEEK,
         COMMAND_R,
+        COMMAND_R_PLUS,
         FUNCTIONARY_V3_2,
         FUNCTIONARY_V3_1,
         KIMI_K2,
@@ -334,6 +353,7 @@ DETECTION: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("lfm2", ("<|tool_list_start|>", "<|tool_list_end|>")),
     ("lfm2", ("List of tools: [",)),
     ("command_r7b", ("<|START_ACTION|>",)),
+    ("command_r_plus", ("directly-answer", "Action:")),
     ("gpt_oss", ("<|channel|>",)),
     ("seed_oss", ("<seed:tool_call>",)),
     ("kimi_k2", ("<|tool_calls_section_begin|>",)),

@@ -6,7 +6,8 @@ combined JSON Schema, turned into GBNF by the structured-output module: its rule
 ``response_format`` gets. Around it, each family writes its own markup, as GBNF literals:
 ``[TOOL_CALLS]name[ARGS]{...}`` for Mistral, ``<|tool_call_begin|>functions.name:0...`` for
 Kimi-K2, and so on. :func:`family_call_grammar` returns None for a family it has no syntax
-for (Hermes, and the XML families, whose forced calls stay in Hermes syntax).
+for (Hermes, and the XML families, whose forced calls are in Hermes syntax on GBNF and in
+their own on llguidance: :mod:`.xml_guidance`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ def _lit(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _json_call(key: str) -> CallWriter:
+def json_call(key: str) -> CallWriter:
+    """Writes a call as ``{"name": ..., key: <arguments>}``."""
+
     def write(name: str, args: str) -> str:
         head = '{"name": ' + json.dumps(name) + ", " + json.dumps(key) + ": "
         return f"{_lit(head)} {args} {_lit('}')}"
@@ -48,10 +51,15 @@ def _command_r(name: str, args: str) -> str:
     return f"{_lit(head)} {args} {_lit('}')}"
 
 
+def _command_r_plus(name: str, args: str) -> str:
+    head = '{"tool_name": ' + json.dumps(name) + ', "parameters": '
+    return f"{_lit(head)} {args} {_lit('}')}"
+
+
 #: family -> (how one call is written, what opens the calls, what separates two, what ends
 #: them, whether several calls are allowed).
 FAMILY_SYNTAX: dict[str, tuple[CallWriter, str, str, str, bool]] = {
-    "llama3": (_json_call("parameters"), "", "", "", False),
+    "llama3": (json_call("parameters"), "", "", "", False),
     "mistral": (
         lambda name, args: f"{_lit(name + '[ARGS]')} {args}",
         "[TOOL_CALLS]",
@@ -59,10 +67,10 @@ FAMILY_SYNTAX: dict[str, tuple[CallWriter, str, str, str, bool]] = {
         "",
         True,
     ),
-    "granite": (_json_call("arguments"), "<|tool_call|>[", ", ", "]", True),
-    "firefunction_v2": (_json_call("arguments"), " functools[", ", ", "]", True),
-    "nemotron_v2": (_json_call("arguments"), "<TOOLCALL>[", ", ", "]</TOOLCALL>", True),
-    "apriel": (_json_call("arguments"), "<tool_calls>[", ", ", "]</tool_calls>", True),
+    "granite": (json_call("arguments"), "<|tool_call|>[", ", ", "]", True),
+    "firefunction_v2": (json_call("arguments"), " functools[", ", ", "]", True),
+    "nemotron_v2": (json_call("arguments"), "<TOOLCALL>[", ", ", "]</TOOLCALL>", True),
+    "apriel": (json_call("arguments"), "<tool_calls>[", ", ", "]</tool_calls>", True),
     "deepseek": (_deepseek, DS_CALLS_BEGIN, "\n", deepseek_token("tool calls end"), True),
     "kimi_k2": (
         lambda name, args: (
@@ -83,6 +91,7 @@ FAMILY_SYNTAX: dict[str, tuple[CallWriter, str, str, str, bool]] = {
         True,
     ),
     "command_r7b": (_command_r, "<|START_ACTION|>[\n", ",\n", "\n]<|END_ACTION|>", True),
+    "command_r_plus": (_command_r_plus, "Action:\n```json\n[\n", ",\n", "\n]\n```", True),
     "gpt_oss": (
         lambda name, args: (
             f"{_lit(f'<|channel|>commentary to=functions.{name} <|constrain|>json<|message|>')} "

@@ -7,8 +7,10 @@ allowed function's arguments, and the arguments are a ``%json`` rule holding the
 ``parameters``: llguidance enforces them as it does ``response_format`` (``pattern``,
 ``oneOf``, ``allOf``, ``format`` s, local ``$ref``), under the same caps and compile options
 (:mod:`inferflux_core.structured.guidance`). Each ``%json`` schema is self-contained, so its
-``$defs`` stay where they are. A family without a syntax in :data:`.FAMILY_SYNTAX` is written
-in Hermes syntax, as the GBNF path does. The markup is matched as text: the output parses
+``$defs`` stay where they are. The XML families (Qwen3-Coder, Seed-OSS, GLM, MiniMax-M2,
+DeepSeek V3.2) write one element per parameter (:mod:`.xml_guidance`) where the parameters are
+a plain object schema. A family with neither is written in Hermes syntax, as the GBNF path
+does. The markup is matched as text: the output parses
 back through the same family parser. Grammars are cached by their Lark text, with the
 compiled schemas.
 """
@@ -30,13 +32,14 @@ from inferflux_core.structured.guidance import (
     strict_objects,
 )
 from inferflux_core.tools.families import HERMES
-from inferflux_core.tools.family_grammar import FAMILY_SYNTAX, _json_call
+from inferflux_core.tools.family_grammar import FAMILY_SYNTAX, json_call
 from inferflux_core.tools.grammar import MAX_PARALLEL_CALLS, parameters_schema
 from inferflux_core.tools.parser import CLOSE, OPEN
+from inferflux_core.tools.xml_guidance import XML_SYNTAX, xml_body, xml_call_rules, xml_expressible
 
 #: Hermes syntax (also read by the Qwen3-Coder family's parser), as a family syntax.
 HERMES_SYNTAX = (
-    _json_call("arguments"),
+    json_call("arguments"),
     OPEN + "\n",
     "\n" + CLOSE + "\n" + OPEN + "\n",
     "\n" + CLOSE,
@@ -44,9 +47,13 @@ HERMES_SYNTAX = (
 )
 
 
-def guidance_family(family: str) -> str:
-    """The family a forced call is written (and so parsed) in under llguidance."""
+def guidance_family(family: str, tools: Sequence[ToolSpec]) -> str:
+    """The family a forced call of one of ``tools`` is written (and so parsed) in under
+    llguidance: its own where it has a syntax here, else Hermes (which the Qwen3-Coder
+    parser reads too)."""
     if family in FAMILY_SYNTAX:
+        return family
+    if family in XML_SYNTAX and all(xml_expressible(parameters_schema(t)) for t in tools):
         return family
     return family if family == "qwen3_coder" else HERMES
 
@@ -56,21 +63,32 @@ def forced_call_guidance(
 ) -> str:
     """The llguidance grammar forcing one call (or, with ``parallel`` where the family allows
     several, 1 to :data:`MAX_PARALLEL_CALLS`) of one of ``tools`` in ``family``'s syntax
-    (see :func:`guidance_family`). ``params[i]`` is where ``tools[i]``'s parameters are in
-    the request: a schema over a cap or refused by llguidance is a 400 naming it."""
-    write, opening, separator, ending, several = FAMILY_SYNTAX.get(family, HERMES_SYNTAX)
+    (``family`` is what :func:`guidance_family` chose). ``params[i]`` is where ``tools[i]``'s
+    parameters are in the request: a schema over a cap or refused by llguidance is a 400
+    naming it."""
     rules = []
     calls = []
+    xml = family in XML_SYNTAX and all(xml_expressible(parameters_schema(t)) for t in tools)
     for i, (tool, param) in enumerate(zip(tools, params, strict=True)):
         schema = parameters_schema(tool)
         schema_guidance(schema, param=param)  # the caps, and llguidance's verdict, cached
-        rules.append(f"args_{i}: %json {_json_rule(schema)}")
-        calls.append(f"( {write(tool.name, f'args_{i}')} )")
-    repeat = ""
-    if parallel and several:
-        between = _lit(separator) + " " if separator else ""
-        repeat = f" ({between}call){{0,{MAX_PARALLEL_CALLS - 1}}}"
-    body = " ".join(part for part in (_lit(opening), f"call{repeat}", _lit(ending)) if part)
+        if xml:
+            call, values = xml_call_rules(family, i, tool.name, schema, _json_rule)
+            calls.append(f"( {call} )")
+            rules.extend(values)
+        else:
+            write = FAMILY_SYNTAX.get(family, HERMES_SYNTAX)[0]
+            rules.append(f"args_{i}: %json {_json_rule(schema)}")
+            calls.append(f"( {write(tool.name, f'args_{i}')} )")
+    if xml:
+        body = xml_body(family, "call", several=MAX_PARALLEL_CALLS if parallel else 1)
+    else:
+        _, opening, separator, ending, several = FAMILY_SYNTAX.get(family, HERMES_SYNTAX)
+        repeat = ""
+        if parallel and several:
+            between = _lit(separator) + " " if separator else ""
+            repeat = f" ({between}call){{0,{MAX_PARALLEL_CALLS - 1}}}"
+        body = " ".join(part for part in (_lit(opening), f"call{repeat}", _lit(ending)) if part)
     lark = "\n".join((f"start: {body}", "call: " + " | ".join(calls), *rules))
     cache_key = digest("llguidance-lark", lark)
     grammar = GUIDANCE_GRAMMARS.get(cache_key)

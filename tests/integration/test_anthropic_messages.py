@@ -322,13 +322,90 @@ def test_a_block_we_cannot_take_is_a_bad_request(
     assert expected in caught.value.body["error"]["message"]  # type: ignore[index]
 
 
-def test_a_final_assistant_turn_is_refused(claude: anthropic.Anthropic) -> None:
-    with pytest.raises(anthropic.BadRequestError, match="prefill"):
+PREFILL = "The capital of France is"
+
+
+def _continued_prompt(http: httpx.Client, messages: list[dict[str, Any]]) -> str:
+    """The prompt that continues ``messages``' final assistant text, built independently of
+    the server's prefill code: the template's rendering without a generation prompt (from
+    ``/tokenize`` and ``/detokenize``), cut right after the final text."""
+    body = {"model": MODEL_NAME, "messages": messages, "add_generation_prompt": False}
+    tokens = http.post("/tokenize", json=body).json()["tokens"]
+    text: str = http.post("/detokenize", json={"model": MODEL_NAME, "tokens": tokens}).json()[
+        "prompt"
+    ]
+    final = messages[-1]["content"]
+    return text[: text.rindex(final) + len(final)]
+
+
+def test_a_final_assistant_turn_is_continued(
+    claude: anthropic.Anthropic, server: RunningServer
+) -> None:
+    messages = [*QUESTION, {"role": "assistant", "content": PREFILL}]
+    with httpx.Client(base_url=server.base_url, headers=server.auth_headers, timeout=120) as http:
+        prompt = _continued_prompt(http, messages)
+        completion = http.post(
+            "/v1/completions",
+            json={"model": MODEL_NAME, "prompt": prompt, "max_tokens": 12, **GREEDY},
+        ).json()
+        chat = http.post(
+            "/v1/chat/completions",
+            json={
+                "model": MODEL_NAME,
+                "messages": messages,
+                "max_tokens": 12,
+                "continue_final_message": True,
+                **GREEDY,
+            },
+        ).json()
+    message = claude.messages.create(
+        model=MODEL_NAME,
+        max_tokens=12,
+        messages=messages,  # type: ignore[arg-type]
+        extra_body=GREEDY,
+    )
+    text = message.content[0].text  # type: ignore[union-attr]
+    assert text == completion["choices"][0]["text"]
+    assert message.usage.input_tokens == completion["usage"]["prompt_tokens"]
+    assert chat["choices"][0]["message"]["content"] == text
+    counted = claude.messages.count_tokens(model=MODEL_NAME, messages=messages)  # type: ignore[arg-type]
+    assert counted.input_tokens == message.usage.input_tokens
+    with claude.messages.stream(
+        model=MODEL_NAME,
+        max_tokens=12,
+        messages=messages,  # type: ignore[arg-type]
+        extra_body=GREEDY,
+    ) as stream:
+        assert "".join(stream.text_stream) == text
+
+
+@pytest.mark.parametrize(
+    ("final", "extra", "expected"),
+    [
+        ("The capital is ", {}, "cannot end with whitespace"),
+        (PREFILL, {"tools": [WEATHER], "tool_choice": FORCED}, "forced tool call"),
+        (
+            [
+                {"type": "text", "text": PREFILL},
+                {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+            ],
+            {},
+            "tool calls cannot be continued",
+        ),
+    ],
+)
+def test_a_final_assistant_turn_that_cannot_be_continued_is_a_bad_request(
+    claude: anthropic.Anthropic, final: Any, extra: dict[str, Any], expected: str
+) -> None:
+    messages = [*QUESTION, {"role": "assistant", "content": final}]
+    with pytest.raises(anthropic.BadRequestError) as caught:
         claude.messages.create(
             model=MODEL_NAME,
             max_tokens=4,
-            messages=[*QUESTION, {"role": "assistant", "content": "The capital is"}],
+            messages=messages,  # type: ignore[arg-type]
+            **extra,
         )
+    assert expected in caught.value.body["error"]["message"]  # type: ignore[index]
 
 
 def test_no_credential_is_401_in_anthropics_shape(http: httpx.Client) -> None:

@@ -183,6 +183,47 @@ def test_streamed_events_come_in_openai_order_with_sequence_numbers(
     assert whole["usage"]["output_tokens"] == final["usage"]["output_tokens"]
 
 
+LOGPROBS = {"include": ["message.output_text.logprobs"], "top_logprobs": 2}
+
+
+def test_logprobs_come_with_the_output_text_whole_and_streamed(
+    client: openai.OpenAI, http: httpx.Client, spec: OpenAISpec
+) -> None:
+    body = _body(max_output_tokens=12, **LOGPROBS)
+    whole = http.post("/responses", json=body).json()
+    spec.validate("Response", whole)
+    assert whole["top_logprobs"] == 2
+    part = whole["output"][0]["content"][0]
+    entries = part["logprobs"]
+    assert len(entries) == whole["usage"]["output_tokens"]
+    assert "".join(e["token"] for e in entries) == part["text"]
+    for entry in entries:
+        assert entry["logprob"] <= 0 and bytes(entry["bytes"]).decode() == entry["token"]
+        assert len(entry["top_logprobs"]) == 2
+        best = max(t["logprob"] for t in entry["top_logprobs"])
+        assert entry["logprob"] <= best + 1e-6  # greedy: the pick is the most likely token
+        assert abs(entry["logprob"] - best) < 1e-4
+
+    events = sse_events(http, body)
+    for _, data in events:
+        spec.validate_event("ResponseStreamEvent", data)
+    deltas = [d for name, d in events if name == "response.output_text.delta"]
+    assert all("".join(e["token"] for e in d["logprobs"]) == d["delta"] for d in deltas)
+    streamed = [e for d in deltas for e in d["logprobs"]]
+    [done] = [d for name, d in events if name == "response.output_text.done"]
+    assert done["logprobs"] == streamed
+    assert [e["logprob"] for e in streamed] == pytest.approx([e["logprob"] for e in entries])
+    final = events[-1][1]["response"]["output"][0]["content"][0]
+    assert [e["token"] for e in final["logprobs"]] == [e["token"] for e in streamed]
+
+    plain = http.post("/responses", json=_body(max_output_tokens=12)).json()
+    assert plain["output"][0]["content"][0]["logprobs"] == []
+    sdk = client.responses.create(
+        **_body(max_output_tokens=4), include=["message.output_text.logprobs"]
+    )
+    assert sdk.output[0].content[0].logprobs  # type: ignore[union-attr]
+
+
 def test_the_sdk_streams_and_collects_the_final_response(client: openai.OpenAI) -> None:
     with client.responses.stream(**_body(max_output_tokens=200)) as stream:
         events = list(stream)
@@ -440,7 +481,7 @@ IMAGE = {"type": "input_image", "image_url": "https://example.com/cat.png"}
         ({"truncation": "auto"}, "truncation"),
         ({"conversation": "conv_1"}, "conversation"),
         ({"prompt": {"id": "pmpt_1"}}, "prompt"),
-        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"top_logprobs": 21}, "top_logprobs"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_text", "text": "?"}, IMAGE]}]},
             "input.0.content.1.type",

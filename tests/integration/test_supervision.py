@@ -216,6 +216,28 @@ def test_a_backend_that_fails_a_step_fails_its_request_with_a_503_and_the_loop_g
     _assert_serves(failing)
 
 
+def test_a_sequence_whose_grammar_fails_mid_answer_fails_alone(failing: RunningServer) -> None:
+    """The llguidance matcher of one sequence cannot go on: its request gets a 400, the
+    request decoded in the same steps finishes untouched, and the model does not count it
+    as a failure, however often it happens."""
+    innocent = LongStream(failing, max_tokens=48)
+    backend = _backend(failing)
+    with _client(failing) as client:
+        for _ in range(MAX_FAILED_STEPS + 1):
+            backend.guided.armed = 1
+            response = _chat(client, response_format={"type": "json_object"})
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert (error["type"], error["code"]) == ("invalid_request_error", "generation_failed")
+            assert "matcher cannot go on" in error["message"]
+    chunks = innocent.chunks()
+    assert not [c for c in chunks if "error" in c]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert failing.wait_idle()
+    assert httpx.get(f"{failing.base_url}/readyz").status_code == 200
+    _assert_serves(failing)
+
+
 def test_a_stream_whose_step_fails_ends_with_an_error_event(failing: RunningServer) -> None:
     stream = LongStream(failing, max_tokens=400)
     _backend(failing).decode_failures.append(RuntimeError("test double: decode broke"))

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from inferflux_core.config import DEFAULT_MODEL_SOURCE, load_config
+from inferflux_core.config import DEFAULT_MODEL_SOURCE, Settings, load_config
 from inferflux_core.errors import ConfigError
 
 
@@ -103,3 +104,16 @@ def test_security_sections_from_yaml(tmp_path: Path) -> None:
     config.write_text("auth:\n  oidc:\n    issuer: x\n    audience: y\n    algorithms: [HS256]\n")
     with pytest.raises(ConfigError, match=r"auth\.oidc\.algorithms"):
         load_config(config)
+
+
+def test_the_responses_store_is_bounded_as_the_config_says() -> None:
+    from inferflux_core.bootstrap import response_store
+
+    settings = Settings.model_validate(
+        {"responses": {"store_max_entries": 3, "store_max_bytes": 4096, "store_ttl_seconds": 9}}
+    )
+    store = response_store(settings.responses)
+    assert (store.max_entries, store.max_bytes, store.ttl_seconds) == (3, 4096, 9)
+    assert store.max_entries_per_owner == 256
+    with pytest.raises(ValidationError):
+        Settings.model_validate({"responses": {"store_ttl_seconds": -1}})

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from inferflux_core.contracts import ScheduledChunk, ScheduledSequence, SequenceChunk, StepPlan
 from inferflux_core.engine.plan import PlanApplier
 from inferflux_core.engine.step import StepApplier
+from inferflux_core.errors import InferfluxError, SequencesFailedError
 from inferflux_core.testing.simulation import SimulatedEngine
 
 
@@ -45,6 +46,9 @@ class Recorder(PlanApplier[ScheduledSequence]):
     def accept(self, sequence: ScheduledSequence, token: int) -> None:
         sequence.generated.append(token)
         self.calls.append(("accept", sequence.request_id))
+
+    def fail(self, sequence: ScheduledSequence, error: InferfluxError) -> None:
+        self.calls.append(("fail", f"{sequence.request_id}:{error.message}"))
 
 
 def _sequence(name: str, n_prompt: int) -> ScheduledSequence:
@@ -91,3 +95,29 @@ def test_a_plan_with_nothing_to_feed_decodes_nothing() -> None:
 def test_the_runner_and_the_simulated_engine_apply_plans_with_the_same_code() -> None:
     assert StepApplier.apply is PlanApplier.apply
     assert SimulatedEngine.apply is PlanApplier.apply
+
+
+class FailingOne(Recorder):
+    """A test double whose decode fails sequence ``seq_id`` alone, as a backend whose grammar
+    for that sequence cannot go on does."""
+
+    def __init__(self, seq_id: int) -> None:
+        super().__init__()
+        self.failing = seq_id
+
+    def decode(
+        self, chunks: Sequence[SequenceChunk], fed: Sequence[ScheduledSequence]
+    ) -> dict[int, int]:
+        sampled = super().decode(chunks, fed)
+        del sampled[self.failing]
+        raise SequencesFailedError(sampled, {self.failing: "grammar failed"})
+
+
+def test_a_sequence_that_fails_alone_is_failed_and_the_others_are_accepted() -> None:
+    ok, bad = _sequence("ok", 3), _sequence("bad", 3)
+    applier = FailingOne(seq_id=1)
+    plan = StepPlan(chunks=[ScheduledChunk(ok, 3), ScheduledChunk(bad, 3)])
+    assert applier.apply(plan)
+    assert ("accept", "ok") in applier.calls and ("accept", "bad") not in applier.calls
+    assert applier.calls[-1] == ("fail", "bad:grammar failed")
+    assert ("prefilled", "bad:3") in applier.calls  # its chunk is in the KV all the same

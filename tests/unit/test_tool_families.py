@@ -113,6 +113,7 @@ def test_a_malformed_call_is_text(name: str) -> None:
         "seed_oss": "<seed:tool_call>",
         "deepseek": DS_CALLS_BEGIN,
         "command_r7b": "<|START_ACTION|>",
+        "command_r_plus": "Action:",
         "functionary_v3_2": ">>>",
         "functionary_v3_1_llama3_1": "<function=",
         "kimi_k2": "<|tool_calls_section_begin|>",

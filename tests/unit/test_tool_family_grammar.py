@@ -17,6 +17,7 @@ from inferflux_core.tools.families import FAMILIES
 from inferflux_core.tools.family_grammar import FAMILY_SYNTAX, family_call_grammar
 from inferflux_core.tools.output import new_parser
 from inferflux_core.tools.parser import Arguments, CallStart
+from tests.direct_llama import direct_llama
 
 TEMPLATES = Path(__file__).parent.parent / "data" / "templates"
 FORECAST = ToolSpec(
@@ -45,7 +46,7 @@ def calls_of(family: str, text: str) -> list[tuple[str, Any]]:
 
 @pytest.fixture(scope="module")
 def llama(model_path: Path) -> Iterator[Llama]:
-    model = Llama(str(model_path), n_ctx=512, n_threads=1, verbose=False)
+    model = direct_llama(model_path, n_ctx=512, n_threads=1, verbose=False)
     yield model
     model.close()
 

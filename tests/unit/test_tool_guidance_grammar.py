@@ -22,7 +22,9 @@ from inferflux_core.tools.families import FAMILIES
 from inferflux_core.tools.family_grammar import FAMILY_SYNTAX
 from inferflux_core.tools.output import new_parser
 from inferflux_core.tools.parser import Arguments, CallStart
+from inferflux_core.tools.xml_guidance import XML_SYNTAX
 from inferflux_plugins.backends.llama_cpp.guidance import GuidanceMatchers, end_tokens
+from tests.direct_llama import direct_llama
 
 PARAMETERS: dict[str, Any] = {
     "type": "object",
@@ -52,7 +54,7 @@ class Checker:
 
 @pytest.fixture(scope="module")
 def llama(model_path: Path) -> Iterator[Llama]:
-    model = Llama(str(model_path), n_ctx=512, n_threads=1, verbose=False)
+    model = direct_llama(model_path, n_ctx=512, n_threads=1, verbose=False)
     yield model
     model.close()
 
@@ -105,7 +107,7 @@ def guided_text(llama: Llama, checker: Checker, grammar: str) -> str:
 
     out = llama.create_completion(
         "Will it rain tomorrow? Call the forecast tool.\n",
-        max_tokens=120,
+        max_tokens=240,
         temperature=0.0,
         logits_processor=LogitsProcessorList([mask]),
     )
@@ -118,11 +120,11 @@ def test_forced_call_under_llguidance_compiles_in_every_family(
 ) -> None:
     plan = forced(checker, family, (FORECAST, NOTHING))
     assert plan.grammar is None and plan.guidance is not None
-    expected = family if family in FAMILY_SYNTAX or family == "qwen3_coder" else "hermes"
+    expected = family if family in FAMILY_SYNTAX or family in XML_SYNTAX else "hermes"
     assert plan.family == expected
 
 
-@pytest.mark.parametrize("family", ["hermes", *sorted(FAMILY_SYNTAX)])
+@pytest.mark.parametrize("family", ["hermes", *sorted(FAMILY_SYNTAX), *sorted(XML_SYNTAX)])
 def test_what_the_model_writes_under_llguidance_parses_back(
     llama: Llama, checker: Checker, family: str
 ) -> None:
@@ -142,3 +144,45 @@ def test_a_schema_llguidance_refuses_names_its_tool(checker: Checker) -> None:
         forced(checker, "hermes", (FORECAST, refused))
     assert caught.value.param == "tools.1.function.parameters"
     assert "not" in caught.value.message
+
+
+ROUTE: dict[str, Any] = {
+    "type": "object",
+    "$defs": {"city": {"type": "string", "pattern": "^[A-Z][a-z]{2,12}$"}},
+    "properties": {
+        "origin": {"$ref": "#/$defs/city"},
+        "stops": {"type": "array", "items": {"$ref": "#/$defs/city"}, "maxItems": 2},
+        "note": {"type": "string", "maxLength": 20},
+    },
+    "required": ["origin", "stops"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(XML_SYNTAX))
+def test_xml_families_write_local_refs_and_optional_parameters(
+    llama: Llama, checker: Checker, family: str
+) -> None:
+    plan = forced(checker, family, (ToolSpec("route", None, ROUTE),))
+    assert plan.family == family and plan.guidance is not None
+    text = guided_text(llama, checker, plan.guidance)
+    assert "{" not in text.split("route", 1)[1][:3], text  # one element per parameter
+    calls = calls_of(family, text)
+    assert [name for name, _ in calls] == ["route"], text
+    jsonschema.validate(calls[0][1], ROUTE)
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [
+        {"type": "object", "anyOf": [{"required": ["a"]}, {"required": ["b"]}]},
+        {"type": "object", "properties": {"a b": {"type": "string"}}},
+        {"type": "object", "properties": {"a": {}}, "additionalProperties": True},
+    ],
+)
+def test_a_schema_xml_cannot_write_is_forced_in_hermes_syntax(
+    checker: Checker, parameters: dict[str, Any]
+) -> None:
+    for family in XML_SYNTAX:
+        plan = forced(checker, family, (ToolSpec("f", None, parameters),))
+        assert plan.family == ("qwen3_coder" if family == "qwen3_coder" else "hermes")
+        assert plan.guidance is not None and "<tool_call>" in plan.guidance

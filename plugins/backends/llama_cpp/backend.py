@@ -27,7 +27,7 @@ from inferflux_core.contracts import (
     TokenLogprob,
     usable_cores,
 )
-from inferflux_core.errors import BackendError, ConfigError, ModelFileError
+from inferflux_core.errors import BackendError, ConfigError, ModelFileError, SequencesFailedError
 from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
 from inferflux_plugins.backends.llama_cpp.embedding import (
@@ -45,6 +45,7 @@ from inferflux_plugins.backends.llama_cpp.gpu import (
 )
 from inferflux_plugins.backends.llama_cpp.grammar import ConstrainedSampler, GrammarCache
 from inferflux_plugins.backends.llama_cpp.guidance import (
+    GuidanceFailure,
     GuidanceMatchers,
     GuidedSampler,
     end_tokens,
@@ -124,6 +125,8 @@ class LlamaCppBackend(StepBackend):
         self._matcher_of: dict[int, Any] = {}
         self._logprobs_of: dict[int, int] = {}
         self._logprobs: dict[int, TokenLogprob] = {}
+        #: Sequences of the running decode whose llguidance matcher failed, with why.
+        self._failures: dict[int, str] = {}
         options = parse_options(spec.options, spec.model_name)
         if spec.max_sequences < 1:
             raise ConfigError("max_sequences must be at least 1", param="max_sequences")
@@ -418,6 +421,7 @@ class LlamaCppBackend(StepBackend):
         chains = self._chains
         positions = self._positions
         self._logprobs = {}
+        self._failures = {}
         sampled: dict[int, int] = {}
         pending: list[tuple[int, Any, int]] = []
         starts: list[tuple[int, int]] = []
@@ -455,6 +459,8 @@ class LlamaCppBackend(StepBackend):
             batch.clear()
             self._roll_back(starts)
             raise
+        if self._failures:
+            raise SequencesFailedError(sampled, self._failures)
         return sampled
 
     def _call_groups(self, chunks: Sequence[SequenceChunk]) -> list[list[SequenceChunk]]:
@@ -494,7 +500,11 @@ class LlamaCppBackend(StepBackend):
             grammar = grammars.get(seq_id)
             matcher = matchers.get(seq_id) if matchers else None
             if matcher is not None:
-                token = self._guided.sample(chain, matcher, ctx, index)
+                try:
+                    token = self._guided.sample(chain, matcher, ctx, index)
+                except GuidanceFailure as exc:
+                    self._failures[seq_id] = str(exc)
+                    continue
             elif grammar is None:
                 token = sample(chain, ctx, index)
             else:

@@ -104,7 +104,7 @@ class GuidedSampler:
         candidates, mask = self._candidates, self._mask
         matcher.unsafe_compute_mask_ptr(mask.ctypes.data, mask.nbytes)
         if matcher.is_error():
-            raise BackendError(f"llguidance failed: {matcher.get_error()[:200]}")
+            raise GuidanceFailure(f"llguidance failed: {matcher.get_error()[:200]}")
         logits = candidates.logits(ctx, index)
         token = candidates.pick(chain, logits)
         if not (int(mask[token >> 5]) >> (token & 31)) & 1:
@@ -113,8 +113,13 @@ class GuidedSampler:
             token = candidates.pick(chain, logits, forbidden=allowed == 0)
         self._llama.llama_sampler_accept(chain, token)
         if not matcher.consume_token(token):
-            raise BackendError(f"llguidance refused token {token}: {matcher.get_error()[:200]}")
+            raise GuidanceFailure(f"llguidance refused token {token}: {matcher.get_error()[:200]}")
         return token
+
+
+class GuidanceFailure(Exception):
+    """A sequence's llguidance matcher cannot go on (a parser limit reached mid-answer, say):
+    that sequence fails, the step and the other sequences do not."""
 
 
 def build_tokenizer(llama: ModuleType, vocab: Any, eos: list[int]) -> Any:
