@@ -55,7 +55,8 @@ class PullServer:
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        serve = lambda: self._httpd.serve_forever(poll_interval=0.05)  # noqa: E731
+        self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
 
     @property

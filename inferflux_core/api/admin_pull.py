@@ -22,6 +22,7 @@ import functools
 import json
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import falcon
@@ -32,7 +33,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from inferflux_core.api.body import read_json
 from inferflux_core.api.sse import SseWire, sse_stream
 from inferflux_core.auth.scopes import MODELS_WRITE
-from inferflux_core.errors import InferfluxError, ModelExistsError, PullError
+from inferflux_core.errors import (
+    InferfluxError,
+    ModelExistsError,
+    PullError,
+    ServiceUnavailableError,
+)
 from inferflux_core.protocol.common import parse_body
 from inferflux_core.registry import Manifest, ModelRegistry, validate_sha256
 from inferflux_core.registry.pull import (
@@ -49,6 +55,8 @@ if TYPE_CHECKING:
 
 PULL_PATH = "/v1/admin/models/pull"
 PULL_BODY_LIMIT = 16 * 1024
+#: Pulls one server runs at once, each on its own thread; one more is refused with 503.
+MAX_CONCURRENT_PULLS = 4
 #: Called on the event loop with the manifest of each finished pull (the lead's glue point:
 #: register the pulled model with the engine). An exception becomes the stream's error event.
 OnPulled = Callable[[Manifest], None]
@@ -88,6 +96,9 @@ class ModelPullResource:
         self.registry = registry
         self.options = options
         self.on_pulled = on_pulled
+        # Its own threads: a long download must not hold the default executor's workers.
+        self._workers = ThreadPoolExecutor(MAX_CONCURRENT_PULLS, thread_name_prefix="pull")
+        self._running = 0
 
     async def on_post(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Check the request, then stream the pull."""
@@ -103,6 +114,11 @@ class ModelPullResource:
             validate_sha256(body.sha256)
         if self.registry.exists(name):
             raise ModelExistsError(already_registered(name), param="name")
+        if self._running >= MAX_CONCURRENT_PULLS:
+            raise ServiceUnavailableError(
+                f"{MAX_CONCURRENT_PULLS} pulls are running; try again when one has finished",
+                headers={"Retry-After": "10"},
+            )
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-store")
         resp.sse = sse_stream(self._events(body, name), wire=PULL_SSE)
@@ -116,8 +132,9 @@ class ModelPullResource:
         def on_progress(completed: int, total: int | None) -> None:
             loop.call_soon_threadsafe(progress.put_nowait, (completed, total))
 
+        self._running += 1
         job = loop.run_in_executor(
-            None,
+            self._workers,
             functools.partial(
                 pull_model,
                 self.registry,
@@ -155,6 +172,12 @@ class ModelPullResource:
         finally:
             # A client that went away: the worker stops at its next chunk and cleans up.
             cancel.set()
+            job.add_done_callback(self._finished)
+
+    def _finished(self, job: asyncio.Future[Manifest]) -> None:
+        self._running -= 1
+        if not job.cancelled():
+            job.exception()  # retrieved: a pull nobody waited for is not an unhandled error
 
 
 def _pulling(completed: int, total: int | None) -> dict[str, Any]:

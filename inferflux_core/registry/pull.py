@@ -17,11 +17,13 @@ behind but a resumable ``.partial`` download.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -132,7 +134,7 @@ def pull_model(
         raise ModelExistsError(already_registered(name))
     if authorization is None and spec.kind == "hf" and os.environ.get("HF_TOKEN"):
         authorization = f"Bearer {os.environ['HF_TOKEN']}"
-    with registry.staging(name) as staged:
+    with _only_pull(registry, name), registry.staging(name) as staged:
         target = staged / MODEL_FILE
         if spec.kind in ("url", "hf"):
             size, digest = _download_into(
@@ -149,6 +151,26 @@ def pull_model(
             raise PullError(f"refused {source[:200]!r}: {problem}") from None
         manifest = manifest_from_header(header, name=name, source=source, size=size, sha256=digest)
         return registry.commit(staged, manifest)
+
+
+_ACTIVE: set[tuple[Path, str]] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _only_pull(registry: ModelRegistry, name: str) -> Iterator[None]:
+    """Refuse a second pull of ``name`` into ``registry`` while one runs in this process (the
+    two would write one ``.partial`` file)."""
+    key = (registry.root.resolve(), name)
+    with _ACTIVE_LOCK:
+        if key in _ACTIVE:
+            raise ModelExistsError(f"model {name!r} is being pulled already")
+        _ACTIVE.add(key)
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(key)
 
 
 def resolve_pull_name(spec: PullSource, name: str | None) -> str:

@@ -261,3 +261,27 @@ def test_local_and_distribution_sources_are_copied_in(
     assert packaged.size == model_path.stat().st_size
     assert (packaged.architecture, packaged.quantization) == ("llama", "Q4_1")
     assert registry.model_file("smol").read_bytes()[:4] == b"GGUF"
+
+
+def test_one_name_is_pulled_by_one_pull_at_a_time(
+    files: PullServer, registry: ModelRegistry
+) -> None:
+    files.slow["/m.gguf"] = 0.02
+    started = threading.Event()
+    results: list[object] = []
+
+    def first() -> None:
+        try:
+            results.append(
+                pull_model(registry, files.url("/m.gguf"), on_progress=lambda c, t: started.set())
+            )
+        except Exception as exc:  # reported through results
+            results.append(exc)
+
+    worker = threading.Thread(target=first)
+    worker.start()
+    assert started.wait(10)
+    with pytest.raises(ModelExistsError, match="being pulled already"):
+        pull_model(registry, files.url("/m.gguf"))
+    worker.join(30)
+    assert [type(r).__name__ for r in results] == ["Manifest"]

@@ -203,3 +203,17 @@ def test_on_pulled_gets_the_manifest_and_its_failure_is_the_error_event(
     last = asyncio.run(pull(broken, "two"))[-1]
     assert last["status"] == "error"
     assert last["error"]["message"] == "pulled two, but registering it failed: engine said no"
+
+
+def test_no_hostile_name_over_http_writes_anything(
+    served: RunningServer, http: httpx.Client, files: PullServer
+) -> None:
+    from tests.unit.test_registry_names import HOSTILE_NAMES, _tree
+
+    root = served.engine.settings.registry.path.parent
+    before = _tree(root)
+    for name in HOSTILE_NAMES:
+        reply = http.post(PULL_PATH, json={"source": files.url("/small.gguf"), "name": name})
+        assert reply.status_code == 400, (name, reply.text)
+        assert reply.json()["error"]["param"] == "name"
+    assert _tree(root) == before
