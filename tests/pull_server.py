@@ -9,12 +9,16 @@ headers are recorded.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import http.server
+import ipaddress
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -42,6 +46,8 @@ class PullServer:
     requests: list[Recorded] = field(default_factory=list)
     #: paths whose response was broken off by the client going away.
     client_gone: list[str] = field(default_factory=list)
+    #: serve HTTPS with this server-side context.
+    tls: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         server = self
@@ -55,6 +61,8 @@ class PullServer:
 
         self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         serve = lambda: self._httpd.serve_forever(poll_interval=0.05)  # noqa: E731
         self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
@@ -66,7 +74,8 @@ class PullServer:
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         """The URL of ``path`` here."""
-        return f"http://{host}:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def stop(self) -> None:
         """Stop serving."""
@@ -152,3 +161,44 @@ def small_gguf(tensor_bytes: int = 3 * 1024 * 1024, *, license: str = "mit") -> 
         gguf_kv("tokenizer.chat_template", 8, gguf_string("{{ messages }}")),
     ]
     return gguf_file(kvs=kvs, tensors=[("weights", [tensor_bytes // 4])])
+
+
+def self_signed_tls(
+    directory: Path, host: str = "localhost"
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A certificate for ``host`` (and 127.0.0.1) signed by itself: the server's context, and a
+    client context that trusts it and nothing else."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    san = [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -88,10 +89,11 @@ def download(
     authorization: str | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
-    verify: Any = True,
+    verify: bool | ssl.SSLContext = True,
 ) -> Downloaded:
     """Fetch ``url`` into ``partial`` (resuming it if ``meta`` says it holds the start of this
-    URL); the caller moves the finished file away. ``verify`` is httpx's TLS setting."""
+    URL); the caller moves the finished file away. ``verify``: True (the system's CAs) or an
+    SSL context."""
     progress = _Progress(on_progress, cancel)
     partial.parent.mkdir(parents=True, exist_ok=True)
     keep = False

@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import shutil
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,8 +63,8 @@ class PullOptions:
     max_redirects: int = 5
     timeout_seconds: float = 30.0
     hf_endpoint: str = DEFAULT_HF_ENDPOINT
-    #: httpx's TLS verification: True (the system's CAs), or a CA bundle's path.
-    verify: bool | str = True
+    #: TLS verification: True (the system's CAs), or an SSL context trusting other CAs.
+    verify: bool | ssl.SSLContext = True
 
     def limits(self) -> DownloadLimits:
         """The download's bounds."""
@@ -233,23 +234,23 @@ def _link_or_copy(
     cancel: threading.Event | None,
 ) -> tuple[int, str]:
     """Put ``source`` at ``target`` (a hard link if ``link`` and the file system allows, else
-    a copy) and return its size and SHA-256."""
-    total = source.stat().st_size
-    hasher = hashlib.sha256()
+    a copy) and return its size and SHA-256, read from the file as it now is."""
     linked = False
     if link:
-        try:
+        with contextlib.suppress(OSError):
             os.link(source, target)
             linked = True
-        except OSError:
-            linked = False
+    total = source.stat().st_size
+    hasher = hashlib.sha256()
     done = 0
-    with source.open("rb") as src, open(os.devnull, "wb") if linked else target.open("wb") as out:
+    with source.open("rb") as src, contextlib.ExitStack() as stack:
+        out = None if linked else stack.enter_context(target.open("wb"))
         while block := src.read(CHUNK):
             if cancel is not None and cancel.is_set():
                 raise PullCancelled("the pull was cancelled")
             hasher.update(block)
-            out.write(block)
+            if out is not None:
+                out.write(block)
             done += len(block)
             if on_progress is not None:
                 on_progress(done, total)

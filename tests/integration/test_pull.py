@@ -15,7 +15,7 @@ from inferflux_core.errors import ModelExistsError, PullError
 from inferflux_core.registry import ModelRegistry
 from inferflux_core.registry.download import PullCancelled
 from inferflux_core.registry.pull import PullOptions, pull_model
-from tests.pull_server import PullServer, small_gguf
+from tests.pull_server import PullServer, self_signed_tls, small_gguf
 
 MODEL = small_gguf()
 DIGEST = hashlib.sha256(MODEL).hexdigest()
@@ -285,3 +285,33 @@ def test_one_name_is_pulled_by_one_pull_at_a_time(
         pull_model(registry, files.url("/m.gguf"))
     worker.join(30)
     assert [type(r).__name__ for r in results] == ["Manifest"]
+
+
+def test_https_is_pinned_to_the_checked_address_and_verifies_the_host_name(
+    tmp_path: Path, registry: ModelRegistry
+) -> None:
+    server_tls, client_tls = self_signed_tls(tmp_path)
+    secure = PullServer(files={"/m.gguf": MODEL}, tls=server_tls)
+    try:
+        options = PullOptions(verify=client_tls)
+        url = secure.url("/m.gguf", host="localhost")
+        assert pull_model(registry, url, name="tls", options=options).sha256 == DIGEST
+        assert secure.requests[-1].headers["host"] == f"localhost:{secure.port}"
+        with pytest.raises(PullError, match="CERTIFICATE_VERIFY_FAILED"):
+            pull_model(registry, url, name="untrusted")  # the system's CAs do not know it
+        assert [m.name for m in registry.list()] == ["tls"]
+    finally:
+        secure.stop()
+    # A trusted certificate for another host: the name checked is the URL's, not the address's.
+    other_server, other_client = self_signed_tls(tmp_path, host="other.example")
+    impostor = PullServer(files={"/m.gguf": MODEL}, tls=other_server)
+    try:
+        with pytest.raises(PullError, match=r"Hostname mismatch.*'localhost'"):
+            pull_model(
+                registry,
+                impostor.url("/m.gguf", host="localhost"),
+                name="wrong",
+                options=PullOptions(verify=other_client),
+            )
+    finally:
+        impostor.stop()
