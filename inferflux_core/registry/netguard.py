@@ -48,8 +48,8 @@ class CheckedURL:
         """The URL to request (host replaced by the checked address), the ``Host`` header and
         the request extensions (TLS server name) that keep the original host's identity."""
         target = self.url.copy_with(host=self.address.compressed)
-        port = self.url.port
-        host_header = self.url.host if port is None else f"{self.url.host}:{port}"
+        host = f"[{self.url.host}]" if ":" in self.url.host else self.url.host
+        host_header = host if self.url.port is None else f"{host}:{self.url.port}"
         extensions = {"sni_hostname": self.url.host} if self.url.scheme == "https" else {}
         return target, {"Host": host_header}, extensions
 

@@ -198,7 +198,8 @@ def test_urls_a_pull_must_not_reach_are_refused(url: str, reason: str) -> None:
 
 def test_loopback_http_and_https_ip_literals_pass() -> None:
     assert str(check_url("http://127.0.0.1:9/x").address) == "127.0.0.1"
-    assert str(check_url("http://[::1]:9/x").address) == "::1"
+    ipv6 = check_url("http://[::1]:9/x")
+    assert str(ipv6.address) == "::1" and ipv6.pinned()[1] == {"Host": "[::1]:9"}
     checked = check_url("https://10.1.2.3:8443/m.gguf")
     target, headers, extensions = checked.pinned()
     assert str(target) == "https://10.1.2.3:8443/m.gguf"
