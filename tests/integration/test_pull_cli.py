@@ -87,3 +87,44 @@ def test_a_refused_pull_exits_2_with_one_line_and_registers_nothing(
     assert last.startswith("inferflux: error: ") and message in last
     assert main(["list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_on_a_terminal_pull_draws_a_rich_progress_bar(files: PullServer, registry: Path) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    files.slow["/Tiny-Model.gguf"] = 0.05  # long enough for the bar to be drawn
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "inferflux_core.cli.main",
+                "pull",
+                files.url("/Tiny-Model.gguf"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env={**os.environ, "COLUMNS": "100", "TERM": "xterm"},
+            timeout=60,
+            check=False,
+        )
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0, drawn
+    assert b"pulling http" not in drawn  # not the plain lines
+    assert "━".encode() in drawn and b"MB" in drawn
+    assert b"pulled tiny-model" in done.stdout
