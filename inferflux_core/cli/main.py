@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     from inferflux_core.cli.admin import add_admin_parser
 
     add_admin_parser(commands, _add_config_args)
+    from inferflux_core.cli.models_cli import add_models_parsers
+
+    add_models_parsers(commands, _add_config_args)
     return parser
 
 
@@ -188,12 +191,21 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
 
 
+def _models(args: argparse.Namespace, settings: Settings) -> int:
+    from inferflux_core.cli import models_cli
+
+    verbs = {"pull": models_cli.run_pull, "list": models_cli.run_list}
+    verbs.update(show=models_cli.run_show, rm=models_cli.run_rm)
+    return verbs[args.command](args, settings)
+
+
 COMMANDS = {
     "serve": _serve,
     "plugins": _plugins,
     "devices": _devices,
     "config": _config,
     "admin": _admin,
+    **dict.fromkeys(("pull", "list", "show", "rm"), _models),
 }
 
 

@@ -146,7 +146,12 @@ class Engine:
                     )
                 else:
                     self.models[config.name] = load_model(
-                        config, scheduler, self.plugins, self.metrics, choice.device
+                        config,
+                        scheduler,
+                        self.plugins,
+                        self.metrics,
+                        choice.device,
+                        registry_path=self.settings.registry.path,
                     )
         except BaseException:
             self.unload()

@@ -84,11 +84,13 @@ def load_model(
     host: PluginHost,
     metrics: EngineMetrics,
     device: DeviceInfo | None = None,
+    registry_path: Path | None = None,
 ) -> LoadedModel:
     """Resolve, validate and load ``config``, and start its step loop.
 
     ``device`` is the device already chosen for it (by ``backend: auto``); None: chosen here
-    from ``config.device``.
+    from ``config.device``. ``registry_path`` is where ``registry:NAME`` sources are (the
+    config's ``registry.path``; None: the default folder).
     """
     started = time.monotonic()
     backend_cls = host.get("backends", config.backend)
@@ -98,7 +100,7 @@ def load_model(
             "it is loaded by the engine's request runner, not as a step model"
         )
     scheduler_cls = host.get("schedulers", scheduler_config.name)
-    path = resolve_model_source(config.source, host)
+    path = resolve_model_source(config.source, host, registry_path=registry_path)
     if device is None:
         supported = getattr(backend_cls, "supported_devices", ("cpu",))
         device = select_device(host, config.device, supported)

@@ -11,6 +11,7 @@ import pytest
 from inferflux_core.errors import ConfigError, ModelFileError, PluginError
 from inferflux_core.hookspecs import hookimpl
 from inferflux_core.plugins import PluginHost
+from inferflux_core.registry import ModelRegistry
 from inferflux_core.sources import find_default_model_path, resolve_model_source
 
 
@@ -53,9 +54,24 @@ def test_a_directory_is_not_a_model_file(tmp_path: Path) -> None:
         resolve_model_source(str(tmp_path))
 
 
-def test_downloads_are_not_supported_yet() -> None:
-    with pytest.raises(ConfigError, match="not supported yet"):
-        resolve_model_source("https://example.com/model.gguf")
+@pytest.mark.parametrize("source", ["https://example.com/model.gguf", "hf:org/repo/m.gguf"])
+def test_remote_sources_say_to_pull_them_first(source: str) -> None:
+    with pytest.raises(ConfigError, match=f"pull it first: inferflux pull {re.escape(source)}"):
+        resolve_model_source(source)
+
+
+def test_a_registry_source_names_the_pulled_models_file(tmp_path: Path) -> None:
+    from inferflux_core.registry.pull import pull_model
+    from tests.pull_server import small_gguf
+
+    (tmp_path / "m.gguf").write_bytes(small_gguf(4096))
+    pull_model(ModelRegistry(tmp_path / "reg"), str(tmp_path / "m.gguf"), name="tiny")
+    path = resolve_model_source("registry:tiny", registry_path=tmp_path / "reg")
+    assert path == tmp_path / "reg" / "tiny" / "model.gguf"
+    with pytest.raises(ModelFileError, match="not in the registry"):
+        resolve_model_source("registry:absent", registry_path=tmp_path / "reg")
+    with pytest.raises(ConfigError, match="invalid model name"):
+        resolve_model_source("registry:../tiny", registry_path=tmp_path / "reg")
 
 
 class _Catalogue:
