@@ -50,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     from inferflux_core.cli.admin import add_admin_parser
+    from inferflux_core.cli.plan import add_plan_parser
 
     add_admin_parser(commands, _add_config_args)
+    add_plan_parser(commands, _add_config_args)
     return parser
 
 
@@ -188,12 +190,19 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
         store.close()
 
 
+def _plan(args: argparse.Namespace, settings: Settings) -> int:
+    from inferflux_core.cli.plan import run_plan
+
+    return run_plan(args, settings)
+
+
 COMMANDS = {
     "serve": _serve,
     "plugins": _plugins,
     "devices": _devices,
     "config": _config,
     "admin": _admin,
+    "plan": _plan,
 }
 
 
