@@ -3,6 +3,7 @@ and the refusal ``check_fits`` gives (GGUF files written here with the ``gguf`` 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from inferflux_core.config import ModelConfig
+from inferflux_core.contracts import DeviceInfo
 from inferflux_core.engine.memory import (
     ContextSettings,
     ModelMemory,
@@ -18,6 +21,7 @@ from inferflux_core.engine.memory import (
     estimate_memory,
     kv_layout,
 )
+from inferflux_core.engine.memory_check import check_model_memory
 from inferflux_core.errors import ConfigError, InsufficientMemoryError, ModelFileError
 
 gguf = pytest.importorskip("gguf")
@@ -183,6 +187,12 @@ HOSTILE: list[tuple[str, bool, Entries, str]] = [
         "not an integer",
     ),
     (
+        "kv heads array longer than any model",
+        True,
+        [("add_array", "llama.attention.head_count_kv", [1] * 600)],
+        "has 600 items for 4 layers",
+    ),
+    (
         "huge head size",
         True,
         [("add_uint32", "llama.attention.key_length", 2**31)],
@@ -231,6 +241,23 @@ def test_not_a_gguf_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("not a model")
     with pytest.raises(ModelFileError, match="not a valid GGUF file"):
         estimate_memory(path, context_length=2048, max_sequences=8)
+
+
+def test_load_check_skips_files_it_cannot_size_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fill(writer: Any) -> None:
+        writer.add_embedding_length(64)
+
+    cpu = DeviceInfo(kind="cpu", present=True)
+    config = ModelConfig(name="odd", source="unused")
+    unsized = write_gguf(tmp_path / "odd.gguf", fill)
+    with caplog.at_level(logging.WARNING):
+        assert check_model_memory(config, unsized, cpu) is None
+    assert "memory check skipped" in caplog.text and "block_count is missing" in caplog.text
+    corpus = tmp_path / "corpus.txt"  # another backend's model file
+    corpus.write_text("a bigram corpus")
+    assert check_model_memory(config, corpus, cpu) is None
 
 
 @pytest.mark.parametrize(
