@@ -63,6 +63,12 @@ class ModelConfig(_Strict):
         2048, ge=16, le=1_048_576, description="most tokens (prompt + output) per sequence"
     )
     max_sequences: int = Field(8, ge=1, le=256)
+    memory_check: bool = Field(
+        True,
+        description="refuse to load the model when its memory estimate (weights, KV cache for "
+        "`context_length` x `max_sequences`, compute buffers) exceeds its device's free memory: "
+        "a clear error instead of an out-of-memory crash (GGUF models; docs/planning.md)",
+    )
     max_tokens_limit: int = Field(4096, ge=1)
     chat_template: str | None = None
     chat_template_file: Path | None = None

@@ -235,6 +235,23 @@ class ModelFailedError(ServiceUnavailableError):
     code = "model_failed"
 
 
+class InsufficientMemoryError(InferfluxError):
+    """A model was refused before loading: its memory estimate (weights, KV cache, compute
+    buffers) exceeds the device's free memory; the message names both figures and what to
+    lower (507).
+
+    507 Insufficient Storage, not a 4xx: the request is well formed and may succeed once the
+    server has room (another model unloaded, a smaller ``context_length`` configured), so it
+    is no client error; and not 503, which clients and proxies retry at once, to the same
+    refusal. 409 would say the request conflicts with a resource's state, which a size does
+    not. See docs/planning.md.
+    """
+
+    status = 507
+    error_type = "server_error"
+    code = "insufficient_memory"
+
+
 class ClientDisconnectedError(InferfluxError):
     """The client hung up before its response was ready; the request was cancelled (499).
 

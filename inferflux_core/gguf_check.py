@@ -24,9 +24,11 @@ from inferflux_core.gguf_format import (
     INT64_MAX,
     MAGIC,
     MAX_DIMS,
+    MAX_LAYERS,
     MAX_TENSOR_NAME,
     MIN_KV_BYTES,
     MIN_TENSOR_INFO_BYTES,
+    PER_LAYER_KEY_SUFFIXES,
     SCALAR_FORMATS,
     SMALL_ARRAY,
     STRING_TYPE,
@@ -56,7 +58,8 @@ MetadataValue = Scalar | list[Scalar] | ArrayInfo
 class GGUFHeader:
     """What the header of a valid GGUF file says.
 
-    ``metadata`` holds scalars, strings and arrays shorter than :data:`SMALL_ARRAY` items;
+    ``metadata`` holds scalars, strings and arrays shorter than :data:`SMALL_ARRAY` items, and
+    per-layer numeric arrays (:data:`PER_LAYER_KEY_SUFFIXES`) of up to :data:`MAX_LAYERS`;
     longer arrays (the tokenizer's vocabulary) appear as :class:`ArrayInfo`.
     """
 
@@ -294,7 +297,7 @@ class _HeaderParser:
                 f"array length {length} of {key!r} at offset {offset} exceeds "
                 f"the file size {self.size}"
             )
-        if length < SMALL_ARRAY:
+        if length < SMALL_ARRAY or (key.endswith(PER_LAYER_KEY_SUFFIXES) and length <= MAX_LAYERS):
             raw = self.read_bytes(length * item.size, f"items of {key!r}")
             return [value[0] for value in item.iter_unpack(raw)]
         self.skip(length * item.size, f"items of {key!r}")

@@ -9,6 +9,17 @@ SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 #: Arrays shorter than this are kept in :attr:`GGUFHeader.metadata`; longer ones by length.
 SMALL_ARRAY = 64
+#: llama.cpp's most layers a model may have (``LLAMA_MAX_LAYERS``).
+MAX_LAYERS = 512
+#: Metadata keys (by their ending) that may hold one number per layer: numeric arrays under
+#: them are kept up to :data:`MAX_LAYERS` items, so a model of more than :data:`SMALL_ARRAY`
+#: layers still shows its per-layer attention shape (the memory estimate needs it).
+PER_LAYER_KEY_SUFFIXES = (
+    ".attention.head_count",
+    ".attention.head_count_kv",
+    ".attention.sliding_window_pattern",
+    ".feed_forward_length",
+)
 #: The fewest bytes one key-value pair can take: key length, value type, a one-byte value.
 MIN_KV_BYTES = 8 + 4 + 1
 #: The fewest bytes one tensor info can take: name length, n_dims, type, offset.

@@ -50,11 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     from inferflux_core.cli.admin import add_admin_parser
+    from inferflux_core.cli.plan import add_plan_parser
 
     add_admin_parser(commands, _add_config_args)
     from inferflux_core.cli.models_cli import add_models_parsers
 
     add_models_parsers(commands, _add_config_args)
+    add_plan_parser(commands, _add_config_args)
     return parser
 
 
@@ -199,6 +201,12 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     return verbs[args.command](args, settings)
 
 
+def _plan(args: argparse.Namespace, settings: Settings) -> int:
+    from inferflux_core.cli.plan import run_plan
+
+    return run_plan(args, settings)
+
+
 COMMANDS = {
     "serve": _serve,
     "plugins": _plugins,
@@ -206,6 +214,7 @@ COMMANDS = {
     "config": _config,
     "admin": _admin,
     **dict.fromkeys(("pull", "list", "show", "rm"), _models),
+    "plan": _plan,
 }
 
 
