@@ -28,7 +28,8 @@ __all__ = ["JsonFormatter", "LogFormat", "configure_logging", "uvicorn_log_confi
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: What every LogRecord has: not copied into a JSON line as an extra field.
 _RECORD_FIELDS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}  # uvicorn's message with terminal colours
 )
 _ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 

@@ -31,7 +31,10 @@ _install_lock = threading.Lock()
 
 def otel_installed() -> bool:
     """True when the ``[otel]`` extra (the OpenTelemetry SDK) is importable."""
-    return importlib.util.find_spec("opentelemetry.sdk") is not None
+    try:
+        return importlib.util.find_spec("opentelemetry.sdk.trace") is not None
+    except (ImportError, ValueError):  # a parent package is missing, or blocked
+        return False
 
 
 def tracing_wanted(enabled: bool | None) -> bool:
