@@ -11,6 +11,7 @@ step thread, and one check per event on the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -98,7 +99,8 @@ class RequestTrace:
         try:
             yield
         except BaseException as exc:
-            self.end(RequestTiming(), None, (), exc)
+            cancelled = isinstance(exc, asyncio.CancelledError)  # the client left: no error
+            self.end(RequestTiming(), None, (), None if cancelled else exc)
             raise
         finally:
             request_context.reset_outgoing(token)
@@ -163,22 +165,25 @@ class TracedEvents:
         self._error: BaseException | None = None
         self._first_token = 0.0
         self.first = getattr(events, "first", None)
+        self._calls_out = not timings()
 
     def __aiter__(self) -> TracedEvents:
         return self
 
     async def __anext__(self) -> InferenceEvent:
-        token = request_context.set_outgoing(self._trace.headers)
+        # Only a request-level backend (no step timings) may call out while it streams.
+        token = request_context.set_outgoing(self._trace.headers) if self._calls_out else None
         try:
             event = await anext(self._events)
-        except StopAsyncIteration:
+        except (StopAsyncIteration, asyncio.CancelledError):  # the end, or the client left
             self._end()
             raise
         except BaseException as exc:
             self._end(exc)
             raise
         finally:
-            request_context.reset_outgoing(token)
+            if token is not None:
+                request_context.reset_outgoing(token)
         if isinstance(event, UsageReport):
             self._usage = event
         elif isinstance(event, TextDelta):
