@@ -3,7 +3,8 @@ gateway with tracing on whose model is served by ``openai_upstream`` from it.
 
 The upstream's log file is what an operator's log shipper reads: every line must be one JSON
 object, the lines of one request must carry its id, and a request the gateway forwarded must
-carry the gateway's trace id (the ``traceparent`` the gateway sent on).
+carry the gateway's trace id (the ``traceparent`` the gateway sent on), and the upstream's
+own span, exported over OTLP to a loopback receiver, is a child of the gateway's.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from inferflux_core.config import ModelConfig, ServerConfig, Settings, TracingConfig
 from tests.conftest import MODEL_NAME, RunningServer, free_port, start_server
+from tests.otlp_receiver import OtlpReceiver
 from tests.tracing_support import memory_exporter, wait_for_span
 from tests.upstream_server import UpstreamServer, start_serve, stop_upstream
 
@@ -36,12 +38,23 @@ DEV_KEY_NOTICE = "inferflux: development API key"
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpstreamServer]:
-    """``inferflux serve`` with JSON logs at level info and the audit line on."""
+def collector() -> Iterator[OtlpReceiver]:
+    """Where the upstream exports its spans (OTLP over HTTP)."""
+    receiver = OtlpReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="module")
+def upstream(
+    tmp_path_factory: pytest.TempPathFactory, collector: OtlpReceiver
+) -> Iterator[UpstreamServer]:
+    """``inferflux serve`` with JSON logs at level info, the audit line on, and tracing on
+    the default way: ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, ``tracing.enabled`` not."""
     server = start_serve(
         tmp_path_factory.mktemp("json-upstream"),
         [{"name": MODEL_NAME, "context_length": 2048, "max_sequences": 4}],
-        {"OTEL_TRACES_EXPORTER": "none"},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"},
         config={"logging": {"format": "json"}, "audit": {"enabled": True}},
         log_level="info",
     )
@@ -100,7 +113,10 @@ def wait_for_lines(
 
 
 def test_the_upstream_receives_the_gateways_trace_context(
-    gateway: RunningServer, upstream: UpstreamServer, spans: InMemorySpanExporter
+    gateway: RunningServer,
+    upstream: UpstreamServer,
+    spans: InMemorySpanExporter,
+    collector: OtlpReceiver,
 ) -> None:
     client = openai.OpenAI(
         base_url=gateway.api_url, api_key=gateway.api_key, max_retries=0, timeout=120
@@ -121,6 +137,13 @@ def test_the_upstream_receives_the_gateways_trace_context(
     access = wait_for_lines(upstream.log_path, forwarded)
     assert len(access) == 1, access
     assert access[0]["path"] == "/v1/chat/completions" and access[0]["status"] == 200
+
+    # The upstream traces too (exporting over OTLP): its request span is the gateway's child.
+    theirs = collector.wait_for(lambda s: s.trace_id == trace_id and s.name.startswith("chat"))
+    assert theirs.name == f"chat {MODEL_NAME}" and theirs.service == "inferflux"
+    assert theirs.parent_span_id == format(span.context.span_id, "016x")
+    phases = {s.name for s in collector.spans() if s.parent_span_id == theirs.span_id}
+    assert phases == {"queue", "prefill", "decode"}
 
 
 def test_every_line_of_the_json_log_is_an_object_and_a_requests_lines_carry_its_id(
