@@ -214,7 +214,8 @@ class Engine:
         ``reserve`` raising) raises here, before any event. Leaving the iteration early, or
         closing it (``aclose``) without reading, cancels the request. On a step-level model the
         deadline is checked before submitting; its queue wait is bounded by
-        ``scheduler.queue_timeout``.
+        ``scheduler.queue_timeout``. With tracing on, the request has a span from here to its
+        last event (:mod:`inferflux_core.tracing`).
         """
         trace = self.tracer.start(request)
         streams: list[RequestStream] = []
