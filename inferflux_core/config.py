@@ -301,6 +301,30 @@ class RegistryConfig(_Strict):
         )
 
 
+class LoggingConfig(_Strict):
+    """Log lines (their level is ``server.log_level``)."""
+
+    format: Literal["text", "json"] = Field(
+        "text",
+        description="text: one readable line per record; json: one JSON object per line with "
+        "time, level, logger, message and the request's `request_id` (docs/observability.md)",
+    )
+
+
+class TracingConfig(_Strict):
+    """OpenTelemetry spans per request (the `[otel]` extra); exporters from `OTEL_*`."""
+
+    enabled: bool | None = Field(
+        None,
+        description="true: trace every generation request (an error if the `[otel]` extra "
+        "is missing); false: never",
+        json_schema_extra={
+            "doc_default": "on when the `[otel]` extra is installed and `OTEL_TRACES_EXPORTER` "
+            "or an `OTEL_EXPORTER_OTLP_*ENDPOINT` is set"
+        },
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration of one inferflux server."""
 
@@ -319,6 +343,9 @@ class Settings(BaseSettings):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
     @field_validator("models")
     @classmethod

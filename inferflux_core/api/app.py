@@ -30,6 +30,7 @@ from inferflux_core.frontdoors.driver import Driver, GenerationDoor
 from inferflux_core.frontdoors.openai_embeddings import EmbeddingService
 from inferflux_core.frontdoors.openai_responses import ResponsesDoor
 from inferflux_core.frontdoors.tokens import TokenService
+from inferflux_core.request_context import bind
 
 if TYPE_CHECKING:
     from inferflux_core.engine import Engine
@@ -55,13 +56,16 @@ class EngineLifespan:
 
 class RequestIdMiddleware:
     """Give every request an id: the client's ``X-Request-ID`` if it is sane, else a fresh one;
-    echoed on the response and used in the audit line."""
+    echoed on the response and used in the audit line and log lines (with the caller's
+    ``traceparent``, see :mod:`inferflux_core.request_context`)."""
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """Pick the id."""
         incoming = req.get_header("X-Request-ID")
         valid = incoming is not None and _CLIENT_REQUEST_ID.fullmatch(incoming)
         req.context.request_id = incoming if valid else new_request_id("http")
+        # For log lines and spans: the request's id and the caller's W3C trace context.
+        bind(req.context.request_id, req.get_header("traceparent"), req.get_header("tracestate"))
 
     async def process_response(
         self, req: falcon.asgi.Request, resp: falcon.asgi.Response, resource: Any, ok: bool

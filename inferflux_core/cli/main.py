@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from inferflux_core.config import Settings, load_config
 from inferflux_core.errors import InferfluxError
+from inferflux_core.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,10 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "new-plugin":
             return _new_plugin(args)
         settings = _settings(args)
-        logging.basicConfig(
-            level=settings.server.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(settings.logging.format, settings.server.log_level)
         return int(COMMANDS[args.command](args, settings) or 0)
     except InferfluxError as exc:
         print(f"inferflux: error: {exc.message}", file=sys.stderr)

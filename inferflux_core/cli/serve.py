@@ -14,6 +14,7 @@ from inferflux_core.auth.bootstrap import DEV_KEY_ENV, DevKey, prepare_access
 from inferflux_core.bootstrap import build_engine, create_app
 from inferflux_core.config import Settings
 from inferflux_core.http_server import uvicorn_config
+from inferflux_core.logs import uvicorn_log_config
 
 log = logging.getLogger("inferflux")
 
@@ -37,7 +38,11 @@ def serve(settings: Settings) -> None:
     log.info("serving %s on http://%s:%d/v1", names, server.host, server.port)
     try:
         config = uvicorn_config(
-            app, server, log_level=server.log_level, timeout_graceful_shutdown=5
+            app,
+            server,
+            log_level=server.log_level,
+            log_config=uvicorn_log_config(settings.logging.format),
+            timeout_graceful_shutdown=5,
         )
         http = uvicorn.Server(config)
         with contextlib.suppress(KeyboardInterrupt):

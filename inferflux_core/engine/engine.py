@@ -36,6 +36,7 @@ from inferflux_core.errors import (
 )
 from inferflux_core.metrics import EngineMetrics
 from inferflux_core.plugins import PluginHost
+from inferflux_core.tracing import RequestTracer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Engine:
         self.models: dict[str, ServedModel] = {}
         #: Where CPU-heavy request preparation runs (tokenizing, templates, grammars).
         self.pool = pool or default_pool()
+        #: A span per generation request when tracing is on (``tracing.enabled``).
+        self.tracer = RequestTracer.from_config(settings.tracing.enabled)
         #: What plugin hooks are handed of this engine.
         self.view = PluginEngineView(self.models, self.generate)
 
@@ -216,8 +219,21 @@ class Engine:
         ``reserve`` raising) raises here, before any event. Leaving the iteration early, or
         closing it (``aclose``) without reading, cancels the request. On a step-level model the
         deadline is checked before submitting; its queue wait is bounded by
-        ``scheduler.queue_timeout``.
+        ``scheduler.queue_timeout``. With tracing on, the request has a span from here to its
+        last event (:mod:`inferflux_core.tracing`).
         """
+        trace = self.tracer.start(request)
+        streams: list[RequestStream] = []
+        if trace is None:
+            return await self._open(request, reserve, streams)
+        with trace.opening():
+            events = await self._open(request, reserve, streams)
+        return trace.follow(events, lambda: [stream.timing for stream in streams])
+
+    async def _open(
+        self, request: InferenceRequest, reserve: Reserve | None, streams: list[RequestStream]
+    ) -> AsyncIterator[InferenceEvent]:
+        """:meth:`open`; the step runner's streams of the request are added to ``streams``."""
         model = self.model(request.model)
         if isinstance(model, RequestModel):
             return await request_events(model, request, self.pool, reserve)
@@ -227,7 +243,7 @@ class Engine:
         if reserve is not None:
             reserve(prepared.worst_case)
         sequences = list(prepared.sequences)
-        streams = (
+        streams.extend(
             [model.runner.submit(sequences[0])]
             if len(sequences) == 1
             else model.runner.submit_group(sequences)

@@ -48,7 +48,8 @@ class TokenAcceptor:
         sequence.generated.append(token)
         n_generated = len(sequence.generated)
         if n_generated == 1:
-            self._ttft.observe(time.monotonic() - state.submitted_at)
+            state.first_token_at = time.monotonic()
+            self._ttft.observe(state.first_token_at - state.submitted_at)
         finish: str | None = None
         if self._is_end(token):
             text = ""

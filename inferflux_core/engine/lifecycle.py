@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Sequence
 
 from inferflux_core.contracts import SamplingParams, Scheduler, StepBackend
@@ -39,6 +40,8 @@ class SequenceLifecycle:
     def open(self, sequence: EngineSequence) -> None:
         """Give an admitted sequence a KV id: restore it, copy its leader's prompt, reuse a
         cached prefix, or start empty."""
+        if not sequence.state.scheduled_at:
+            sequence.state.scheduled_at = time.monotonic()
         if sequence.saved is not None:
             seq_id = self.allocate()
             self.backend.restore_sequence(seq_id, sequence.saved)
@@ -123,6 +126,7 @@ class SequenceLifecycle:
     def release(self, sequence: EngineSequence, reason: str, *, keep_kv: bool = True) -> None:
         """Forget a sequence and free its KV id, even if the scheduler or backend raise."""
         self.live.pop(sequence.request_id, None)
+        sequence.state.finished_at = time.monotonic()
         self._m.generated.inc(len(sequence.generated))
         self._m.finished(reason)
         sequence.saved = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from inferflux_core.contracts import ScheduledSequence, TokenLogprob
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
 from inferflux_core.engine.text import TextAssembler
+from inferflux_core.tracing.timing import RequestTiming
 
 
 @dataclass(eq=False, slots=True)
@@ -27,6 +28,10 @@ class RequestState:
     assembler: TextAssembler
     queue: asyncio.Queue[GenerationEvent] = field(default_factory=asyncio.Queue)
     submitted_at: float = 0.0
+    #: When it first got a KV sequence, sampled its first token, and was released (0.0: not yet).
+    scheduled_at: float = 0.0
+    first_token_at: float = 0.0
+    finished_at: float = 0.0
     sequence: EngineSequence | None = None
     leader: EngineSequence | None = None
     followers: list[EngineSequence] = field(default_factory=list)
@@ -72,6 +77,12 @@ class RequestStream:
     def request_id(self) -> str:
         """The request's id."""
         return self._state.request.request_id
+
+    @property
+    def timing(self) -> RequestTiming:
+        """When the request reached each phase (read it once its last event is delivered)."""
+        s = self._state
+        return RequestTiming(s.submitted_at, s.scheduled_at, s.first_token_at, s.finished_at)
 
     @property
     def n_prompt_tokens(self) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from inferflux_core.errors import InferfluxError, UpstreamUnavailableError
+from inferflux_core.request_context import outgoing_trace_headers
 from inferflux_plugins.backends.openai_upstream.failures import (
     malformed,
     read_error_body,
@@ -115,7 +116,8 @@ async def _pump(
     """POST ``body`` and queue the ``data`` of each event of the streamed answer (taking
     ``room`` for each: the consumer gives it back)."""
     timeout = httpx.Timeout(upstream.timeout, connect=upstream.connect_timeout)
-    headers = {**upstream.headers, **_STREAM_HEADERS}
+    # The request's W3C trace context goes on (the task runs in the request's context).
+    headers = {**upstream.headers, **outgoing_trace_headers(), **_STREAM_HEADERS}
     try:
         async with client.stream(
             "POST", upstream.base_url + path, json=body, headers=headers, timeout=timeout

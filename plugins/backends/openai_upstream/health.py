@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -67,7 +68,11 @@ class HealthChecker:
         if task is not None and not task.done() and task.get_loop() is loop:
             return
         self._lock = asyncio.Lock()
-        self._task = loop.create_task(self._run(), name=f"health-{self.model_name}")
+        # A fresh context: started from a request's task, it must not carry that request's
+        # id and trace context into every later check's log lines.
+        self._task = loop.create_task(
+            self._run(), name=f"health-{self.model_name}", context=contextvars.Context()
+        )
 
     def stop(self) -> None:
         """Stop the checks (from any loop or thread)."""

@@ -36,6 +36,7 @@ from inferflux_core.errors import (
     InvalidRequestError,
     ServiceUnavailableError,
 )
+from inferflux_core.request_context import outgoing_trace_headers
 from inferflux_plugins.backends.vllm.convert import model_folder
 from inferflux_plugins.backends.vllm.engine_args import (
     build_engine_args,
@@ -161,7 +162,10 @@ class VllmBackend(RequestBackend):
         translator = OutputTranslator(request.options.n, len(prompt), request.options.logprobs or 0)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         caller = asyncio.get_running_loop()
-        pump = _pump(engine, request.request_id, prompt, params, -request.priority, caller, queue)
+        trace = outgoing_trace_headers() or None  # read here: vLLM's loop has its own context
+        pump = _pump(
+            engine, request.request_id, prompt, params, -request.priority, caller, queue, trace
+        )
         future = loop.submit(pump)
         self._live[request.request_id] = future
         started = False
@@ -309,9 +313,11 @@ async def _pump(
     priority: int,
     caller: asyncio.AbstractEventLoop,
     queue: asyncio.Queue[Any],
+    trace_headers: Mapping[str, str] | None = None,
 ) -> None:
     """On the engine's loop: run the request, handing each output (then ``_END``, or the
-    exception that ended it) to ``queue`` on the caller's loop."""
+    exception that ended it) to ``queue`` on the caller's loop. ``trace_headers``: the W3C
+    trace context vLLM's own request span joins (when vLLM traces)."""
 
     def hand(item: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody reads
@@ -319,7 +325,11 @@ async def _pump(
 
     try:
         async for output in engine.generate(
-            {"prompt_token_ids": prompt}, params, request_id, priority=priority
+            {"prompt_token_ids": prompt},
+            params,
+            request_id,
+            priority=priority,
+            trace_headers=trace_headers,
         ):
             hand(output)
     except asyncio.CancelledError:
