@@ -138,7 +138,7 @@ def test_the_pod_runs_as_the_image_user_on_a_read_only_root(rendered: Rendered) 
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert {"/tmp", "/home/inferflux/.cache"} <= mounts
+    assert {"/tmp", "/home/inferflux"} <= mounts
     policy = server_config(rendered).get("policy", {})
     if policy.get("store") == "encrypted_file":
         assert str(Path(policy["options"]["path"]).parent) in mounts
@@ -273,3 +273,17 @@ def test_every_values_file_is_yaml_and_a_mapping() -> None:
     for name in VALUES_FILES:
         (document,) = _documents(CHART / name)
         assert isinstance(document, dict), name
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"autoscalling": {"enabled": True}}, "autoscalling"),
+        ({"secrets": {"pasphrase": "x"}}, "pasphrase"),
+        ({"containerPort": "8000"}, "/containerPort"),
+        ({"config": {"models": []}}, "/config/models"),
+    ],
+)
+def test_a_misspelt_or_mistyped_value_is_refused(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmError, match=where):
+        render(values)
