@@ -2,11 +2,13 @@
 volumes laid out in a temporary directory, the init container's command, then the server's,
 exactly as rendered (only the mount paths moved, and the port and host overridden through the
 environment, which wins over the config file as in the image). Then the API key from the
-policy the Secret carried opens the API, and the Dockerfile's HEALTHCHECK command passes."""
+policy the Secret carried opens the API, the Dockerfile's HEALTHCHECK command passes, and the
+vLLM-on-Ray example's gateway pod forwards to that pod with the key from its Secret."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -24,7 +26,7 @@ from dockerfile_parse import DockerfileParser
 from openai import AuthenticationError, OpenAI
 
 from tests.conftest import free_port
-from tests.helm_chart import pod_spec, render
+from tests.helm_chart import pod_spec, render, values_from
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -109,46 +111,84 @@ def _lay_out(rendered: Any, root: Path) -> Pod:
 
 @dataclass
 class Served:
-    """The server the chart's pod runs, and the key that opens it."""
+    """A server the chart's pod runs, and the key that opens it."""
 
     base_url: str
     port: int
     api_key: str
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The pod of the chart's default values, with a policy and a passphrase in its Secret."""
-    root = tmp_path_factory.mktemp("pod")
-    api_key, policy = _make_policy(tmp_path_factory.mktemp("policy-source"))
-    rendered = render({"secrets": {"policy": policy}})
+@contextlib.contextmanager
+def run_pod(values: dict[str, Any], root: Path, api_key: str) -> Iterator[Served]:
+    """Render the chart with ``values``, run its init container, then serve its server until
+    the block ends."""
+    rendered = render(values)
     pod = _lay_out(rendered, root)
     spec = pod_spec(rendered)
     port = free_port()
     env = pod.env | {"INFERFLUX_SERVER__HOST": "127.0.0.1", "INFERFLUX_SERVER__PORT": str(port)}
     (init,) = spec["initContainers"]
     subprocess.run(pod.argv(init), env=env, check=True, capture_output=True, timeout=60)
-    log = (root / "server.log").open("w")
-    process = subprocess.Popen(
-        pod.argv(spec["containers"][0]), env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    log_path = root / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            pod.argv(spec["containers"][0]), env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while not _answers(f"{base_url}/livez"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the pod's server did not start:\n{log_path.read_text()}")
+                time.sleep(0.2)
+            yield Served(base_url, port, api_key)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base_url}/livez", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the pod's server did not start:\n{(root / 'server.log').read_text()}")
-            time.sleep(0.2)
-        yield Served(base_url, port, api_key)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """(an API key, the policy JSON holding its hash)."""
+    return _make_policy(tmp_path_factory.mktemp("policy-source"))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, policy: tuple[str, str]) -> Iterator[Served]:
+    """The pod of the chart's default values, with a policy and a passphrase in its Secret."""
+    api_key, document = policy
+    with run_pod({"secrets": {"policy": document}}, tmp_path_factory.mktemp("pod"), api_key) as pod:
+        yield pod
+
+
+def test_the_vllm_on_ray_example_forwards_to_its_upstream_with_the_secrets_key(
+    served: Served, policy: tuple[str, str], tmp_path: Path
+) -> None:
+    # values-vllm-ray.yaml with its upstream moved from the RayService to the default pod
+    # (an OpenAI-compatible server whose key the Secret carries), and that pod's model name.
+    values = values_from("values-vllm-ray.yaml")
+    (model,) = values["config"]["models"]
+    model["source"] = "smollm2-135m-instruct"
+    model["options"]["base_url"] = f"{served.base_url}/v1"
+    values["secrets"] |= {"policy": policy[1], "extraEnv": {"VLLM_API_KEY": served.api_key}}
+    with run_pod(values, tmp_path, policy[0]) as gateway:
+        deadline = time.monotonic() + 30
+        while not _answers(f"{gateway.base_url}/readyz"):
+            assert time.monotonic() < deadline, "the gateway never found its upstream healthy"
+            time.sleep(0.5)
+        client = OpenAI(base_url=f"{gateway.base_url}/v1", api_key=gateway.api_key)
+        reply = client.chat.completions.create(
+            model=model["name"], messages=[{"role": "user", "content": "Say hello."}], max_tokens=4
+        )
+        assert reply.model == model["name"]
+        assert reply.usage is not None and reply.usage.completion_tokens > 0
 
 
 def test_the_pod_is_ready_and_the_policys_key_opens_the_api(served: Served) -> None:
