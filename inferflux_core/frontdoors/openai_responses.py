@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferflux_core.contracts.generation import (
+    DEFAULTABLE_SAMPLING,
     GenerationOptions,
     InferenceRequest,
     OutputConstraint,
@@ -62,6 +63,7 @@ class ResponsesDoor:
                 top_p=1.0 if wire.top_p is None else wire.top_p,
                 seed=wire.seed,
                 max_tokens=wire.max_output_tokens,
+                unset=frozenset(f for f in DEFAULTABLE_SAMPLING if getattr(wire, f, None) is None),
             ),
             tools=tuple(
                 ToolSpec(t.name, t.description, t.parameters, bool(t.strict)) for t in tools
