@@ -19,7 +19,13 @@ import httpx
 import pexpect
 import pytest
 
-from inferflux_core.config import ModelConfig, SamplingDefaults, ServerConfig, Settings
+from inferflux_core.config import (
+    GuardrailConfig,
+    ModelConfig,
+    SamplingDefaults,
+    ServerConfig,
+    Settings,
+)
 from inferflux_core.contracts import ALLOW, Guardrail, GuardrailInput, GuardrailVerdict
 from inferflux_core.gguf_check import read_gguf_header
 from inferflux_core.hookspecs import hookimpl
@@ -35,10 +41,12 @@ class RecordingGuardrail(Guardrail):
     """Test double: lets every request through and keeps the prompt text it was shown."""
 
     texts: ClassVar[list[str]] = []
+    models: ClassVar[list[str]] = []
 
     async def check_input(self, request: GuardrailInput) -> GuardrailVerdict:
         """Record, then allow."""
         RecordingGuardrail.texts.append(request.text)
+        RecordingGuardrail.models.append(request.model)
         return ALLOW
 
 
@@ -98,7 +106,7 @@ def ctl_server(
                 name=RECOMMENDS, source=str(recommending), context_length=1024, max_sequences=2
             ),
         ],
-        guardrails=[{"name": "recorder"}],  # type: ignore[list-item]
+        guardrails=[GuardrailConfig(name="recorder")],
     )
     running = start_server(settings, extra_plugins=[("recorder", RecordingPlugin())])
     yield running
@@ -146,16 +154,23 @@ def spawn_session(server: RunningServer, *args: str) -> pexpect.spawn:
     return child
 
 
-def test_a_session_sends_the_history_and_obeys_system_model_clear(
+def assert_ended(child: pexpect.spawn) -> None:
+    """The session ends by itself, with status 0."""
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_a_session_sends_the_history_and_obeys_system_and_clear(
     ctl_server: RunningServer,
 ) -> None:
     RecordingGuardrail.texts.clear()
-    child = spawn_session(ctl_server, "--max-tokens", "24", "--system", "You are terse.")
+    child = spawn_session(ctl_server, "--max-tokens", "8", "--system", "You are terse.")
     child.sendline("Name a colour.")
     child.expect_exact(">>> ")
     system = {"role": "system", "content": "You are terse."}
     first = [system, {"role": "user", "content": "Name a colour."}]
-    reply = direct_chat(ctl_server, first, max_tokens=24)
+    reply = direct_chat(ctl_server, first, max_tokens=8)
     assert reply.strip() and reply.strip().splitlines()[0] in child.before.replace("\r", "")
     assert "Name a colour." in RecordingGuardrail.texts[0]
 
@@ -174,24 +189,28 @@ def test_a_session_sends_the_history_and_obeys_system_model_clear(
     child.expect_exact(">>> ")
     cleared = RecordingGuardrail.texts[-1]
     assert "You answer in one word." in cleared and "Name a colour." not in cleared
+    child.sendline("/exit")
+    assert_ended(child)
 
+
+def test_model_switches_the_model_a_session_talks_to(ctl_server: RunningServer) -> None:
+    child = spawn_session(ctl_server, "--max-tokens", "4")
     child.sendline("/model no-such-model")
     child.expect_exact("404")
+    child.expect_exact(">>> ")
     child.sendline(f"/model {RECOMMENDS}")
     child.expect_exact(f"model: {RECOMMENDS}")
     child.expect_exact(">>> ")
-    count = len(RecordingGuardrail.texts)
+    count = len(RecordingGuardrail.models)
     child.sendline("Hi")
     child.expect_exact(">>> ")
-    assert len(RecordingGuardrail.texts) == count + 1
+    assert RecordingGuardrail.models[count:] == [RECOMMENDS]
     child.sendline("/exit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert_ended(child)
 
 
 def test_ctrl_c_cancels_the_reply_and_keeps_the_session(ctl_server: RunningServer) -> None:
-    child = spawn_session(ctl_server, "--max-tokens", "1500", "--temperature", "1", "--seed", "4")
+    child = spawn_session(ctl_server, "--max-tokens", "300", "--temperature", "1", "--seed", "4")
     child.sendline("Write a very long story about a dragon and a knight.")
     runner = ctl_server.engine.models[TALK].runner
     deadline = time.monotonic() + 60
@@ -203,15 +222,17 @@ def test_ctrl_c_cancels_the_reply_and_keeps_the_session(ctl_server: RunningServe
     child.expect_exact("[reply cancelled]")
     assert ctl_server.wait_idle(timeout=20), "the server still runs the cancelled request"
     child.expect_exact(">>> ")
+    count = len(RecordingGuardrail.texts)
     child.sendline("Say hi.")
     child.expect_exact(">>> ")
+    assert (
+        len(RecordingGuardrail.texts) == count + 1 and "dragon" not in RecordingGuardrail.texts[-1]
+    )
     # Ctrl-C at the prompt clears the line; a second one leaves.
     child.sendintr()
     child.expect_exact("Ctrl-C again")
     child.sendintr()
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert_ended(child)
 
 
 def test_eof_ends_a_session(ctl_server: RunningServer) -> None:
@@ -222,9 +243,7 @@ def test_eof_ends_a_session(ctl_server: RunningServer) -> None:
     child.expect_exact(">>> ")
     assert "line one" in RecordingGuardrail.texts[-1]
     child.sendeof()
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert_ended(child)
 
 
 def test_one_shot_chat_and_complete_stream_text_and_json_parses(
