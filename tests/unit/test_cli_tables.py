@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pexpect
 from rich.text import Text
 
 from inferflux_core.cli.tables import print_table
@@ -47,3 +48,20 @@ def test_inferflux_plugins_to_a_narrow_pipe_keeps_every_name_whole() -> None:
     assert len(longest["name"]) > 40 // 5
     assert rows[longest["name"]][1] == longest["distribution"]
     assert rows[longest["name"]][4] == ", ".join(longest["hooks"])
+
+
+def test_a_terminal_gets_the_boxed_table() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFERFLUX_")}
+    env.pop("COLUMNS", None)
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "inferflux_core.cli.main", "devices"],
+        env=env,
+        encoding="utf-8",
+        timeout=60,
+        dimensions=(40, 100),
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    assert "┏" in child.before and "device" in child.before and "\t" not in child.before
