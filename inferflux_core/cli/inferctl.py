@@ -130,13 +130,12 @@ def _generate(client: httpx.Client, args: argparse.Namespace) -> int:
         path, delta = "/v1/completions", completion_delta
         body: dict[str, object] = {"model": model, "prompt": args.prompt, **sampling}
     else:
+        session = ChatSession(client, model, args.system or None, sampling)
         if args.message is None:
             if args.json:
                 raise InferfluxError("chat --json needs a message")
-            session = ChatSession(client, model, args.system or None, sampling)
             return run_session(session)
         path, delta = "/v1/chat/completions", chat_delta
-        session = ChatSession(client, model, args.system or None, sampling)
         body = {"model": model, "messages": session.messages(args.message), **sampling}
     if args.json:
         print(json.dumps(post_json(client, path, body), indent=2))
