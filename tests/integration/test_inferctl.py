@@ -235,13 +235,18 @@ def test_ctrl_c_cancels_the_reply_and_keeps_the_session(ctl_server: RunningServe
     assert_ended(child)
 
 
-def test_eof_ends_a_session(ctl_server: RunningServer) -> None:
+def test_blocks_and_continued_lines_are_one_message_and_eof_ends(ctl_server: RunningServer) -> None:
     child = spawn_session(ctl_server, "--max-tokens", "8")
     child.sendline('"""')
     child.sendline("line one")
     child.sendline('"""')
     child.expect_exact(">>> ")
     assert "line one" in RecordingGuardrail.texts[-1]
+    child.sendline("first part \\")
+    child.expect_exact("... ")
+    child.sendline("second part")
+    child.expect_exact(">>> ")
+    assert "first part \nsecond part" in RecordingGuardrail.texts[-1]
     child.sendeof()
     assert_ended(child)
 
