@@ -42,6 +42,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class SamplingDefaults(_Strict):
+    """Sampling settings a request gets for the fields it leaves out.
+
+    A field left unset here falls back to the model file's recommended value (GGUF
+    ``general.sampling.*``), then to OpenAI's default. ``GET /v1/models/{id}`` shows the result.
+    """
+
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0, le=1 << 20)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, gt=0.0, le=10.0)
+
+
+#: The default configuration's sampling for its model: SmolLM2-135M in 4 bits answers
+#: sensibly when greedy, and rambles when sampled (its file recommends nothing).
+DEFAULT_MODEL_SAMPLING = SamplingDefaults(temperature=0.0)
+
+
 class ModelConfig(_Strict):
     """One model to load and serve under ``name``."""
 
@@ -76,6 +95,11 @@ class ModelConfig(_Strict):
     embeddings: bool = Field(True, description="serve /v1/embeddings, if the backend can")
     matryoshka_dimensions: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, description="sizes `dimensions` may shorten embeddings to (a Matryoshka model)"
+    )
+    sampling_defaults: SamplingDefaults = Field(
+        default_factory=SamplingDefaults,
+        description="`temperature`, `top_p`, `top_k`, `min_p`, `repeat_penalty` for requests "
+        "that leave them out; unset: the model file's `general.sampling.*`, else OpenAI's",
     )
 
     def template_override(self) -> str | None:
@@ -333,7 +357,10 @@ class Settings(BaseSettings):
     )
 
     server: ServerConfig = Field(default_factory=ServerConfig)
-    models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
+    models: list[ModelConfig] = Field(
+        default_factory=lambda: [ModelConfig(sampling_defaults=DEFAULT_MODEL_SAMPLING)],
+        min_length=1,
+    )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)

@@ -107,6 +107,28 @@ def metadata_int(header: GGUFHeader, key: str) -> int | None:
     return value
 
 
+#: The sampling settings a model file recommends, as llama.cpp reads them
+#: (``general.sampling.*``, llama-arch.cpp): request field -> GGUF key.
+SAMPLING_METADATA_KEYS = {
+    "temperature": "general.sampling.temp",
+    "top_p": "general.sampling.top_p",
+    "top_k": "general.sampling.top_k",
+    "min_p": "general.sampling.min_p",
+    "repeat_penalty": "general.sampling.penalty_repeat",
+}
+
+
+def sampling_metadata(header: GGUFHeader) -> dict[str, str]:
+    """The file's numeric ``general.sampling.*`` values that inferflux uses, as text
+    (``ModelInfo.metadata`` holds strings); the engine bounds them before use."""
+    found = {}
+    for key in SAMPLING_METADATA_KEYS.values():
+        value = header.metadata.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            found[key] = repr(value)
+    return found
+
+
 def architecture(header: GGUFHeader) -> str | None:
     """``general.architecture``, e.g. ``llama``."""
     return metadata_str(header, "general.architecture")

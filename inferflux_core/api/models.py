@@ -21,6 +21,7 @@ def model_object(model: ServedModel) -> dict[str, Any]:
         "created": model.created,
         "owned_by": "inferflux",
         "max_model_len": model.context_length,
+        "sampling_defaults": dict(model.sampling_defaults),
     }
 
 

@@ -3,12 +3,15 @@ a running server's admin API): the same commands, the same validation, JSON out.
 
     admin keys create --name NAME [--role R]... [--scope S]... [--model M]...
                       [--expires-in SECONDS] [--rpm N] [--tpm N] [--max-priority N]
-    admin keys list | show ID | revoke ID
+    admin keys list [--json] | show ID | revoke ID
     admin keys update ID [--name N] [--role R]... [--scope S]... [--model M]... [--rpm N] [--tpm N]
                       [--max-priority N]
-    admin roles list | set NAME --scope S... | delete NAME
+    admin roles list [--json] | set NAME --scope S... | delete NAME
     admin limits show | set [--rpm N] [--tpm N]
     admin policy show | import FILE
+
+``list`` prints a table (tab-separated to a pipe, ``inferflux_core.cli.tables``), or JSON with
+``--json``; every other command prints its JSON result.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def add_admin_parser(commands: Any, config_args: Any = None) -> None:
     create.add_argument("--name", required=True)
     _grant_args(create)
     create.add_argument("--expires-in", type=float, help="seconds until the key expires")
-    keys.add_parser("list", help="every key, without secrets")
+    _json_arg(keys.add_parser("list", help="every key, without secrets"))
     for action in ("show", "revoke"):
         keys.add_parser(action, help=f"{action} one key").add_argument("key_id")
     update = keys.add_parser("update", help="change a key's grants or limits")
@@ -112,7 +115,7 @@ def add_admin_parser(commands: Any, config_args: Any = None) -> None:
     _grant_args(update)
 
     roles = groups.add_parser("roles", help="roles").add_subparsers(dest="action", required=True)
-    roles.add_parser("list", help="every role and its scopes")
+    _json_arg(roles.add_parser("list", help="every role and its scopes"))
     set_role = roles.add_parser("set", help="create or replace a custom role")
     set_role.add_argument("name")
     set_role.add_argument("--scope", action="append", required=True, dest="scopes")
@@ -128,6 +131,10 @@ def add_admin_parser(commands: Any, config_args: Any = None) -> None:
     policy_actions = policy.add_subparsers(dest="action", required=True)
     policy_actions.add_parser("show", help="export the policy as JSON (hashes, never keys)")
     policy_actions.add_parser("import", help="replace the policy").add_argument("file")
+
+
+def _json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON, not a table")
 
 
 def _grant_args(parser: argparse.ArgumentParser) -> None:
@@ -180,8 +187,32 @@ def run_admin(args: argparse.Namespace, backend: AdminBackend) -> int:
         result = call("GET", "/policy")
     else:
         result = call("PUT", "/policy", _read_json(Path(args.file)))
-    print(json.dumps(result, indent=2))
+    if action == "list" and not args.json:
+        _print_list(group, result)
+    else:
+        print(json.dumps(result, indent=2))
     return 0
+
+
+def _print_list(group: str, result: Any) -> None:
+    """``keys list`` / ``roles list`` as a table: one row a key (or a role)."""
+    from inferflux_core.cli.tables import print_table
+
+    if group == "roles":
+        roles = result["roles"]
+        print_table(["role", "scopes"], [[name, ", ".join(roles[name])] for name in roles])
+        return
+    records = result["data"]
+    columns = list(dict.fromkeys(name for record in records for name in record)) or ["id"]
+    print_table(columns, [[_cell(record.get(name)) for name in columns] for record in records])
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return json.dumps(value) if isinstance(value, dict) else str(value)
 
 
 def _grants(args: argparse.Namespace) -> dict[str, Any]:

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = commands.add_parser("devices", help="list devices and whether they are present")
     _add_config_args(devices)
+    devices.add_argument("--json", action="store_true", help="print JSON")
 
     config = commands.add_parser("config", help="print the effective configuration")
     _add_config_args(config)
@@ -122,18 +123,21 @@ def _plugins(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps([_record_dict(r) for r in records], indent=2))
         return 0
-    from rich.console import Console
-    from rich.table import Table
+    from inferflux_core.cli.tables import print_table
 
-    table = Table("plugin", "distribution", "version", "registers", "hooks")
-    for record in records:
-        registers = "\n".join(
-            f"{family}: {', '.join(names)}" for family, names in record.registered.items()
-        )
-        table.add_row(
-            record.name, record.distribution, record.version, registers, ", ".join(record.hooks)
-        )
-    Console().print(table)
+    rows = [
+        [
+            record.name,
+            record.distribution,
+            record.version,
+            "\n".join(
+                f"{family}: {', '.join(names)}" for family, names in record.registered.items()
+            ),
+            ", ".join(record.hooks),
+        ]
+        for record in records
+    ]
+    print_table(["plugin", "distribution", "version", "registers", "hooks"], rows)
     return 0
 
 
@@ -152,11 +156,30 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
     from inferflux_core.plugins import PluginHost
 
     host = PluginHost(autoload=settings.plugins.autoload, disable=settings.plugins.disable)
-    for context, info in detect_devices(host):
-        state = "present" if info.present else f"not present ({info.reason})"
-        detail = f" {info.name}" if info.name else ""
-        print(f"{info.kind:6} priority {context.priority:3}  {state}{detail}")
+    found = detect_devices(host)
+    if args.json:
+        devices = [_device_dict(context.priority, info) for context, info in found]
+        print(json.dumps(devices, indent=2, default=str))
+        return 0
+    from inferflux_core.cli.tables import print_table
+
+    rows = [
+        [
+            info.kind,
+            str(context.priority),
+            "present" if info.present else f"not present ({info.reason})",
+            info.name or "",
+        ]
+        for context, info in found
+    ]
+    print_table(["device", "priority", "state", "name"], rows)
     return 0
+
+
+def _device_dict(priority: int, info: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {"priority": priority, **dataclasses.asdict(info)}
 
 
 def _config(args: argparse.Namespace, settings: Settings) -> int:

@@ -56,14 +56,19 @@ def print_checks(results: list[PluginCheck], *, as_json: bool = False) -> int:
     if as_json:
         print(json.dumps([asdict(result) for result in results], indent=2))
     else:
-        from rich.console import Console
-        from rich.table import Table
+        from rich.text import Text
 
-        table = Table("plugin", "distribution", "status", "problems")
+        from inferflux_core.cli.tables import Cell, print_table
+
         colours = {OK: "green", WARN: "yellow", FAIL: "red"}
-        for result in results:
-            notes = [*result.problems, *(f"warning: {w}" for w in result.warnings)]
-            status = f"[{colours[result.status]}]{result.status}[/]"
-            table.add_row(result.name, result.distribution, status, "\n".join(notes))
-        Console().print(table)
+        rows: list[list[Cell]] = [
+            [
+                result.name,
+                result.distribution,
+                Text(result.status, style=colours[result.status]),
+                "\n".join([*result.problems, *(f"warning: {w}" for w in result.warnings)]),
+            ]
+            for result in results
+        ]
+        print_table(["plugin", "distribution", "status", "problems"], rows)
     return 1 if any(result.status == FAIL for result in results) else 0

@@ -88,6 +88,11 @@ class OutputConstraint:
     param: str = "response_format"
 
 
+#: The sampling fields a model may give defaults for (``models[].sampling_defaults``, GGUF
+#: ``general.sampling.*``) when a request leaves them out.
+DEFAULTABLE_SAMPLING = frozenset({"temperature", "top_p", "top_k", "min_p", "repeat_penalty"})
+
+
 @dataclass(frozen=True, slots=True)
 class GenerationOptions:
     """How to sample and when to stop; every value already bounded by the front door.
@@ -96,6 +101,8 @@ class GenerationOptions:
     those filters. ``max_tokens`` None: up to the model's context. ``logprobs`` None: no
     logprobs; an int: the sampled token's and that many alternatives. ``n`` outputs share the
     prompt; with ``best_of`` that many are generated and the ``n`` likeliest returned.
+    ``unset`` names the :data:`DEFAULTABLE_SAMPLING` fields the client left out: the engine
+    replaces their values with the model's sampling defaults, where it has any.
     """
 
     temperature: float = 1.0
@@ -115,6 +122,7 @@ class GenerationOptions:
     n: int = 1
     best_of: int | None = None
     echo: bool = False
+    unset: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from inferflux_core.chat_template import ChatTemplate
@@ -14,6 +14,7 @@ from inferflux_core.contracts import BackendSpec, DeviceInfo, RequestBackend, St
 from inferflux_core.engine.devices import select_device
 from inferflux_core.engine.memory_check import check_model_memory
 from inferflux_core.engine.runner import ModelRunner
+from inferflux_core.engine.sampling_defaults import Defaults, model_sampling_defaults
 from inferflux_core.engine.scheduling import make_scheduler
 from inferflux_core.errors import ChatTemplateError, ConfigError
 from inferflux_core.metrics import EngineMetrics
@@ -35,6 +36,8 @@ class LoadedModel:
     runner: ModelRunner
     template: ChatTemplate | None
     created: int
+    #: What requests that leave sampling fields out get (``engine.sampling_defaults``).
+    sampling_defaults: Defaults = field(default_factory=dict)
 
     def render_chat(self, messages: list[dict[str, object]], **kwargs: object) -> str:
         """Render messages with the model's chat template (ChatTemplateError if it has none)."""
@@ -160,4 +163,5 @@ def load_model(
         runner=runner,
         template=template,
         created=int(time.time()),
+        sampling_defaults=model_sampling_defaults(config, info.metadata),
     )

@@ -18,6 +18,7 @@ from inferflux_core.engine.chat_prompt import check_continuation, render_convers
 from inferflux_core.engine.infill import infill_tokens
 from inferflux_core.engine.model import LoadedModel
 from inferflux_core.engine.requests import GenerationRequest, new_request_id
+from inferflux_core.engine.sampling_defaults import apply_sampling_defaults
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured import check_backend_grammar, constraint_grammar
 from inferflux_core.structured.guidance import (
@@ -61,7 +62,7 @@ class Prepared:
 def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
     """The sequences for ``request`` on ``model``; 400 naming the problem."""
     backend = model.backend
-    options = request.options
+    options = apply_sampling_defaults(request.options, model.sampling_defaults)
     if options.logprobs is not None and not backend.supports_logprobs:
         raise InvalidRequestError(
             f"logprobs: the backend of model {model.name!r} cannot report token logprobs",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from inferflux_core.chat_template import ChatTemplate
 from inferflux_core.config import ModelConfig, SchedulerConfig
 from inferflux_core.contracts.request_backend import RequestBackend, RequestBackendSpec
 from inferflux_core.engine.request_runner import RequestRunner
+from inferflux_core.engine.sampling_defaults import Defaults, model_sampling_defaults
 from inferflux_core.errors import ChatTemplateError, PluginError
 from inferflux_core.metrics import EngineMetrics
 from inferflux_core.plugins import PluginHost
@@ -28,6 +29,8 @@ class RequestModel:
     runner: RequestRunner
     template: ChatTemplate | None
     created: int
+    #: What requests that leave sampling fields out get (``engine.sampling_defaults``).
+    sampling_defaults: Defaults = field(default_factory=dict)
 
     @property
     def failure(self) -> str | None:
@@ -91,4 +94,5 @@ def load_request_model(
         metrics=metrics,
     )
     log.info("model %s served by request-level backend %s", config.name, config.backend)
-    return RequestModel(config.name, config, backend, runner, template, int(time.time()))
+    defaults = model_sampling_defaults(config, {})
+    return RequestModel(config.name, config, backend, runner, template, int(time.time()), defaults)

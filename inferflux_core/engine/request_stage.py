@@ -23,6 +23,7 @@ from inferflux_core.engine.chat_prompt import check_continuation, render_convers
 from inferflux_core.engine.collect import Primed
 from inferflux_core.engine.request_model import RequestModel
 from inferflux_core.engine.request_runner import check_capabilities
+from inferflux_core.engine.sampling_defaults import apply_sampling_defaults
 from inferflux_core.engine.workers import WorkerPool
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.tools import NO_TOOLS, ChoiceOutput, ToolPlan, conversation, plan_tools
@@ -35,6 +36,9 @@ def fit_request(
     text (NO_TOOLS when the backend parses them itself). CPU work: run it in the pool."""
     capabilities = model.backend.capabilities
     check_capabilities(model.name, capabilities, request)
+    options = apply_sampling_defaults(request.options, model.sampling_defaults)
+    if options is not request.options:
+        request = dataclasses.replace(request, options=options)
     plan = NO_TOOLS
     fitted = request
     if request.messages is not None and request.tools and not capabilities.native_tools:

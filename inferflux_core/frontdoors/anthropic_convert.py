@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from inferflux_core.contracts.generation import (
+    DEFAULTABLE_SAMPLING,
     ChatMessage,
     GenerationOptions,
     InferenceRequest,
@@ -110,6 +111,7 @@ def sampling_options(wire: MessagesRequest) -> GenerationOptions:
         top_k=wire.top_k,
         max_tokens=wire.max_tokens,
         stop=tuple(s for s in wire.stop_sequences or () if s),
+        unset=DEFAULTABLE_SAMPLING - wire.model_fields_set,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from inferflux_core.contracts.generation import (
+    DEFAULTABLE_SAMPLING,
     GenerationOptions,
     InferenceRequest,
     OutputConstraint,
@@ -63,6 +64,7 @@ class ResponsesDoor:
                 seed=wire.seed,
                 max_tokens=wire.max_output_tokens,
                 logprobs=wire.logprobs_requested,
+                unset=frozenset(f for f in DEFAULTABLE_SAMPLING if getattr(wire, f, None) is None),
             ),
             tools=tuple(
                 ToolSpec(t.name, t.description, t.parameters, bool(t.strict)) for t in tools

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferflux_core.contracts.generation import GenerationOptions
+from inferflux_core.contracts.generation import DEFAULTABLE_SAMPLING, GenerationOptions
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.protocol.common import SamplingFields
 
@@ -36,6 +36,7 @@ def generation_options(
         n=fields.n,
         best_of=best_of,
         echo=echo,
+        unset=DEFAULTABLE_SAMPLING - fields.model_fields_set,
     )
 
 

@@ -152,8 +152,12 @@ def test_inferflux_admin_edits_an_encrypted_policy_file(tmp_path: Path) -> None:
     assert created.returncode == 0, created.stderr
     key = json.loads(created.stdout)["key"]
     assert key.encode() not in policy.read_bytes()
-    listed = _cli(*admin, "keys", "list", env=env)
+    listed = _cli(*admin, "keys", "list", "--json", env=env)
     assert json.loads(listed.stdout)["data"][0]["roles"] == ["operator"]
+    table = _cli(*admin, "keys", "list", env=env).stdout.splitlines()
+    header = table[0].split("\t")
+    (row,) = [line.split("\t") for line in table[1:]]
+    assert row[header.index("name")] == "ops" and row[header.index("roles")] == "operator"
     key_id = json.loads(created.stdout)["id"]
     raised = _cli(*admin, "keys", "update", key_id, "--max-priority", "7", env=env)
     assert raised.returncode == 0, raised.stderr

@@ -28,7 +28,13 @@ from inferflux_core.contracts import (
     usable_cores,
 )
 from inferflux_core.errors import BackendError, ConfigError, ModelFileError, SequencesFailedError
-from inferflux_core.gguf_check import GGUFHeader, context_length, metadata_str, read_gguf_header
+from inferflux_core.gguf_check import (
+    GGUFHeader,
+    context_length,
+    metadata_str,
+    read_gguf_header,
+    sampling_metadata,
+)
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
 from inferflux_plugins.backends.llama_cpp.embedding import (
     EmbeddingContext,
@@ -244,6 +250,7 @@ class LlamaCppBackend(StepBackend):
         llama, vocab = self._llama, self._vocab
         template = llama.llama_model_chat_template(self._model, None)
         metadata = {key: value for key in METADATA_KEYS if (value := metadata_str(header, key))}
+        metadata.update(sampling_metadata(header))
         return ModelInfo(
             context_length=self._n_ctx,
             kv_capacity=self._kv_capacity,
