@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import httpx
 
 from inferflux_core.cli.admin import HttpBackend, add_admin_parser, print_error, run_admin
+from inferflux_core.cli.inferctl_models import VERBS, add_model_verbs, run_model_verb
 from inferflux_core.errors import InferfluxError
 
 DEFAULT_URL = os.environ.get("INFERFLUX_URL", "http://127.0.0.1:8000")
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int, default=256)
     chat.add_argument("--temperature", type=float, default=0.7)
     add_admin_parser(commands)
+    add_model_verbs(commands)
     return parser
 
 
@@ -46,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _models(client)
             if args.command == "admin":
                 return run_admin(args, HttpBackend(client))
+            if args.command in VERBS:
+                return run_model_verb(client, args)
             return _chat(client, args)
     except InferfluxError as exc:
         return print_error("inferctl", exc)

@@ -125,7 +125,8 @@ class InferenceRequest:
     ``prompt`` (raw text or token ids, as completions sends) is set. ``suffix`` asks for
     fill-in-the-middle. ``priority``: higher runs first (already capped by the caller's
     policy). ``deadline``: a ``time.monotonic()`` instant after which the request is failed
-    rather than started.
+    rather than started. ``keep_alive``: seconds the model stays loaded after this request
+    (Ollama's; negative: forever; None: the model's own).
     """
 
     model: str
@@ -140,6 +141,7 @@ class InferenceRequest:
     priority: int = 0
     deadline: float | None = None
     request_id: str = field(default_factory=new_request_id)
+    keep_alive: float | None = None
 
 
 # -- the events -----------------------------------------------------------------------------

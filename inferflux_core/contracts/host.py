@@ -39,6 +39,9 @@ class ModelStatus:
     waiting: int
     #: Why the model stopped serving; None while it serves.
     failure: str | None = None
+    #: Its lifecycle state (docs/fleet.md): ``registered``, ``loading``, ``ready``,
+    #: ``failed`` or ``unloading``.
+    state: Literal["registered", "loading", "ready", "failed", "unloading"] = "ready"
 
 
 @runtime_checkable

@@ -77,6 +77,7 @@ def typed_request(wire: ConversationFields, options: GenerationOptions) -> Infer
     tools = typed_tools(wire.tools or [])
     choice, parallel = typed_tool_choice(wire, tools)
     priority = wire.priority if isinstance(wire, MessagesRequest) else 0
+    keep_alive = wire.keep_alive if isinstance(wire, MessagesRequest) else None
     return InferenceRequest(
         model=wire.model,
         messages=typed_messages(wire),
@@ -87,6 +88,7 @@ def typed_request(wire: ConversationFields, options: GenerationOptions) -> Infer
         constraint=output_constraint(wire),
         priority=priority,
         request_id=new_request_id("msg"),
+        keep_alive=keep_alive,
     )
 
 

@@ -102,6 +102,7 @@ def inference_request(wire: ChatCompletionRequest) -> InferenceRequest:
         constraint=response_format_constraint(wire.response_format),
         priority=wire.priority,
         request_id=new_request_id("chatcmpl"),
+        keep_alive=wire.keep_alive,
     )
 
 
