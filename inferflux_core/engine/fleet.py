@@ -242,6 +242,7 @@ class Fleet:
         except BaseException as exc:
             entry.state = ModelState.FAILED
             entry.reason = _reason(exc)
+            entry.error = exc
             log.warning("model %s failed to load: %s", entry.name, entry.reason)
             if not isinstance(exc, Exception):
                 raise
@@ -257,6 +258,7 @@ class Fleet:
         entry.model = model
         entry.state = ModelState.READY
         entry.reason = None
+        entry.error = None
         entry.loaded_at = time.time()
         entry.touch()
         self._publish()
@@ -400,10 +402,16 @@ class Fleet:
     # -- the whole fleet ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every ``load: startup`` model, in order; the first failure raises it."""
+        """Load every ``load: startup`` model, in order; the first failure raises its own
+        exception (a ``ConfigError``, a ``ModelFileError``, ...)."""
         for entry in self.entries():
             if entry.config.load == "startup" and entry.state is not ModelState.READY:
-                await self._until_ready(entry)
+                try:
+                    await self._until_ready(entry)
+                except ServiceUnavailableError:
+                    if entry.error is not None:
+                        raise entry.error from None
+                    raise
 
     async def close(self) -> None:
         """Unload every model at once (server shutdown: no grace)."""

@@ -39,6 +39,8 @@ class FleetEntry:
     state: ModelState = ModelState.REGISTERED
     #: Why the last load failed (``failed``), or why the model stopped serving.
     reason: str | None = None
+    #: The exception the last load failed with (re-raised by a failed startup).
+    error: BaseException | None = None
     model: LoadedModel | RequestModel | None = None
     #: Wall-clock times (``time.time()``) for people; None until they happen.
     loaded_at: float | None = None
