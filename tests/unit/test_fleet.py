@@ -305,6 +305,6 @@ async def test_a_failed_startup_load_raises_its_own_error() -> None:
     loader = LoaderDouble()
     loader.fail.add("a")
     fleet, served = make_fleet([ModelConfig(name="a", source="/models/a.gguf")], loader)
-    with pytest.raises(RuntimeError, match="cannot open /models/a.gguf"):
+    with pytest.raises(RuntimeError, match=r"cannot open /models/a\.gguf"):
         await fleet.start()
     assert served == {} and fleet.entry("a").state is ModelState.FAILED
