@@ -46,8 +46,8 @@ class LeasedEvents:
         waiting: set[asyncio.Future[Any]] = {step, self._cancelled}
         try:
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            step.cancel()
+        except BaseException:  # the reader was cancelled (its client went away)
+            await _settle(step)  # the request sees the cancellation and ends first
             await self.aclose()
             raise
         if step in done:
@@ -56,8 +56,7 @@ class LeasedEvents:
             except BaseException:
                 self.release()
                 raise
-        step.cancel()
-        await asyncio.gather(step, return_exceptions=True)
+        await _settle(step)
         error = self._cancelled.result()
         await self.aclose()
         raise error
@@ -87,3 +86,11 @@ class LeasedEvents:
 
 async def _next(events: AsyncIterator[InferenceEvent]) -> InferenceEvent:
     return await events.__anext__()
+
+
+async def _settle(step: asyncio.Future[InferenceEvent]) -> None:
+    """Cancel ``step`` and wait until it has ended (its exception, if any, is dropped)."""
+    step.cancel()
+    await asyncio.wait({step})
+    if not step.cancelled():
+        step.exception()
