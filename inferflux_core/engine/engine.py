@@ -107,15 +107,20 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load every ``load: startup`` model (blocking). All load, or none stays loaded.
+        """Load every ``load: startup`` model (blocking; the memory check, if any, refuses
+        one that does not fit next to the others). All load, or none stays loaded.
 
         A request-level backend's ``start`` runs on a private event loop here; programs that
         run one loop should ``await engine.start()`` instead, which starts it on theirs.
         """
         try:
+            loaded: list[ModelConfig] = []
             for config in self.settings.models:
                 if config.load == "startup":
+                    if self.fleet.memory_check is not None:  # startup models must all fit
+                        self.fleet.memory_check(config, loaded)
                     model = self._build(config)
+                    loaded.append(config)
                     self.fleet.adopt(config.name, model)
                     if isinstance(model, RequestModel):
                         asyncio.run(model.backend.start())

@@ -20,6 +20,7 @@ import pytest
 from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
 from inferflux_core.cli import inferctl
 from inferflux_core.config import FleetConfig, ModelConfig, ServerConfig, Settings
+from inferflux_core.engine import Engine
 from inferflux_core.errors import InferfluxError
 from tests.conftest import RunningServer, free_port, start_server
 
@@ -396,3 +397,17 @@ def test_inferctl_verbs(
     assert f"id              {SMOL}" in capsys.readouterr().out
     assert inferctl.main([*base, "rm", "nope"]) == 1
     assert "404" in capsys.readouterr().err
+
+
+def test_a_startup_model_the_memory_check_refuses_stops_the_start(gemma_path: Path) -> None:
+    settings = Settings(
+        models=[
+            ModelConfig(name=SMOL, context_length=CONTEXT, max_sequences=1),
+            ModelConfig(name=GEMMA, source=str(gemma_path), context_length=CONTEXT),
+        ]
+    )
+    engine = Engine(settings, memory_check=RefuseGemmaMemoryCheck())
+    with pytest.raises(InferfluxError, match="100 MB free"):
+        engine.load()
+    assert engine.models == {}  # SmolLM2, loaded first, was unloaded again
+    assert [e.state.value for e in engine.fleet.entries()] == ["registered", "registered"]
