@@ -308,3 +308,22 @@ async def test_a_failed_startup_load_raises_its_own_error() -> None:
     with pytest.raises(RuntimeError, match=r"cannot open /models/a\.gguf"):
         await fleet.start()
     assert served == {} and fleet.entry("a").state is ModelState.FAILED
+
+
+@run_async
+async def test_a_reader_cancelled_by_its_client_frees_the_request_and_the_model() -> None:
+    fleet, _ = make_fleet(models("a"), LoaderDouble())
+    _, lease = await fleet.admit("a")
+    finished: list[str] = []
+    leased = lease.bind(events(1000, 0.02, finished))
+
+    async def read() -> None:
+        async for _ in leased:
+            pass
+
+    reader = asyncio.create_task(read())
+    await asyncio.sleep(0.05)
+    reader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert finished == ["closed"] and fleet.entry("a").in_flight == 0
