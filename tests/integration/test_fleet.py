@@ -376,6 +376,18 @@ def test_bad_requests_to_the_fleet_get_openai_errors(client: httpx.Client) -> No
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "keep_alive"
     body["keep_alive"] = "1000d"
     assert client.post("/v1/chat/completions", json=body).status_code == 400
+    completion = {"model": SMOL, "prompt": "Hi", "max_tokens": 2, "keep_alive": True}
+    assert client.post("/v1/completions", json=completion).json()["error"]["param"] == "keep_alive"
+    response = {"model": SMOL, "input": "Hi", "keep_alive": "nan"}
+    assert client.post("/v1/responses", json=response).json()["error"]["param"] == "keep_alive"
+    message = {
+        "model": SMOL,
+        "max_tokens": 2,
+        "keep_alive": [1],
+        "messages": [{"role": "user", "content": "Hi"}],
+    }
+    refused = client.post("/v1/messages", json=message)
+    assert refused.status_code == 400 and refused.json()["type"] == "error"
 
 
 def test_inferctl_verbs(
