@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from inferflux_core.errors import ConfigError
+from inferflux_core.keep_alive import parse_keep_alive
 from inferflux_core.registry.pull import DEFAULT_HF_ENDPOINT, PullOptions
 from inferflux_core.registry.store import DEFAULT_REGISTRY_PATH
 
@@ -101,6 +102,34 @@ class ModelConfig(_Strict):
         description="`temperature`, `top_p`, `top_k`, `min_p`, `repeat_penalty` for requests "
         "that leave them out; unset: the model file's `general.sampling.*`, else OpenAI's",
     )
+    load: Literal["startup", "on_demand"] = Field(
+        "startup",
+        description="`startup`: loaded when the server starts (and `/readyz` waits for it); "
+        "`on_demand`: registered only, loaded by the first request naming it (if "
+        "`fleet.autoload`) or by `POST /v1/admin/models/{name}/load` (docs/fleet.md)",
+    )
+    keep_alive: float | str | None = Field(
+        None,
+        description="how long the model stays loaded after its last request: seconds or a "
+        "duration (`30s`, `5m`, `1h`); 0: unloaded right after each request; negative: "
+        "never; unset: `fleet.default_keep_alive`",
+    )
+    aliases: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list,
+        description="other names requests may use for this model (`default`, `gpt-4o-mini`); "
+        "listed in `/v1/models` too",
+    )
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _valid_keep_alive(cls, value: float | str | None) -> float | str | None:
+        if value is not None:
+            parse_keep_alive(value)
+        return value
+
+    def keep_alive_seconds(self, default: float | None) -> float | None:
+        """This model's keep_alive in seconds (``None``: forever), ``default`` if unset."""
+        return default if self.keep_alive is None else parse_keep_alive(self.keep_alive)
 
     def template_override(self) -> str | None:
         """The configured chat template text, from ``chat_template`` or its file."""
@@ -349,6 +378,45 @@ class TracingConfig(_Strict):
     )
 
 
+class FleetConfig(_Strict):
+    """How the server's models share it: how many are loaded, when they load and unload."""
+
+    max_loaded_models: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="most models loaded at once; loading one more first unloads the "
+        "least-recently-used idle model (none: no limit)",
+    )
+    autoload: bool = Field(
+        True,
+        description="a request naming a registered model that is not loaded loads it and "
+        "waits meanwhile (llama-server's `--models-autoload`); false: 503 until it is loaded",
+    )
+    default_keep_alive: float | str = Field(
+        -1.0,
+        description="keep_alive of models that set none: seconds or a duration (`5m`); "
+        "negative: never unload",
+    )
+    unload_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="how long an unload waits for running requests to finish before it "
+        "cancels them (their clients get a 503 / a stream error event)",
+    )
+
+    @field_validator("default_keep_alive")
+    @classmethod
+    def _valid_keep_alive(cls, value: float | str) -> float | str:
+        parse_keep_alive(value)
+        return value
+
+    def default_keep_alive_seconds(self) -> float | None:
+        """``default_keep_alive`` in seconds (``None``: forever)."""
+        return parse_keep_alive(self.default_keep_alive)
+
+
 class Settings(BaseSettings):
     """The whole configuration of one inferflux server."""
 
@@ -373,15 +441,30 @@ class Settings(BaseSettings):
 
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
 
     @field_validator("models")
     @classmethod
     def _unique_names(cls, models: list[ModelConfig]) -> list[ModelConfig]:
         names = [m.name for m in models]
+        names += [alias for m in models for alias in m.aliases]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"model names must be unique; repeated: {', '.join(duplicates)}")
+            raise ValueError(
+                f"model names and aliases must be unique; repeated: {', '.join(duplicates)}"
+            )
         return models
+
+    @model_validator(mode="after")
+    def _startup_models_fit(self) -> Settings:
+        limit = self.fleet.max_loaded_models
+        startup = [m.name for m in self.models if m.load == "startup"]
+        if limit is not None and len(startup) > limit:
+            raise ValueError(
+                f"fleet.max_loaded_models is {limit} but {len(startup)} models load at "
+                f"startup ({', '.join(startup)}): set load: on_demand on some"
+            )
+        return self
 
 
 def load_config(path: Path | str | None = None, **overrides: Any) -> Settings:

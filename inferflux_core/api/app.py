@@ -11,6 +11,7 @@ import falcon.asgi
 
 from inferflux_core.api.access_middleware import AccessMiddleware
 from inferflux_core.api.admin import add_admin_routes
+from inferflux_core.api.admin_models import add_model_admin_routes, register_pulled
 from inferflux_core.api.admin_pull import add_pull_route
 from inferflux_core.api.anthropic import add_anthropic_routes
 from inferflux_core.api.disconnect import DisconnectAwareApp
@@ -45,9 +46,11 @@ class EngineLifespan:
         self._engine = engine
 
     async def process_startup(self, scope: Any, event: Any) -> None:
-        """Load models if the embedding program has not."""
-        if not self._engine.models:
+        """Load models if the embedding program has not; start the fleet's timers."""
+        if not self._engine.started:
             await self._engine.start()
+        else:
+            self._engine.attach()
 
     async def process_shutdown(self, scope: Any, event: Any) -> None:
         """Unload models."""
@@ -126,7 +129,8 @@ def http_app(
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     add_admin_routes(app, PolicyAdmin(access.store))
-    add_pull_route(app, engine.settings.registry)  # glue point: on_pulled=<register the model>
+    add_pull_route(app, engine.settings.registry, on_pulled=register_pulled(engine))
+    add_model_admin_routes(app, engine)
     health = HealthResource()
     app.add_route("/healthz", health)
     app.add_route("/livez", health)

@@ -26,8 +26,8 @@ class HealthResource:
 
 
 class ReadyResource:
-    """``/readyz``: every configured model is loaded, none has failed, and every request-level
-    backend says it is ready."""
+    """``/readyz``: every ``load: startup`` model is loaded, no loaded model has failed, and
+    every request-level backend says it is ready (``on_demand`` models do not count)."""
 
     public = True
 
@@ -36,7 +36,7 @@ class ReadyResource:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         """200 when ready; 503 while loading, or naming each failed model and why."""
-        wanted = [m.name for m in self._engine.settings.models]
+        wanted = self._engine.fleet.startup_models()
         missing = [name for name in wanted if name not in self._engine.models]
         failed = [
             {"model": model.name, "reason": model.failure}

@@ -26,6 +26,7 @@ from inferflux_core.cli.ctl_client import (
     sampling_body,
     stream_text,
 )
+from inferflux_core.cli.inferctl_models import VERBS, add_model_verbs, run_model_verb
 from inferflux_core.cli.tables import print_table
 from inferflux_core.errors import InferfluxError
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     complete.add_argument("prompt")
     _generation_args(complete)
     add_admin_parser(commands)
+    add_model_verbs(commands)
     return parser
 
 
@@ -89,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _models(client, args)
             if args.command == "admin":
                 return run_admin(args, HttpBackend(client))
+            if args.command in VERBS:
+                return run_model_verb(client, args)
             return _generate(client, args)
     except InferfluxError as exc:
         return print_error("inferctl", exc)

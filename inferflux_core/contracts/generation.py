@@ -136,6 +136,8 @@ class InferenceRequest:
     rather than started. ``continue_final_message``: the conversation ends with an assistant
     message the model continues (Anthropic's prefill, vLLM's ``continue_final_message``); the
     output is what follows it.
+    rather than started. ``keep_alive``: seconds the model stays loaded after this request
+    (Ollama's; negative: forever; None: the model's own).
     """
 
     model: str
@@ -151,6 +153,7 @@ class InferenceRequest:
     deadline: float | None = None
     request_id: str = field(default_factory=new_request_id)
     continue_final_message: bool = False
+    keep_alive: float | None = None
 
 
 # -- the events -----------------------------------------------------------------------------

@@ -39,6 +39,9 @@ class ModelStatus:
     waiting: int
     #: Why the model stopped serving; None while it serves.
     failure: str | None = None
+    #: Its lifecycle state (docs/fleet.md): ``registered``, ``loading``, ``ready``,
+    #: ``failed`` or ``unloading``.
+    state: Literal["registered", "loading", "ready", "failed", "unloading"] = "ready"
 
 
 @runtime_checkable
@@ -46,11 +49,12 @@ class EngineView(Protocol):
     """The running engine, as plugin hooks see it."""
 
     def model_names(self) -> list[str]:
-        """The served models' names, in configuration order."""
+        """The registered models' names, loaded or not (``status(name).state`` says which),
+        in configuration order, then runtime registration order."""
         ...
 
     def status(self, name: str) -> ModelStatus:
-        """``name``'s state now (``ModelNotFoundError`` for a model not served)."""
+        """``name``'s state now (``ModelNotFoundError`` for a model not registered)."""
         ...
 
     def generate(self, request: InferenceRequest) -> AsyncIterator[InferenceEvent]:

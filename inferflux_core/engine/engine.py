@@ -8,19 +8,25 @@ encode the :data:`~inferflux_core.contracts.InferenceEvent` stream this yields.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from prometheus_client.registry import Collector
 
-from inferflux_core.config import Settings, load_config
+from inferflux_core.config import ModelConfig, Settings, load_config
 from inferflux_core.contracts import RequestBackend
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
 from inferflux_core.engine.assemble import step_events
 from inferflux_core.engine.backend_choice import choose_backend
 from inferflux_core.engine.collect import Collected, Primed, collect
+from inferflux_core.engine.fleet import UNSET_KEEP_ALIVE, Fleet, MemoryCheck
+from inferflux_core.engine.fleet_entry import ModelState
+from inferflux_core.engine.memory_check import ModelMemoryCheck
 from inferflux_core.engine.model import LoadedModel, load_model
 from inferflux_core.engine.prepare import prepare
 from inferflux_core.engine.request_model import RequestModel, load_request_model
@@ -31,15 +37,17 @@ from inferflux_core.engine.view import PluginEngineView
 from inferflux_core.engine.workers import WorkerPool, default_pool
 from inferflux_core.errors import (
     InvalidRequestError,
-    ModelNotFoundError,
     ServiceUnavailableError,
 )
 from inferflux_core.metrics import EngineMetrics
 from inferflux_core.plugins import PluginHost
+from inferflux_core.sources import resolve_model_source
 from inferflux_core.tracing import RequestTracer
 
 log = logging.getLogger(__name__)
 
+#: ``Engine(memory_check=...)``'s default: the memory estimate (``ModelMemoryCheck``).
+DEFAULT_MEMORY_CHECK: Final[Any] = object()
 #: A model the engine serves: stepped by inferflux, or served by a backend that schedules itself.
 ServedModel = LoadedModel | RequestModel
 #: Called with the most tokens a request can use, before it is submitted (a rate limiter's
@@ -48,7 +56,8 @@ Reserve = Callable[[int], None]
 
 
 class Engine:
-    """Loads the configured models and generates for typed requests, without any HTTP.
+    """Serves a fleet of models (:attr:`fleet`) and generates for typed requests, without
+    any HTTP.
 
     >>> engine = Engine.from_config()          # the default model
     >>> await engine.start()
@@ -64,6 +73,7 @@ class Engine:
         plugins: PluginHost | None = None,
         extra_plugins: Iterable[tuple[str, object]] = (),
         pool: WorkerPool | None = None,
+        memory_check: MemoryCheck | None = DEFAULT_MEMORY_CHECK,
     ) -> None:
         self.settings = settings
         self.plugins = plugins or PluginHost(
@@ -74,13 +84,28 @@ class Engine:
         self.metrics = EngineMetrics()
         self.metrics.report_backends(self._backend_reports)
         self.metrics.forward_backend_collectors(self._backend_collectors)
+        #: The ready models by name (the fleet keeps it up to date).
         self.models: dict[str, ServedModel] = {}
+        if memory_check is DEFAULT_MEMORY_CHECK:
+            memory_check = ModelMemoryCheck(self.plugins, resolve_path=self._model_path)
+        #: Every registered model and its lifecycle (docs/fleet.md). ``memory_check`` runs
+        #: before each load (the estimate of docs/planning.md; None: loads are not checked).
+        self.fleet = Fleet(
+            settings.models,
+            settings.fleet,
+            load_model=self._load_served,
+            close_model=self._close_served,
+            served=self.models,
+            queue_timeout=settings.scheduler.queue_timeout,
+            memory_check=memory_check,
+        )
+        self._started = False
         #: Where CPU-heavy request preparation runs (tokenizing, templates, grammars).
         self.pool = pool or default_pool()
         #: A span per generation request when tracing is on (``tracing.enabled``).
         self.tracer = RequestTracer.from_config(settings.tracing.enabled)
         #: What plugin hooks are handed of this engine.
-        self.view = PluginEngineView(self.models, self.generate)
+        self.view = PluginEngineView(self.fleet, self.generate)
 
     @classmethod
     def from_config(
@@ -92,73 +117,116 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load every configured model (blocking). All load, or none stays loaded.
+        """Load every ``load: startup`` model (blocking; the memory check, if any, refuses
+        one that does not fit next to the others). All load, or none stays loaded.
 
         A request-level backend's ``start`` runs on a private event loop here; programs that
         run one loop should ``await engine.start()`` instead, which starts it on theirs.
         """
-        self._load_all()
         try:
-            for model in self._request_models():
-                asyncio.run(model.backend.start())
+            loaded: list[ModelConfig] = []
+            for config in self.settings.models:
+                if config.load == "startup":
+                    if self.fleet.memory_check is not None:  # startup models must all fit
+                        self.fleet.memory_check(config, loaded)
+                    model = self._build(config)
+                    loaded.append(config)
+                    self.fleet.adopt(config.name, model)
+                    if isinstance(model, RequestModel):
+                        asyncio.run(model.backend.start())
         except BaseException:
             self.unload()
             raise
+        self._started = True
         self.plugins.call_each("on_startup", engine=self.view)
 
     def unload(self) -> None:
         """Stop every model and release its backend (blocking)."""
-        if self.models:
+        if self._started:
             self.plugins.notify("on_shutdown", engine=self.view)
-        for model in self.models.values():
+        self._started = False
+        for model in self.fleet.forget_loaded():
             model.close()
-        self.models.clear()
 
     async def start(self) -> None:
-        """Load the models without blocking the event loop."""
-        await asyncio.to_thread(self._load_all)
+        """Load the ``load: startup`` models without blocking the event loop (the loading
+        runs in a worker thread); on a failure every model is unloaded and it raises."""
         try:
-            for model in self._request_models():
-                await model.backend.start()
+            await self.fleet.start()
         except BaseException:
-            await self.stop()
+            await self.fleet.close()
             raise
+        failed = [e for e in self.fleet.entries() if e.state is ModelState.FAILED]
+        if failed:
+            await self.fleet.close()
+            raise ServiceUnavailableError(
+                f"model {failed[0].name!r} failed to load: {failed[0].reason}"
+            )
+        self._started = True
+        self.attach()
         self.plugins.call_each("on_startup", engine=self.view)
+
+    def attach(self) -> None:
+        """Start the fleet's keep_alive timers on the running loop (the server calls this once
+        its loop runs: models loaded by the blocking :meth:`load` have none yet)."""
+        self.fleet.attach()
+
+    @property
+    def started(self) -> bool:
+        """True between a successful :meth:`load` / :meth:`start` and the unload."""
+        return self._started
 
     async def stop(self) -> None:
         """Unload the models without blocking the event loop."""
-        for model in self._request_models():
-            try:
-                await model.backend.close()
-            except Exception as exc:
-                log.warning("model %s failed to close: %s", model.name, exc)
-        for name in [m.name for m in self._request_models()]:
-            del self.models[name]
-        await asyncio.to_thread(self.unload)
+        if self._started:
+            self.plugins.notify("on_shutdown", engine=self.view)
+        self._started = False
+        await self.fleet.close()
 
-    def _load_all(self) -> None:
+    def _model_path(self, config: ModelConfig) -> Path:
+        """The local file of ``config``'s source (registry names in this server's registry)."""
+        return resolve_model_source(
+            config.source, self.plugins, registry_path=self.settings.registry.path
+        )
+
+    def _build(self, config: ModelConfig) -> ServedModel:
+        """Load one model (blocking): its backend chosen, its file resolved, its loop started;
+        on a failure nothing of it stays loaded."""
         scheduler = self.settings.scheduler
-        try:
-            for configured in self.settings.models:
-                choice = choose_backend(configured, self.plugins)
-                config = choice.config
-                backend_cls = self.plugins.get("backends", config.backend)
-                if isinstance(backend_cls, type) and issubclass(backend_cls, RequestBackend):
-                    self.models[config.name] = load_request_model(
-                        config, scheduler, self.plugins, self.metrics
-                    )
-                else:
-                    self.models[config.name] = load_model(
-                        config,
-                        scheduler,
-                        self.plugins,
-                        self.metrics,
-                        choice.device,
-                        registry_path=self.settings.registry.path,
-                    )
-        except BaseException:
-            self.unload()
-            raise
+        choice = choose_backend(config, self.plugins)
+        config = choice.config
+        backend_cls = self.plugins.get("backends", config.backend)
+        if isinstance(backend_cls, type) and issubclass(backend_cls, RequestBackend):
+            return load_request_model(config, scheduler, self.plugins, self.metrics)
+        return load_model(
+            config,
+            scheduler,
+            self.plugins,
+            self.metrics,
+            choice.device,
+            registry_path=self.settings.registry.path,
+        )
+
+    async def _load_served(self, config: ModelConfig) -> ServedModel:
+        """Load one model for the fleet: the blocking part in a worker thread, then a
+        request-level backend's ``start`` on this loop (closed again if it fails)."""
+        model = await asyncio.to_thread(self._build, config)
+        if isinstance(model, RequestModel):
+            try:
+                await model.backend.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await model.backend.close()
+                raise
+        return model
+
+    @staticmethod
+    async def _close_served(model: ServedModel) -> None:
+        """Stop one model and release its backend, off the event loop."""
+        if isinstance(model, RequestModel):
+            await model.backend.close()
+        else:
+            await asyncio.to_thread(model.close)
 
     def _backend_reports(self) -> list[tuple[str, Mapping[str, float]]]:
         """What each request-level backend reports of itself, by model (for ``/metrics``)."""
@@ -186,14 +254,17 @@ class Engine:
     # -- models ---------------------------------------------------------------------------
 
     def model(self, name: str) -> ServedModel:
-        """The loaded model called ``name``; ModelNotFoundError otherwise."""
-        try:
-            return self.models[name]
-        except KeyError:
-            raise ModelNotFoundError(
-                f"the model {name!r} does not exist; available: {', '.join(self.models)}",
-                param="model",
-            ) from None
+        """The ready model ``name`` (or an alias) names: 404 if no model is registered by it,
+        503 if it is registered but not loaded (generation loads it: :meth:`open`)."""
+        entry = self.fleet.entry(name)
+        model = self.models.get(entry.name)
+        if model is None:
+            raise ServiceUnavailableError(
+                f"model {entry.name!r} is {entry.state.value}, not loaded; a generation "
+                f"request loads it, or POST /v1/admin/models/{entry.name}/load",
+                code="model_not_loaded",
+            )
+        return model
 
     def step_model(self, name: str, what: str = "this endpoint") -> LoadedModel:
         """The step-level model called ``name`` (404 if none; 400 if its backend schedules
@@ -233,8 +304,30 @@ class Engine:
     async def _open(
         self, request: InferenceRequest, reserve: Reserve | None, streams: list[RequestStream]
     ) -> AsyncIterator[InferenceEvent]:
-        """:meth:`open`; the step runner's streams of the request are added to ``streams``."""
-        model = self.model(request.model)
+        """:meth:`open` without the span: the model admitted through the fleet (loaded if it
+        must be), held until the request's events end; the step runner's streams of the
+        request are added to ``streams``."""
+        keep_alive: float | None = UNSET_KEEP_ALIVE
+        if request.keep_alive is not None:  # the request's own: negative is forever
+            keep_alive = None if request.keep_alive < 0 else request.keep_alive
+        model, lease = await self.fleet.admit(
+            request.model, deadline=request.deadline, keep_alive=keep_alive
+        )
+        if model.name != request.model:  # an alias: the model's own name from here on
+            request = dataclasses.replace(request, model=model.name)
+        try:
+            return lease.bind(await self._open_on(model, request, reserve, streams))
+        except BaseException:
+            lease.release()
+            raise
+
+    async def _open_on(
+        self,
+        model: ServedModel,
+        request: InferenceRequest,
+        reserve: Reserve | None,
+        streams: list[RequestStream],
+    ) -> AsyncIterator[InferenceEvent]:
         if isinstance(model, RequestModel):
             return await request_events(model, request, self.pool, reserve)
         prepared = await self.pool.run(prepare, model, request)

@@ -12,7 +12,6 @@ from inferflux_core.chat_template import ChatTemplate
 from inferflux_core.config import ModelConfig, SchedulerConfig
 from inferflux_core.contracts import BackendSpec, DeviceInfo, RequestBackend, StepBackend
 from inferflux_core.engine.devices import select_device
-from inferflux_core.engine.memory_check import check_model_memory
 from inferflux_core.engine.runner import ModelRunner
 from inferflux_core.engine.sampling_defaults import Defaults, model_sampling_defaults
 from inferflux_core.engine.scheduling import make_scheduler
@@ -108,8 +107,6 @@ def load_model(
     if device is None:
         supported = getattr(backend_cls, "supported_devices", ("cpu",))
         device = select_device(host, config.device, supported)
-    if config.memory_check:
-        check_model_memory(config, path, device)
     spec = BackendSpec(
         model_name=config.name,
         model_path=path,

@@ -79,6 +79,7 @@ def typed_request(wire: ConversationFields, options: GenerationOptions) -> Infer
     tools = typed_tools(wire.tools or [])
     choice, parallel = typed_tool_choice(wire, tools)
     priority = wire.priority if isinstance(wire, MessagesRequest) else 0
+    keep_alive = wire.keep_alive if isinstance(wire, MessagesRequest) else None
     return InferenceRequest(
         model=wire.model,
         messages=typed_messages(wire),
@@ -91,6 +92,7 @@ def typed_request(wire: ConversationFields, options: GenerationOptions) -> Infer
         request_id=new_request_id("msg"),
         # A final assistant turn is a prefill: the model continues it.
         continue_final_message=bool(wire.messages) and wire.messages[-1].role == "assistant",
+        keep_alive=keep_alive,
     )
 
 

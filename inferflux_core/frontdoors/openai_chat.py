@@ -103,6 +103,7 @@ def inference_request(wire: ChatCompletionRequest) -> InferenceRequest:
         priority=wire.priority,
         request_id=new_request_id("chatcmpl"),
         continue_final_message=wire.continue_final_message,
+        keep_alive=wire.keep_alive,
     )
 
 

@@ -62,6 +62,7 @@ class CompletionsDoor:
                 options=options,
                 priority=wire.priority,
                 request_id=first_id if i == 0 else new_request_id("cmpl"),
+                keep_alive=wire.keep_alive,
             )
             for i, prompt in enumerate(prompts)
         )

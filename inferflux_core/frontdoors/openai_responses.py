@@ -74,6 +74,7 @@ class ResponsesDoor:
             constraint=text_constraint(wire),
             priority=wire.priority,
             request_id=turn.response_id,
+            keep_alive=wire.keep_alive,
         )
         return Call((request,), wire.stream, turn)
 

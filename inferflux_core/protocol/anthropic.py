@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 
 from inferflux_core.contracts.generation import MAX_PRIORITY
 from inferflux_core.errors import InvalidRequestError
+from inferflux_core.keep_alive import RequestKeepAlive
 from inferflux_core.protocol.common import (
     MAX_NAME_CHARS,
     MAX_STOP_CHARS,
@@ -213,8 +214,9 @@ class MessagesRequest(ConversationFields):
     top_k: int = Field(0, ge=0, le=MAX_TOP_K)
     metadata: Metadata | None = None
     stream: StrictBool = False
-    # inferflux's extension, as on the OpenAI routes.
+    # inferflux's extensions, as on the OpenAI routes.
     priority: StrictInt = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    keep_alive: RequestKeepAlive = None
 
 
 class CountTokensRequest(ConversationFields):

@@ -23,6 +23,7 @@ from pydantic import (
 
 from inferflux_core.contracts.generation import MAX_PRIORITY
 from inferflux_core.errors import InvalidRequestError
+from inferflux_core.keep_alive import RequestKeepAlive
 
 MAX_STOP_STRINGS = 16
 #: Characters in one stop string.
@@ -116,6 +117,8 @@ class SamplingFields(OpenAIModel):
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0, le=MAX_TOKENS_CEILING)
     priority: StrictInt = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    # Ollama's: how long the model stays loaded after this request (docs/fleet.md).
+    keep_alive: RequestKeepAlive = None
 
     @field_validator("logit_bias")
     @classmethod

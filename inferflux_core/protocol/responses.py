@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, ValidationError
 
 from inferflux_core.contracts.generation import MAX_PRIORITY
 from inferflux_core.errors import InvalidRequestError
+from inferflux_core.keep_alive import RequestKeepAlive
 from inferflux_core.protocol.common import (
     MAX_NAME_CHARS,
     MAX_SEED,
@@ -136,6 +137,8 @@ class CreateResponseRequest(OpenAIModel):
     tools: Annotated[list[Any], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
+    # Ollama's: how long the model stays loaded after this request (docs/fleet.md).
+    keep_alive: RequestKeepAlive = None
     text: TextConfig | None = None
     max_output_tokens: MaxTokens | None = None
     max_tool_calls: int | None = Field(None, ge=1, le=MAX_TOOLS)
