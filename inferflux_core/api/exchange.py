@@ -35,6 +35,8 @@ class Exchange:
     stream: bool = False
     code: str | None = None
     closed: bool = False
+    #: Which guardrail stage blocked it: ``input`` (the prompt); None: not the prompt.
+    blocked: str | None = None
 
     def guardrail_input(self) -> GuardrailInput:
         """What guardrails are told about this request."""

@@ -12,7 +12,7 @@ from inferflux_core.api.disconnect import unless_disconnected
 from inferflux_core.api.exchange import Exchange
 from inferflux_core.api.sse import OPENAI_SSE, SseWire, sse_stream
 from inferflux_core.auth.scopes import INFERENCE
-from inferflux_core.errors import ServiceUnavailableError
+from inferflux_core.errors import GuardrailError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from inferflux_core.auth.access import AccessControl
@@ -52,7 +52,11 @@ class Admission:
         """Keep the input text for the audit line and let the guardrails judge it."""
         exchange.prompt = text
         if self.guardrails:
-            await self.guardrails.check_input(exchange.guardrail_input())
+            try:
+                await self.guardrails.check_input(exchange.guardrail_input())
+            except GuardrailError:
+                exchange.blocked = "input"
+                raise
 
 
 async def whole_response(

@@ -109,6 +109,7 @@ class Engine:
             self.plugins.notify("on_shutdown", engine=self.view)
         for model in self.models.values():
             model.close()
+            self.metrics.forget_model(model.name)
         self.models.clear()
 
     async def start(self) -> None:
@@ -131,6 +132,7 @@ class Engine:
                 log.warning("model %s failed to close: %s", model.name, exc)
         for name in [m.name for m in self._request_models()]:
             del self.models[name]
+            self.metrics.forget_model(name)
         await asyncio.to_thread(self.unload)
 
     def _load_all(self) -> None:

@@ -65,6 +65,7 @@ def load_request_model(
     metrics: EngineMetrics | None = None,
 ) -> RequestModel:
     """Construct ``config``'s request-level backend and start it (blocking)."""
+    started = time.monotonic()
     backend_cls = host.get("backends", config.backend)
     spec = RequestBackendSpec(
         model_name=config.name,
@@ -90,5 +91,7 @@ def load_request_model(
         queue_timeout=scheduler_config.queue_timeout,
         metrics=metrics,
     )
+    if metrics is not None:
+        metrics.model_loaded(config.name, time.monotonic() - started)
     log.info("model %s served by request-level backend %s", config.name, config.backend)
     return RequestModel(config.name, config, backend, runner, template, int(time.time()))

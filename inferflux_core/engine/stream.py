@@ -27,6 +27,11 @@ class RequestState:
     assembler: TextAssembler
     queue: asyncio.Queue[GenerationEvent] = field(default_factory=asyncio.Queue)
     submitted_at: float = 0.0
+    #: When the step thread first gave it a KV sequence (its queue wait ended).
+    scheduled_at: float | None = None
+    #: When its first token was sampled, and its latest one.
+    first_token_at: float | None = None
+    last_token_at: float = 0.0
     sequence: EngineSequence | None = None
     leader: EngineSequence | None = None
     followers: list[EngineSequence] = field(default_factory=list)
