@@ -6,7 +6,8 @@
 - :mod:`~inferflux_core.metrics.aliases`: the names before vLLM's, deprecated.
 - :mod:`~inferflux_core.metrics.backends`: what request-level backends bring.
 
-Process and platform metrics (prometheus_client's collectors) are on the registry too.
+Process, platform and garbage collector metrics (prometheus_client's collectors) are on
+the registry too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -114,6 +116,7 @@ class EngineMetrics:
         )
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        GCCollector(registry=r)
 
     def series(self, model_name: str) -> ModelSeries:
         """The serving families' children for ``model_name``."""
