@@ -12,6 +12,7 @@ the registry too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -141,6 +142,15 @@ class EngineMetrics:
         self._hooks.pop(model_name, None)
         self.serving.forget(model_name)
         self.service.forget(model_name)
+        for by_model in (
+            self.prefix_lookups,
+            self.prefix_hits,
+            self.embedding_requests,
+            self.embedding_tokens,
+            self.embedding_batch_inputs,
+        ):
+            with contextlib.suppress(KeyError):
+                by_model.remove(model_name)
 
     def report_backends(self, reports: BackendReports) -> None:
         """Export what request-level backends report of themselves, read at each scrape."""
