@@ -180,6 +180,7 @@ class ModelSeries:
         old = (model_name, ENGINE, model_name)
         f = families
         self._success = f.request_success
+        self._success_by_reason: dict[str, Counter] = {}
         self.running = f.running.labels(*labels)
         self.waiting = f.waiting.labels(*labels)
         self.kv_cache_usage = f.kv_cache_usage.labels(*labels)
@@ -201,7 +202,11 @@ class ModelSeries:
 
     def success(self, reason: str) -> None:
         """Count one finished request (choice) under vLLM's ``finished_reason``."""
-        self._success.labels(self.model_name, ENGINE, finished_reason(reason)).inc()
+        child = self._success_by_reason.get(reason)
+        if child is None:
+            labels = (self.model_name, ENGINE, finished_reason(reason))
+            child = self._success_by_reason[reason] = self._success.labels(*labels)
+        child.inc()
 
     def request_finished(
         self,
