@@ -4,6 +4,7 @@ equal to their replacements."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
 from inferflux_core.config import Settings
 from inferflux_core.contracts.policy import RateLimits
-from tests.conftest import MODEL_NAME, RunningServer, free_port, start_server
+from tests.conftest import (
+    MODEL_NAME,
+    OutputBlocklist,
+    OutputBlocklistPlugin,
+    RunningServer,
+    free_port,
+    start_server,
+)
 
 BLOCKED = "tangerine submarine"
 MODEL = {"model_name": MODEL_NAME, "engine": "0"}
@@ -50,7 +58,7 @@ PHASES = (
     "inferflux_request_decode_time_seconds",
 )
 #: A prompt long enough for its prefix to be reused (several prefill chunks).
-LONG_PROMPT = " ".join(f"Item {i} is a small grey stone on a long road." for i in range(30))
+LONG_PROMPT = " ".join(f"Item {i} is a small grey stone on a long road." for i in range(12))
 
 
 @dataclass
@@ -102,17 +110,20 @@ class Usage:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[RunningServer]:
-    """The default model behind a server with an input blocklist and small prefill chunks
-    (so a prompt's prefix is reusable after a few dozen tokens)."""
+    """The default model behind a server with an input blocklist, the tests' output blocklist,
+    and small prefill chunks (so a prompt's prefix is reusable after a few dozen tokens)."""
     settings = Settings.model_validate(
         {
             "server": {"port": free_port(), "log_level": "warning"},
             "models": [{"name": MODEL_NAME, "context_length": 2048, "max_sequences": 4}],
             "scheduler": {"prefill_chunk": 64},
-            "guardrails": [{"name": "blocklist", "options": {"terms": [BLOCKED]}}],
+            "guardrails": [
+                {"name": "blocklist", "options": {"terms": [BLOCKED]}},
+                {"name": "output_blocklist"},
+            ],
         }
     )
-    running = start_server(settings)
+    running = start_server(settings, [("output_blocklist", OutputBlocklistPlugin())])
     yield running
     running.stop()
 
@@ -122,7 +133,7 @@ def mixed_load(server: RunningServer) -> Usage:
     authentication failures, a guardrail block, a templated route and an unknown path."""
     client = openai.OpenAI(base_url=server.api_url, api_key=server.api_key, max_retries=0)
     usage = Usage()
-    chat = {"model": MODEL_NAME, "max_tokens": 8, "temperature": 0}
+    chat = {"model": MODEL_NAME, "max_tokens": 6, "temperature": 0}
     messages = [{"role": "user", "content": "Say hello to a friend."}]
     whole = client.chat.completions.create(messages=messages, **chat)  # type: ignore[call-overload]
     usage.add(whole.usage, 1)
@@ -283,4 +294,34 @@ def test_running_and_waiting_count_what_is_in_flight(served: RunningServer) -> N
     assert aborted == 1
     assert after.total("inferflux_requests_total", finish_reason="cancelled") == after.total(
         "inferflux_request_success_total", finished_reason="abort"
+    )
+
+
+def phrase_in(text: str) -> str:
+    """Two words from the middle of the model's own ``text``, to block."""
+    pairs = [m.group(0) for m in re.finditer(r"[A-Za-z]{2,} [A-Za-z]{2,}", text)]
+    assert len(pairs) >= 2, f"the model's output has too few words to block one: {text!r}"
+    return pairs[len(pairs) // 2]
+
+
+def test_an_output_blocked_mid_stream_counts_as_an_output_block(served: RunningServer) -> None:
+    guardrail = served.access.guardrails.guardrail("output_blocklist")
+    assert isinstance(guardrail, OutputBlocklist)
+    client = openai.OpenAI(base_url=served.api_url, api_key=served.api_key, max_retries=0)
+    body = {
+        "model": MODEL_NAME,
+        "messages": [{"role": "user", "content": "Tell me a short story about a fox."}],
+        "max_tokens": 24,
+        "temperature": 0,
+    }
+    whole = client.chat.completions.create(**body).choices[0].message.content or ""  # type: ignore[call-overload]
+    before = Scrape.of(served)
+    with guardrail.blocking(phrase_in(whole)):
+        chunks = list(client.chat.completions.create(**body, stream=True))  # type: ignore[call-overload]
+    assert chunks[-1].choices[0].finish_reason == "content_filter"
+    after = Scrape.of(served)
+    blocked = after.total("inferflux_guardrail_blocks_total", stage="output")
+    assert blocked - before.total("inferflux_guardrail_blocks_total", stage="output") == 1
+    assert after.total("inferflux_guardrail_blocks_total", stage="input") == before.total(
+        "inferflux_guardrail_blocks_total", stage="input"
     )
