@@ -141,9 +141,11 @@ class RequestRunner:
     def _scrape_metrics(self) -> None:
         """Bring in what the backend knows better (at a scrape): requests running and waiting
         inside it (its waiting adds to ours), KV usage, and its cumulative prefix cache and
-        preemption counts (added as they grow)."""
-        series = self.series
-        assert series is not None
+        preemption counts (added as they grow); and the failed state once it failed."""
+        series, metrics = self.series, self.metrics
+        assert series is not None and metrics is not None
+        if self.failure is not None:
+            metrics.model_state(self.name, "failed")
         report = {k: number_of(v) for k, v in dict(self.backend.metrics()).items()}
         running, waiting = report.get("num_requests_running"), report.get("num_requests_waiting")
         if running is not None:

@@ -25,9 +25,13 @@ class ReportingEcho(EchoRequestBackend):
     """The echo double, reporting what a vLLM backend reports of itself."""
 
     report: dict[str, float] = {}
+    broken: str | None = None
 
     def metrics(self) -> dict[str, float]:
         return dict(ReportingEcho.report)
+
+    def failure(self) -> str | None:
+        return ReportingEcho.broken
 
 
 class ReportingEchoPlugin:
@@ -54,6 +58,7 @@ def value(
 
 
 def test_a_request_level_model_reports_through_the_same_families() -> None:
+    ReportingEcho.broken = None
     ReportingEcho.report = {
         "num_requests_running": 0.0,
         "num_requests_waiting": 2.0,
@@ -75,12 +80,14 @@ def test_a_request_level_model_reports_through_the_same_families() -> None:
             first = scrape(engine)
             ReportingEcho.report |= {"prefix_cache_queries": 150.0, "prefix_cache_hits": 60.0}
             second = scrape(engine)
+            ReportingEcho.broken = "the double broke"
+            third = scrape(engine)
         finally:
             await engine.stop()
         usage = [e for e in events if isinstance(e, UsageReport)][-1]
-        return usage, [first, second]
+        return usage, [first, second, third]
 
-    usage, (first, second) = asyncio.run(scenario())
+    usage, (first, second, third) = asyncio.run(scenario())
     assert value(first, "inferflux_request_success_total", finished_reason="stop") == 1
     for histogram in ("time_to_first_token_seconds", "e2e_request_latency_seconds"):
         labels = {"model": "echo"} if histogram.startswith("time_to") else {}
@@ -100,3 +107,7 @@ def test_a_request_level_model_reports_through_the_same_families() -> None:
     assert value(second, "inferflux_num_preemptions_total") == 3
     # the report itself is still exported as it is
     assert first[("inferflux_backend_kv_cache_usage_perc", frozenset({("model", "echo")}))] == 0.25
+    state = {"model_name": "echo"}
+    assert first[("inferflux_model_state", frozenset({**state, "state": "ready"}.items()))] == 1
+    assert third[("inferflux_model_state", frozenset({**state, "state": "failed"}.items()))] == 1
+    assert third[("inferflux_model_state", frozenset({**state, "state": "ready"}.items()))] == 0
