@@ -19,6 +19,7 @@ from inferflux_core.api.embeddings import EmbeddingResource
 from inferflux_core.api.errors import install_error_handlers
 from inferflux_core.api.generation import Admission, GenerationResource
 from inferflux_core.api.health import HealthResource, MetricsResource, ReadyResource
+from inferflux_core.api.metrics_middleware import MetricsMiddleware
 from inferflux_core.api.models import ModelsResource
 from inferflux_core.api.plugin_routes import PluginRoutes
 from inferflux_core.api.responses import add_responses_routes
@@ -101,12 +102,15 @@ def http_app(
     """The falcon ASGI app: ``doors`` mounted on their routes behind ``access``; health,
     models and metrics read ``engine``. Built by the composition root
     (:func:`inferflux_core.bootstrap.create_app`)."""
+    counting = MetricsMiddleware(engine.metrics.service)
     middleware: list[Any] = [
         EngineLifespan(engine),
         RequestIdMiddleware(),
+        counting,
         AccessMiddleware(access, public_metrics=public_metrics),
     ]
     app: falcon.asgi.App[Any, Any] = DisconnectAwareApp(middleware=middleware)
+    counting.bind(app)
     app.req_options.strip_url_path_trailing_slash = False
     install_error_handlers(app)
     limit = server.max_body_bytes

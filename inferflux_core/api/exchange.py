@@ -8,6 +8,7 @@ and the audit line is written.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,8 @@ class Exchange:
     stream: bool = False
     code: str | None = None
     closed: bool = False
+    #: Which guardrail stage blocked it: ``input`` (the prompt); None: not the prompt.
+    blocked: str | None = None
 
     def guardrail_input(self) -> GuardrailInput:
         """What guardrails are told about this request."""
@@ -66,8 +69,17 @@ class Exchange:
             self.response_parts.append(event.text)
         elif isinstance(event, ToolCallDelta):
             self.response_parts.append((event.name or "") + event.arguments)
-        elif isinstance(event, Finish) and event.reason == "content_filter":
+        else:
+            self.observe_finish(event)
+
+    def observe_finish(self, event: InferenceEvent) -> None:
+        """Note a streamed output a guardrail blocked (for the audit line and the metrics)."""
+        if isinstance(event, Finish) and event.reason == "content_filter":
             self.code = "content_blocked"
+
+    def observer(self, audit: bool) -> Callable[[InferenceEvent], None]:
+        """What sees a stream's events: everything with ``audit`` on, the finish otherwise."""
+        return self.observe if audit else self.observe_finish
 
     @property
     def response(self) -> str | None:

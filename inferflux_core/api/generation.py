@@ -12,7 +12,7 @@ from inferflux_core.api.disconnect import unless_disconnected
 from inferflux_core.api.exchange import Exchange
 from inferflux_core.api.sse import OPENAI_SSE, SseWire, sse_stream
 from inferflux_core.auth.scopes import INFERENCE
-from inferflux_core.errors import ServiceUnavailableError
+from inferflux_core.errors import GuardrailError, ServiceUnavailableError
 
 if TYPE_CHECKING:
     from inferflux_core.auth.access import AccessControl
@@ -52,7 +52,11 @@ class Admission:
         """Keep the input text for the audit line and let the guardrails judge it."""
         exchange.prompt = text
         if self.guardrails:
-            await self.guardrails.check_input(exchange.guardrail_input())
+            try:
+                await self.guardrails.check_input(exchange.guardrail_input())
+            except GuardrailError:
+                exchange.blocked = "input"
+                raise
 
 
 async def whole_response(
@@ -111,7 +115,7 @@ class GenerationResource:
         await self._admission.check_input(exchange, text)
         guard = exchange.guardrail_input()
         if call.stream:
-            observe = exchange.observe if self._admission.audit else None
+            observe = exchange.observer(self._admission.audit)
             chunks = await self._driver.stream(self._door, call, exchange.usage, guard, observe)
             resp.set_header("Cache-Control", "no-cache")
             resp.set_header("X-Accel-Buffering", "no")

@@ -68,7 +68,7 @@ class ResponsesResource:
         guard = exchange.guardrail_input()
         turn: ResponseTurn = call.wire
         if call.stream:
-            observe = exchange.observe if self._admission.audit else None
+            observe = exchange.observer(self._admission.audit)
             chunks = await self._driver.stream(self._door, call, exchange.usage, guard, observe)
             resp.set_header("Cache-Control", "no-cache")
             resp.set_header("X-Accel-Buffering", "no")

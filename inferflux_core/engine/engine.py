@@ -98,6 +98,7 @@ class Engine:
             served=self.models,
             queue_timeout=settings.scheduler.queue_timeout,
             memory_check=memory_check,
+            on_state=self.metrics.model_state,
         )
         self._started = False
         #: Where CPU-heavy request preparation runs (tokenizing, templates, grammars).
@@ -147,6 +148,7 @@ class Engine:
         self._started = False
         for model in self.fleet.forget_loaded():
             model.close()
+            self.metrics.forget_model(model.name)
 
     async def start(self) -> None:
         """Load the ``load: startup`` models without blocking the event loop (the loading

@@ -4,7 +4,6 @@ end-of-generation token (EOS, or a grammar the backend finished), a stop string,
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 
 from inferflux_core.contracts import StepBackend, TokenLogprob
@@ -31,7 +30,7 @@ class TokenAcceptor:
     ) -> None:
         self._is_end = backend.is_end_of_generation
         self._outbox = outbox
-        self._ttft = metrics.ttft
+        self._m = metrics
         self._release = release
         self.context_length = context_length
 
@@ -47,9 +46,7 @@ class TokenAcceptor:
             raise BackendError(f"the backend gave no logprobs for sequence {sequence.seq_id}")
         sequence.generated.append(token)
         n_generated = len(sequence.generated)
-        if n_generated == 1:
-            state.first_token_at = time.monotonic()
-            self._ttft.observe(state.first_token_at - state.submitted_at)
+        self._m.token(sequence, n_generated)
         finish: str | None = None
         if self._is_end(token):
             text = ""

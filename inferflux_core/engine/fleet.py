@@ -73,21 +73,29 @@ class Fleet:
         served: MutableMapping[str, Served],
         queue_timeout: float = 300.0,
         memory_check: MemoryCheck | None = None,
+        on_state: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        #: Told each model's new state (name, state) as it changes: the metrics' state gauge.
+        self._on_state = on_state
         self._load_model = load_model
         self._close_model = close_model
         #: The ready models by name, in registration order (the engine's ``models``).
         self._served = served
         self._queue_timeout = queue_timeout
-        #: Glue point: ``inferflux_core.engine.memory.check_fits`` adapted to
-        #: :data:`MemoryCheck`, set by the composition root. None: loads are not checked.
+        #: Runs before each load and raises if the model does not fit (the engine passes the
+        #: memory estimate, ``engine.memory_check.ModelMemoryCheck``). None: not checked.
         self.memory_check = memory_check
         self._default_keep_alive = settings.default_keep_alive_seconds()
         self._entries: dict[str, FleetEntry] = {}
         self._aliases: dict[str, str] = {}
         for config in configs:
             self.register(config)
+
+    def _set_state(self, entry: FleetEntry, state: ModelState) -> None:
+        entry.state = state
+        if self._on_state is not None:
+            self._on_state(entry.name, state.value)
 
     # -- the registry ------------------------------------------------------------------------
 
@@ -102,6 +110,7 @@ class Fleet:
             )
         entry = FleetEntry(config, keep_alive=config.keep_alive_seconds(self._default_keep_alive))
         self._entries[config.name] = entry
+        self._set_state(entry, entry.state)
         for alias in config.aliases:
             self._aliases[alias] = config.name
         return entry
@@ -227,7 +236,7 @@ class Fleet:
         return entry
 
     def _start_load(self, entry: FleetEntry) -> None:
-        entry.state = ModelState.LOADING
+        self._set_state(entry, ModelState.LOADING)
         entry.reason = None
         entry.transition = asyncio.get_running_loop().create_task(
             self._load(entry), name=f"inferflux-load-{entry.name}"
@@ -240,7 +249,7 @@ class Fleet:
             await self._check_memory(entry)
             model = await self._load_model(entry.config)
         except BaseException as exc:
-            entry.state = ModelState.FAILED
+            self._set_state(entry, ModelState.FAILED)
             entry.reason = _reason(exc)
             entry.error = exc
             log.warning("model %s failed to load: %s", entry.name, entry.reason)
@@ -256,7 +265,7 @@ class Fleet:
         """Mark ``name`` ready, serving ``model`` (loaded by the engine's own blocking path)."""
         entry = self._entries[name]
         entry.model = model
-        entry.state = ModelState.READY
+        self._set_state(entry, ModelState.READY)
         entry.reason = None
         entry.error = None
         entry.loaded_at = time.time()
@@ -326,11 +335,11 @@ class Fleet:
                 self._start_unload(entry, grace)
                 continue
             if entry.state is ModelState.FAILED:
-                entry.state = ModelState.REGISTERED
+                self._set_state(entry, ModelState.REGISTERED)
             return entry
 
     def _start_unload(self, entry: FleetEntry, grace: float | None) -> None:
-        entry.state = ModelState.UNLOADING
+        self._set_state(entry, ModelState.UNLOADING)
         self._cancel_timer(entry)
         entry.idle_until = None
         self._publish()
@@ -364,7 +373,7 @@ class Fleet:
                     log.warning("model %s failed to close: %s", entry.name, exc)
             log.info("model %s unloaded", entry.name)
         finally:
-            entry.state = ModelState.REGISTERED
+            self._set_state(entry, ModelState.REGISTERED)
             entry.loaded_at = None
             entry.transition = None
 

@@ -40,7 +40,7 @@ class SequenceLifecycle:
     def open(self, sequence: EngineSequence) -> None:
         """Give an admitted sequence a KV id: restore it, copy its leader's prompt, reuse a
         cached prefix, or start empty."""
-        if not sequence.state.scheduled_at:
+        if sequence.state.scheduled_at is None:
             sequence.state.scheduled_at = time.monotonic()
         if sequence.saved is not None:
             seq_id = self.allocate()
@@ -57,6 +57,7 @@ class SequenceLifecycle:
         hit = slots.find_prefix(sequence.prompt_tokens) if slots.reuse else None
         if slots.reuse:
             self._m.lookups.inc()
+            self._m.prefix_lookup(len(sequence.prompt_tokens), hit.n_tokens if hit else 0)
         if hit is not None and hit.idle:
             seq_id = slots.take_idle(hit.source)
             self.backend.open_sequence(seq_id, params, keep_tokens=hit.n_tokens)
@@ -68,8 +69,6 @@ class SequenceLifecycle:
         sequence.seq_id = seq_id
         if hit is not None:
             sequence.n_prefilled = hit.n_tokens
-            self._m.hits.inc()
-            self._m.reused.inc(hit.n_tokens)
 
     def prompt_done(self, sequence: EngineSequence) -> None:
         """The sequence's prompt is in its KV: remember it for reuse, and let admitted
@@ -99,11 +98,10 @@ class SequenceLifecycle:
         self.backend.open_sequence(seq_id, params)
         sequence.seq_id = seq_id
         n_copy = len(sequence.prompt_tokens) - 1
+        self._m.prefix_lookup(len(sequence.prompt_tokens), max(0, n_copy))
         if n_copy > 0:
             self.backend.copy_prefix(leader.seq_id, seq_id, n_copy)
             sequence.n_prefilled = n_copy
-            self._m.hits.inc()
-            self._m.reused.inc(n_copy)
 
     def allocate(self) -> int:
         """A free KV id; a scheduler error if the scheduler admitted more than fit."""
@@ -127,8 +125,7 @@ class SequenceLifecycle:
         """Forget a sequence and free its KV id, even if the scheduler or backend raise."""
         self.live.pop(sequence.request_id, None)
         sequence.state.finished_at = time.monotonic()
-        self._m.generated.inc(len(sequence.generated))
-        self._m.finished(reason)
+        self._m.finished(sequence, reason)
         sequence.saved = None
         try:
             self.scheduler.finish(sequence)

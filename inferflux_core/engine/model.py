@@ -96,6 +96,32 @@ def load_model(
     config's ``registry.path``; None: the default folder).
     """
     started = time.monotonic()
+    metrics.model_state(config.name, "loading")
+    try:
+        loaded = _load(config, scheduler_config, host, metrics, device, registry_path)
+    except BaseException:
+        metrics.model_state(config.name, "failed")
+        raise
+    seconds = time.monotonic() - started
+    metrics.model_loaded(config.name, seconds)
+    log.info(
+        "model %s loaded from %s on %s in %.1f s",
+        config.name,
+        loaded.path,
+        loaded.device.kind,
+        seconds,
+    )
+    return loaded
+
+
+def _load(
+    config: ModelConfig,
+    scheduler_config: SchedulerConfig,
+    host: PluginHost,
+    metrics: EngineMetrics,
+    device: DeviceInfo | None,
+    registry_path: Path | None,
+) -> LoadedModel:
     backend_cls = host.get("backends", config.backend)
     if isinstance(backend_cls, type) and issubclass(backend_cls, RequestBackend):
         raise ConfigError(
@@ -144,13 +170,6 @@ def load_model(
         backend.close()
         raise
     runner.start()
-    log.info(
-        "model %s loaded from %s on %s in %.1f s",
-        config.name,
-        path,
-        device.kind,
-        time.monotonic() - started,
-    )
     return LoadedModel(
         name=config.name,
         config=config,

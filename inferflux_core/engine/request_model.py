@@ -68,6 +68,7 @@ def load_request_model(
     metrics: EngineMetrics | None = None,
 ) -> RequestModel:
     """Construct ``config``'s request-level backend and start it (blocking)."""
+    started = time.monotonic()
     backend_cls = host.get("backends", config.backend)
     spec = RequestBackendSpec(
         model_name=config.name,
@@ -93,6 +94,8 @@ def load_request_model(
         queue_timeout=scheduler_config.queue_timeout,
         metrics=metrics,
     )
+    if metrics is not None:
+        metrics.model_loaded(config.name, time.monotonic() - started)
     log.info("model %s served by request-level backend %s", config.name, config.backend)
     defaults = model_sampling_defaults(config, {})
     return RequestModel(config.name, config, backend, runner, template, int(time.time()), defaults)

@@ -38,7 +38,8 @@ from inferflux_core.errors import (
     QueueFullError,
     ServiceUnavailableError,
 )
-from inferflux_core.metrics import EngineMetrics
+from inferflux_core.metrics import EngineMetrics, ModelSeries
+from inferflux_core.metrics.backends import number_of
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,11 @@ class RequestRunner:
     ) -> None:
         self.name = name
         self.metrics = metrics
+        #: This model's serving metrics; None without metrics.
+        self.series = metrics.series(name) if metrics is not None else None
+        self._reported: dict[str, float] = {}
+        if metrics is not None:
+            metrics.on_scrape(name, self._scrape_metrics)
         self.backend = backend
         self.max_running = max_running
         self.max_queue = max_queue
@@ -128,9 +134,36 @@ class RequestRunner:
         return len(self._waiting)
 
     def _gauges(self) -> None:
-        if self.metrics is not None:
-            self.metrics.active_sequences.labels(self.name).set(self.running)
-            self.metrics.waiting_requests.labels(self.name).set(len(self._waiting))
+        if self.series is not None:
+            self.series.running.set(self.running)
+            self.series.waiting.set(len(self._waiting))
+
+    def _scrape_metrics(self) -> None:
+        """Bring in what the backend knows better (at a scrape): requests running and waiting
+        inside it (its waiting adds to ours), KV usage, and its cumulative prefix cache and
+        preemption counts (added as they grow); and the failed state once it failed."""
+        series, metrics = self.series, self.metrics
+        assert series is not None and metrics is not None
+        if self.failure is not None:
+            metrics.model_state(self.name, "failed")
+        report = {k: number_of(v) for k, v in dict(self.backend.metrics()).items()}
+        running, waiting = report.get("num_requests_running"), report.get("num_requests_waiting")
+        if running is not None:
+            series.running.set(running)
+        series.waiting.set(len(self._waiting) + (waiting or 0.0))
+        series.kv_cache_usage.set(report.get("kv_cache_usage_perc") or 0.0)
+        for name, counter in (
+            ("prefix_cache_queries", series.prefix_queries),
+            ("prefix_cache_hits", series.prefix_hits),
+            ("num_preemptions", series.preemptions),
+        ):
+            value = report.get(name)
+            if value is None:
+                continue
+            grown = value - self._reported.get(name, 0.0)
+            if grown > 0:
+                counter.inc(grown)
+            self._reported[name] = value
 
     async def readiness(self) -> Readiness:
         """The backend's readiness; not ready (with the reason) if it raises."""
@@ -151,6 +184,7 @@ class RequestRunner:
             raise ModelFailedError(f"model {self.name!r} failed: {self.failure}")
         submitted = time.monotonic()
         await self._admit(request)
+        admitted = time.monotonic()
         self._gauges()
         try:
             events = aiter(self.backend.generate(request))
@@ -164,7 +198,7 @@ class RequestRunner:
                     f"model {self.name!r}: the backend ended the request without output"
                 ) from None
             raise
-        return _Relay(self, request.request_id, first, events, submitted)
+        return _Relay(self, request.request_id, first, events, (submitted, admitted))
 
     async def _admit(self, request: InferenceRequest) -> None:
         if request.deadline is not None and time.monotonic() >= request.deadline:
@@ -228,12 +262,11 @@ class _Relay:
         request_id: str,
         first: InferenceEvent,
         events: AsyncIterator[InferenceEvent],
-        submitted: float,
+        times: tuple[float, float],
     ) -> None:
         self._runner = runner
-        self._submitted = submitted
+        self._timing = _Timing(runner.series, *times) if runner.series is not None else None
         self._usage: UsageReport | None = None
-        self._answered = False
         self._request_id = request_id
         self.first = first
         self._first: InferenceEvent | None = first
@@ -261,18 +294,10 @@ class _Relay:
     def _observe(self, event: InferenceEvent) -> InferenceEvent:
         if isinstance(event, Finish) and isinstance(event.error, FatalBackendError):
             self._runner.fail(event.error)
-        metrics = self._runner.metrics
-        if metrics is None:
-            return event
-        name = self._runner.name
-        if isinstance(event, TextDelta) and not self._answered:
-            self._answered = True
-            elapsed = time.monotonic() - self._submitted
-            metrics.time_to_first_token.labels(name).observe(elapsed)
-        elif isinstance(event, Finish):
-            metrics.requests.labels(name, event.reason).inc()
-        elif isinstance(event, UsageReport):
+        if isinstance(event, UsageReport):
             self._usage = event
+        elif self._timing is not None:
+            self._timing.observe(event)
         return event
 
     async def aclose(self) -> None:
@@ -284,10 +309,8 @@ class _Relay:
             return
         self._closed = True
         self._runner._leave()
-        metrics, usage = self._runner.metrics, self._usage
-        if metrics is not None and usage is not None:
-            metrics.prompt_tokens.labels(self._runner.name).inc(usage.prompt_tokens)
-            metrics.generation_tokens.labels(self._runner.name).inc(usage.completion_tokens)
+        if self._timing is not None:
+            self._timing.closed(self._usage)
         aclose = getattr(self._events, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -298,3 +321,54 @@ class _Relay:
                 log.warning(
                     "model %s: abort of %s failed: %s", self._runner.name, self._request_id, exc
                 )
+
+
+class _Timing:
+    """What one request's events tell the serving metrics: per choice, the time to its first
+    text and between texts, and its phases once it finishes; the usage once it closes."""
+
+    def __init__(self, series: ModelSeries, submitted: float, admitted: float) -> None:
+        self._series = series
+        self._submitted = submitted
+        self._admitted = admitted
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._open: set[int] = {0}
+
+    def observe(self, event: InferenceEvent) -> None:
+        """Time a text delta, or count a finished choice."""
+        series, now = self._series, time.monotonic()
+        if isinstance(event, TextDelta) and event.text:
+            choice = event.choice
+            self._open.add(choice)
+            if choice not in self._first:
+                self._first[choice] = now
+                series.ttft.observe(now - self._submitted)
+            else:
+                series.inter_token.observe(now - self._last[choice])
+            self._last[choice] = now
+        elif isinstance(event, Finish):
+            self._open.discard(event.choice)
+            self._finished(event.choice, event.reason, now)
+
+    def _finished(self, choice: int, reason: str, now: float) -> None:
+        self._series.request_finished(
+            reason,
+            submitted=self._submitted,
+            scheduled=self._admitted,
+            first_token=self._first.get(choice),
+            ended=now,
+        )
+
+    def closed(self, usage: UsageReport | None) -> None:
+        """Count the usage; a choice that never finished was aborted."""
+        now = time.monotonic()
+        for choice in sorted(self._open):
+            self._finished(choice, "cancelled", now)
+        self._open.clear()
+        if usage is not None:
+            series = self._series
+            series.prompt_tokens.inc(usage.prompt_tokens)
+            series.generation_tokens.inc(usage.completion_tokens)
+            series.request_prompt_tokens.observe(usage.prompt_tokens)
+            series.request_generation_tokens.observe(usage.completion_tokens)

@@ -83,6 +83,8 @@ class ModelRunner:
         self._wake = threading.Event()
         self._outbox = Outbox()
         self._m = RunnerMetrics(metrics, model_name)
+        self._kv_capacity = context_length * max_sequences
+        metrics.on_scrape(model_name, self._scrape_metrics)
         self._admission = Admission(
             backend,
             scheduler,
@@ -133,6 +135,16 @@ class ModelRunner:
     def live_requests(self) -> int:
         """Requests submitted and not yet finished (waiting or running)."""
         return len(self._live)
+
+    def _scrape_metrics(self) -> None:
+        """KV usage as of now (cells held by running sequences; a cached idle prefix is
+        free, as vLLM counts it), and the failed state (on the scrape's thread)."""
+        held = sum(
+            s.n_prefilled + len(s.generated)
+            for s in list(self._live.values())
+            if s.seq_id is not None
+        )
+        self._m.scrape(held, self._kv_capacity, failed=self.health.failed)
 
     def start(self) -> None:
         """Start the step thread."""

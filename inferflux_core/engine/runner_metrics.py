@@ -1,36 +1,83 @@
-"""The step loop's metrics for one model: the labelled children, looked up once."""
+"""The step loop's metrics for one model: the labelled children, looked up once, and what
+the step thread records of each request (see :mod:`inferflux_core.metrics.families`)."""
 
 from __future__ import annotations
 
+import time
+
+from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.metrics import EngineMetrics
 
 
 class RunnerMetrics:
-    """What one model's step loop counts (see :class:`~inferflux_core.metrics.EngineMetrics`).
+    """What one model's step loop counts.
 
-    The children are bound to the model's label at construction, so the step thread never
+    The children are bound to the model's labels at construction, so the step thread never
     looks a label up per token.
     """
 
     def __init__(self, metrics: EngineMetrics, model_name: str) -> None:
         self.model_name = model_name
-        self.step = metrics.step_sequences.labels(model_name)
-        self.active = metrics.active_sequences.labels(model_name)
-        self.waiting = metrics.waiting_requests.labels(model_name)
-        self.prompt = metrics.prompt_tokens.labels(model_name)
-        self.generated = metrics.generation_tokens.labels(model_name)
-        self.ttft = metrics.time_to_first_token.labels(model_name)
+        self._metrics = metrics
+        series = metrics.series(model_name)
+        self.series = series
+        self.step = series.batch_size
+        self.iteration_tokens = series.iteration_tokens
+        self.running = series.running
+        self.waiting = series.waiting
+        self.prompt = series.prompt_tokens
+        self.ttft = series.ttft
+        self.inter_token = series.inter_token
+        self.prefix_queries = series.prefix_queries
+        self.cached_tokens = series.prefix_hits
+        self.preemptions = series.preemptions
+        # Deprecated: admissions, where vLLM's prefix cache metrics count tokens.
         self.lookups = metrics.prefix_lookups.labels(model_name)
         self.hits = metrics.prefix_hits.labels(model_name)
-        self.reused = metrics.prefix_reused_tokens.labels(model_name)
-        self.preemptions = metrics.preemptions.labels(model_name)
-        self._requests = metrics.requests
 
-    def finished(self, reason: str) -> None:
-        """Count a finished request with its finish reason."""
-        self._requests.labels(self.model_name, reason).inc()
+    def prefix_lookup(self, n_prompt: int, n_cached: int) -> None:
+        """A sequence looked ``n_prompt`` tokens up in the prefix cache; ``n_cached`` hit."""
+        self.prefix_queries.inc(n_prompt)
+        if n_cached:
+            self.cached_tokens.inc(n_cached)
+            self.hits.inc()
+
+    def token(self, sequence: EngineSequence, n_generated: int) -> None:
+        """The sequence's ``n_generated``-th token was sampled: time to first token, or the
+        time since the one before."""
+        state = sequence.state
+        now = time.monotonic()
+        if n_generated == 1:
+            state.first_token_at = now
+            self.ttft.observe(now - state.submitted_at)
+        else:
+            self.inter_token.observe(now - state.last_token_at)
+        state.last_token_at = now
+
+    def finished(self, sequence: EngineSequence, reason: str) -> None:
+        """Count a finished request (choice) and observe its phases and token counts."""
+        state = sequence.state
+        n_generated = len(sequence.generated)
+        series = self.series
+        series.generation_tokens.inc(n_generated)
+        series.request_prompt_tokens.observe(len(sequence.prompt_tokens))
+        series.request_generation_tokens.observe(n_generated)
+        series.request_finished(
+            reason,
+            submitted=state.submitted_at,
+            scheduled=state.scheduled_at,
+            first_token=state.first_token_at,
+            ended=time.monotonic(),
+        )
+
+    def scrape(self, kv_tokens: int, kv_capacity: int, *, failed: bool) -> None:
+        """At a scrape: ``kv_tokens`` of ``kv_capacity`` KV cells are in use; the model's
+        state is ``failed`` once its step loop gave up."""
+        self.series.kv_cache_usage.set(kv_tokens / kv_capacity if kv_capacity > 0 else 0.0)
+        if failed:
+            self._metrics.model_state(self.model_name, "failed")
 
     def queue_sizes(self, running: int, waiting: int) -> None:
         """Set the running and waiting gauges."""
-        self.active.set(running)
+        self.running.set(running)
         self.waiting.set(waiting)

@@ -74,12 +74,15 @@ class StepApplier(PlanApplier[EngineSequence]):
         if any(s.state.request.sampling.logprobs is not None for s in fed):
             self._step_logprobs = self.backend.take_logprobs()
         self._m.step.observe(len(chunks))
+        self._m.iteration_tokens.observe(sum(len(chunk.tokens) for chunk in chunks))
         return sampled
 
     def prefilled(self, sequence: EngineSequence, chunk: SequenceChunk) -> None:
-        """Count the prompt tokens; a finished prompt is kept for reuse and forked."""
-        self._m.prompt.inc(len(chunk.tokens))
+        """A finished prompt is counted (once for an ``n > 1`` group), kept for reuse and
+        forked."""
         if sequence.prefill_done:
+            if sequence.state.leader is None:
+                self._m.prompt.inc(len(sequence.prompt_tokens))
             self._lifecycle.prompt_done(sequence)
 
     def accept(self, sequence: EngineSequence, token: int) -> None:

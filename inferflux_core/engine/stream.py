@@ -28,9 +28,12 @@ class RequestState:
     assembler: TextAssembler
     queue: asyncio.Queue[GenerationEvent] = field(default_factory=asyncio.Queue)
     submitted_at: float = 0.0
-    #: When it first got a KV sequence, sampled its first token, and was released (0.0: not yet).
-    scheduled_at: float = 0.0
-    first_token_at: float = 0.0
+    #: When the step thread first gave it a KV sequence (its queue wait ended).
+    scheduled_at: float | None = None
+    #: When its first token was sampled, and its latest one.
+    first_token_at: float | None = None
+    last_token_at: float = 0.0
+    #: When it was released (finished, cancelled or failed; 0.0: not yet).
     finished_at: float = 0.0
     sequence: EngineSequence | None = None
     leader: EngineSequence | None = None
@@ -82,7 +85,9 @@ class RequestStream:
     def timing(self) -> RequestTiming:
         """When the request reached each phase (read it once its last event is delivered)."""
         s = self._state
-        return RequestTiming(s.submitted_at, s.scheduled_at, s.first_token_at, s.finished_at)
+        return RequestTiming(
+            s.submitted_at, s.scheduled_at or 0.0, s.first_token_at or 0.0, s.finished_at
+        )
 
     @property
     def n_prompt_tokens(self) -> int:

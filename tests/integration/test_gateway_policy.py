@@ -181,7 +181,13 @@ def test_the_gateway_model_has_its_metrics(gateway: Gateway) -> None:
     with gateway.client() as admin:
         assert admin.post("/v1/chat/completions", json=chat()).status_code == 200
     text = gateway.server.metrics_text()
-    assert (metric(text, "inferflux_generation_tokens_total", model="gw") or 0) >= 1
+    labels = {"model_name": "gw", "engine": "0"}
+    assert (metric(text, "inferflux_generation_tokens_total", model="gw", **labels) or 0) >= 1
+    assert (
+        metric(text, "inferflux_request_success_total", finished_reason="stop", **labels) or 0
+    ) + (
+        metric(text, "inferflux_request_success_total", finished_reason="length", **labels) or 0
+    ) >= 1
     assert metric(text, "inferflux_backend_num_upstreams", model="gw") == 1
     assert metric(text, "inferflux_backend_num_upstreams_healthy", model="gw") == 1
     assert metric(text, "inferflux_backend_num_upstreams_open", model="gw") == 0

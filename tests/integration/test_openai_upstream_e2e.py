@@ -226,7 +226,11 @@ def test_the_gateways_metrics_count_its_requests_and_show_what_the_backend_repor
     text = scrape()
     after = _metric(text, "inferflux_requests_total", model="gateway", finish_reason="length")
     assert after == (before or 0.0) + 1
-    assert (_metric(text, "inferflux_generation_tokens_total", model="gateway") or 0) >= 3
+    labels = {"model_name": "gateway", "engine": "0"}
+    generated = _metric(text, "inferflux_generation_tokens_total", model="gateway", **labels)
+    assert (generated or 0) >= 3
+    assert _metric(text, "inferflux_num_requests_running", **labels) == 0.0
+    assert _metric(text, "inferflux_num_requests_waiting", **labels) == 0.0
     assert _metric(text, "inferflux_backend_num_requests_running", model="gateway") == 0.0
     assert _metric(text, "inferflux_backend_num_requests_waiting", model="gateway") == 0.0
     assert _metric(text, "inferflux_active_sequences", model="gateway") == 0.0

@@ -193,6 +193,11 @@ def test_vllms_own_metrics_are_on_metrics(vllm_server: RunningServer) -> None:
     assert "vllm:prompt_tokens" in text
     assert f'inferflux_backend_num_requests_running{{model="{VLLM_MODEL}"}}' in text
     assert f'inferflux_backend_kv_cache_usage_perc{{model="{VLLM_MODEL}"}}' in text
+    # and through the serving families every model reports in (vLLM's names, our prefix)
+    labels = f'{{engine="0",model_name="{VLLM_MODEL}"}}'
+    assert f"inferflux_kv_cache_usage_perc{labels}" in text
+    assert f"inferflux_num_requests_waiting{labels}" in text
+    assert f"inferflux_num_preemptions_total{labels}" in text
 
 
 def test_the_engine_runs_in_processes_of_its_own(vllm_server: RunningServer) -> None:

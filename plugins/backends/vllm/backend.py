@@ -284,7 +284,8 @@ class VllmBackend(RequestBackend):
         return source_chat_template(self.spec.source)
 
     def metrics(self) -> Mapping[str, float]:
-        """Requests in vLLM (running, waiting), KV cache usage and prefix cache hits."""
+        """Requests in vLLM (running, waiting), KV cache usage, prefix cache hits and
+        preemptions (cumulative)."""
         live = len(self._live)
         waiting = min(self._snapshot.waiting, live)
         return {
@@ -293,6 +294,7 @@ class VllmBackend(RequestBackend):
             "kv_cache_usage_perc": self._snapshot.kv_cache_usage if live else 0.0,
             "prefix_cache_queries": float(self._snapshot.prefix_queries),
             "prefix_cache_hits": float(self._snapshot.prefix_hits),
+            "num_preemptions": float(self._snapshot.preemptions),
         }
 
     def unfinished_in_vllm(self) -> int:

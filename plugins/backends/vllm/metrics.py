@@ -1,7 +1,7 @@
 """vLLM's metrics on inferflux's ``/metrics``.
 
 :class:`SchedulerGauges` is a vLLM stat logger that keeps the latest scheduler stats (requests
-running and waiting, KV cache usage, prefix cache hits) for
+running and waiting, KV cache usage, prefix cache hits, preemptions) for
 :meth:`~inferflux_core.contracts.RequestBackend.metrics`. :data:`VLLM_COLLECTOR` re-exports
 the ``vllm:*`` families vLLM registers in prometheus_client's global registry (its own
 Prometheus stat logger, on while stats are logged), so they appear on the engine's own
@@ -47,6 +47,7 @@ class SchedulerSnapshot:
         self.kv_cache_usage = 0.0
         self.prefix_queries = 0
         self.prefix_hits = 0
+        self.preemptions = 0
 
 
 def scheduler_logger_factory(snapshot: SchedulerSnapshot) -> Callable[..., Any]:
@@ -66,6 +67,8 @@ def scheduler_logger_factory(snapshot: SchedulerSnapshot) -> Callable[..., Any]:
             mm_cache_stats: Any = None,
             engine_idx: int = 0,
         ) -> None:
+            if iteration_stats is not None:
+                snapshot.preemptions += int(getattr(iteration_stats, "num_preempted_reqs", 0))
             if scheduler_stats is None:
                 return
             snapshot.running = int(scheduler_stats.num_running_reqs)
