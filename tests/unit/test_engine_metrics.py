@@ -67,7 +67,7 @@ def test_a_model_is_in_exactly_one_state() -> None:
         for (name, labels), value in got.items()
         if name == "inferflux_model_state"
     }
-    assert states == {"loading": 0, "ready": 1, "failed": 0, "unloading": 0}
+    assert states == {"registered": 0, "loading": 0, "ready": 1, "failed": 0, "unloading": 0}
     assert got[("inferflux_model_load_seconds", frozenset({("model_name", "m")}))] == 2.5
     with pytest.raises(ValueError, match="unknown model state"):
         metrics.model_state("m", "asleep")
