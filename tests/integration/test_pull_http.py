@@ -217,3 +217,32 @@ def test_no_hostile_name_over_http_writes_anything(
         assert reply.status_code == 400, (name, reply.text)
         assert reply.json()["error"]["param"] == "name"
     assert _tree(root) == before
+
+
+def test_a_model_pulled_through_the_route_is_registered_and_loads_on_demand(
+    files: PullServer, http: httpx.Client
+) -> None:
+    events = _pull(http, {"source": files.url("/smollm2.gguf"), "name": "smol-route"})
+    assert events[-1]["status"] == "success"
+    everything = http.get("/v1/models", params={"all": "true"}).json()["data"]
+    assert {m["id"]: m["state"] for m in everything}["smol-route"] == "registered"
+    assert "smol-route" not in [m["id"] for m in http.get("/v1/models").json()["data"]]
+    body = {"model": "smol-route", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    reply = http.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200, reply.text
+    assert "smol-route" in [m["id"] for m in http.get("/v1/models").json()["data"]]
+
+
+def test_inferctl_pulls_with_progress_and_lists_the_model(
+    served: RunningServer, files: PullServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inferflux_core.cli.inferctl import main as inferctl
+
+    connect = ["--url", served.base_url, "--api-key", served.api_key]
+    assert inferctl([*connect, "pull", files.url("/small.gguf"), "--name", "tiny-ctl"]) == 0
+    pulled = capsys.readouterr()
+    assert "tiny-ctl" in pulled.out + pulled.err
+    assert inferctl([*connect, "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    rows = listed if isinstance(listed, list) else listed.get("data", listed)
+    assert "tiny-ctl" in json.dumps(rows)
