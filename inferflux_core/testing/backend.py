@@ -16,13 +16,12 @@ import pytest
 
 from inferflux_core.contracts import (
     BackendSpec,
-    DeviceInfo,
     SamplingParams,
     SequenceChunk,
     StepBackend,
 )
 from inferflux_core.errors import BackendError, InvalidRequestError
-from inferflux_core.testing.lookup import model_path_for, plugin_factory
+from inferflux_core.testing.lookup import cpu_device, model_path_for, plugin_factory
 from inferflux_core.testing.settings import BackendSettings
 from inferflux_core.testing.steps import (
     GREEDY,
@@ -43,7 +42,7 @@ def load_backend(settings: BackendSettings) -> StepBackend:
     spec = BackendSpec(
         model_name=f"conformance-{settings.name}",
         model_path=model_path_for(settings.name, settings.model_source),
-        device=DeviceInfo(kind="cpu", present=True, name="cpu"),
+        device=cpu_device(),
         context_length=settings.context_length,
         max_sequences=settings.max_sequences,
         options=dict(settings.options),

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from inferflux_core.config import DEFAULT_MODEL_SOURCE, ModelConfig
+from inferflux_core.contracts import DeviceInfo
 from inferflux_core.engine.backend_choice import CPU_CANDIDATES
+from inferflux_core.engine.devices import select_device
+from inferflux_core.errors import ConfigError
 from inferflux_core.plugins import PluginHost
 from inferflux_core.sources import resolve_model_source
 
@@ -22,6 +25,16 @@ def plugin_factory(family: str, name: str) -> Any:
     would load; raises :class:`~inferflux_core.errors.PluginError` naming the known names.
     """
     return PluginHost().get(family, name)
+
+
+def cpu_device() -> DeviceInfo:
+    """The CPU as the installed device plugins describe it (with its features: on a CPU with
+    Intel AMX, ``repack: auto`` turns llama.cpp's repacked weights off, which crash there), or
+    a bare CPU when no plugin describes one."""
+    try:
+        return select_device(PluginHost(), "cpu", ("cpu",))
+    except ConfigError:
+        return DeviceInfo(kind="cpu", present=True, name="cpu")
 
 
 def model_path_for(backend_name: str, source: str | None = None) -> Path:
