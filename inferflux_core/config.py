@@ -40,6 +40,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: What adapter and project names may hold: no ``:`` (it separates ``BASE:ADAPTER``).
+SCOPE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class AdapterConfig(_Strict):
+    """A LoRA adapter (GGUF) of a model, served as ``BASE:NAME`` (docs/adapters.md)."""
+
+    name: str = Field(pattern=SCOPE_NAME_PATTERN)
+    source: str = Field(min_length=1, description="a path or model source of the adapter GGUF")
+    scale: float = Field(1.0, ge=-4.0, le=4.0, description="how strongly the adapter applies")
+    project: str | None = Field(
+        None, pattern=SCOPE_NAME_PATTERN, description="the project it belongs to (docs/projects.md)"
+    )
+
+
 class ModelConfig(_Strict):
     """One model to load and serve under ``name``."""
 
@@ -69,6 +84,18 @@ class ModelConfig(_Strict):
     matryoshka_dimensions: list[Annotated[int, Field(ge=1)]] | None = Field(
         None, description="sizes `dimensions` may shorten embeddings to (a Matryoshka model)"
     )
+    adapters: list[AdapterConfig] = Field(default_factory=list, max_length=64)
+    project: str | None = Field(
+        None, pattern=SCOPE_NAME_PATTERN, description="the project it belongs to (docs/projects.md)"
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _unique_adapters(cls, adapters: list[AdapterConfig]) -> list[AdapterConfig]:
+        names = [a.name for a in adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapter names must be unique; got {', '.join(names)}")
+        return adapters
 
     def template_override(self) -> str | None:
         """The configured chat template text, from ``chat_template`` or its file."""

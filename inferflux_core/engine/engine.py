@@ -15,9 +15,10 @@ from typing import Any
 
 from prometheus_client.registry import Collector
 
-from inferflux_core.config import Settings, load_config
+from inferflux_core.config import AdapterConfig, Settings, load_config
 from inferflux_core.contracts import RequestBackend
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
+from inferflux_core.engine import adapters
 from inferflux_core.engine.assemble import step_events
 from inferflux_core.engine.backend_choice import choose_backend
 from inferflux_core.engine.collect import Collected, Primed, collect
@@ -178,14 +179,19 @@ class Engine:
     # -- models ---------------------------------------------------------------------------
 
     def model(self, name: str) -> ServedModel:
-        """The loaded model called ``name``; ModelNotFoundError otherwise."""
-        try:
-            return self.models[name]
-        except KeyError:
+        """The loaded model called ``name`` (``BASE:ADAPTER``: the base); ModelNotFoundError
+        otherwise."""
+        return self.resolve(name)[0]
+
+    def resolve(self, name: str) -> tuple[ServedModel, AdapterConfig | None]:
+        """The loaded model ``name`` names and the LoRA adapter it picks (None: the base)."""
+        found = adapters.resolve(self.models, name)
+        if found is None:
             raise ModelNotFoundError(
                 f"the model {name!r} does not exist; available: {', '.join(self.models)}",
                 param="model",
-            ) from None
+            )
+        return found
 
     def step_model(self, name: str, what: str = "this endpoint") -> LoadedModel:
         """The step-level model called ``name`` (404 if none; 400 if its backend schedules
@@ -213,7 +219,7 @@ class Engine:
         deadline is checked before submitting; its queue wait is bounded by
         ``scheduler.queue_timeout``.
         """
-        model = self.model(request.model)
+        model, adapter = self.resolve(request.model)
         if isinstance(model, RequestModel):
             return await request_events(model, request, self.pool, reserve)
         prepared = await self.pool.run(prepare, model, request)
@@ -221,7 +227,7 @@ class Engine:
             raise ServiceUnavailableError("the request's deadline passed before it started")
         if reserve is not None:
             reserve(prepared.worst_case)
-        sequences = list(prepared.sequences)
+        sequences = adapters.with_adapter(prepared.sequences, adapter)
         streams = (
             [model.runner.submit(sequences[0])]
             if len(sequences) == 1
@@ -251,10 +257,14 @@ class Engine:
 
     def submit(self, model: str, request: GenerationRequest) -> RequestStream:
         """Queue a tokenized request on a step-level model; iterate the stream for its events."""
-        return self.step_model(model, "token requests").runner.submit(request)
+        loaded = self.step_model(model, "token requests")
+        adapters.check_adapters(loaded.config, [request])
+        return loaded.runner.submit(request)
 
     def submit_group(
         self, model: str, requests: Sequence[GenerationRequest]
     ) -> list[RequestStream]:
         """Queue requests that share one prompt (``n > 1``); the prompt is prefilled once."""
-        return self.step_model(model, "token requests").runner.submit_group(requests)
+        loaded = self.step_model(model, "token requests")
+        adapters.check_adapters(loaded.config, requests)
+        return loaded.runner.submit_group(requests)

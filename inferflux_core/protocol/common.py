@@ -116,6 +116,8 @@ class SamplingFields(OpenAIModel):
     ignore_eos: bool = False
     min_tokens: int = Field(0, ge=0, le=MAX_TOKENS_CEILING)
     priority: StrictInt = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    #: A LoRA adapter of ``model`` (the same as ``model: "BASE:ADAPTER"``; docs/adapters.md).
+    adapter: str | None = Field(None, max_length=64)
 
     @field_validator("logit_bias")
     @classmethod
