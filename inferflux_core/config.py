@@ -28,6 +28,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from inferflux_core.contracts.policy import PROJECT_NAME_PATTERN
 from inferflux_core.errors import ConfigError
 
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
@@ -41,7 +42,7 @@ class _Strict(BaseModel):
 
 
 #: What adapter and project names may hold: no ``:`` (it separates ``BASE:ADAPTER``).
-SCOPE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+SCOPE_NAME_PATTERN = PROJECT_NAME_PATTERN
 
 
 class AdapterConfig(_Strict):

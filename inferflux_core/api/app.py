@@ -23,6 +23,7 @@ from inferflux_core.api.responses import add_responses_routes
 from inferflux_core.api.tokens import add_token_routes
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.policy_admin import PolicyAdmin
+from inferflux_core.auth.projects import ProjectScope
 from inferflux_core.config import ServerConfig
 from inferflux_core.contracts.generation import new_request_id
 from inferflux_core.frontdoors.driver import Driver, GenerationDoor
@@ -101,6 +102,7 @@ def http_app(
     app: falcon.asgi.App[Any, Any] = DisconnectAwareApp(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = False
     install_error_handlers(app)
+    access.projects = ProjectScope(engine.models)
     limit = server.max_body_bytes
     pool = engine.pool
     for path, endpoint, door in (
@@ -115,9 +117,9 @@ def http_app(
         "/v1/embeddings",
         EmbeddingResource(doors.embeddings, Admission("embeddings", limit, access)),
     )
-    add_token_routes(app, doors.tokens, limit)
+    add_token_routes(app, doors.tokens, limit, access.projects)
     add_anthropic_routes(app, engine, doors.driver, access, limit)
-    models = ModelsResource(engine)
+    models = ModelsResource(engine, access.projects)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     add_admin_routes(app, PolicyAdmin(access.store))

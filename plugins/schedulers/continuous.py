@@ -103,7 +103,7 @@ class ContinuousBatchingScheduler(Scheduler):
         self._lock = threading.Lock()
         self._waiting: list[ScheduledSequence] = []
         self._running: list[ScheduledSequence] = []
-        #: The step (count of steps with several adapters running) each adapter last ran in.
+        #: The step (counted from 1) each running adapter was last fed in.
         self._served_at: dict[str | None, int] = {}
         self._steps = 0
 
@@ -174,8 +174,8 @@ class ContinuousBatchingScheduler(Scheduler):
             arrival = oldest.get(sequence.adapter)
             if arrival is None or sequence.arrival < arrival:
                 oldest[sequence.adapter] = sequence.arrival
-        if len(oldest) <= 1:
-            return (next(iter(oldest)),) if oldest else None
+        if not oldest:
+            return None
         served = {g: step for g, step in self._served_at.items() if g in oldest}
         group = min(oldest, key=lambda g: (served.get(g, -1), oldest[g]))
         self._steps += 1

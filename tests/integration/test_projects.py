@@ -1,0 +1,134 @@
+"""Project scoping on a real server: keys of two projects, a scoped model, a scoped adapter.
+
+A key sees its project's models and unscoped ones; another project's model is absent from
+``/v1/models`` and is a 404 ``model_not_found`` on every front door, as if it did not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
+from inferflux_core.config import AdapterConfig, ModelConfig, ServerConfig, Settings
+from inferflux_core.testing.lora import write_test_lora
+from tests.conftest import RunningServer, free_port, start_server
+
+SCOPED = "team-a-model"
+SHARED = "shared"
+ADAPTER = f"{SHARED}:beta"
+
+
+@pytest.fixture(scope="module")
+def scoped_server(
+    model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    lora = write_test_lora(model_path, tmp_path_factory.mktemp("lora") / "beta.gguf")
+    small: dict[str, Any] = {"context_length": 512, "max_sequences": 2}
+    settings = Settings(
+        server=ServerConfig(port=free_port(), log_level="warning"),
+        models=[
+            ModelConfig(name=SCOPED, project="team-a", **small),
+            ModelConfig(
+                name=SHARED,
+                adapters=[AdapterConfig(name="beta", source=str(lora), project="team-b")],
+                **small,
+            ),
+        ],
+    )
+    running = start_server(settings)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def keys(scoped_server: RunningServer) -> dict[str, str]:
+    admin = PolicyAdmin(scoped_server.access.store)
+    made = {
+        project: admin.create_key(KeyCreate(name=project, roles=["user"], project=project))
+        for project in ("team-a", "team-b")
+    }
+    return {project: record["key"] for project, record in made.items()}
+
+
+def _openai(server: RunningServer, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.api_url, api_key=key, max_retries=0, timeout=120)
+
+
+def _listed(server: RunningServer, key: str) -> dict[str, dict[str, Any]]:
+    return {m.id: m.model_dump() for m in _openai(server, key).models.list().data}
+
+
+def test_each_project_lists_its_models_and_the_unscoped_ones(
+    scoped_server: RunningServer, keys: dict[str, str]
+) -> None:
+    assert set(_listed(scoped_server, keys["team-a"])) == {SCOPED, SHARED}
+    team_b = _listed(scoped_server, keys["team-b"])
+    assert set(team_b) == {SHARED, ADAPTER}
+    assert team_b[ADAPTER]["parent"] == SHARED
+    assert set(_listed(scoped_server, scoped_server.api_key)) == {SCOPED, SHARED, ADAPTER}
+
+
+def test_another_projects_model_is_not_found_on_the_openai_doors(
+    scoped_server: RunningServer, keys: dict[str, str]
+) -> None:
+    client = _openai(scoped_server, keys["team-b"])
+    message = [{"role": "user", "content": "Hi"}]
+    calls = [
+        lambda: client.chat.completions.create(model=SCOPED, messages=message, max_tokens=2),
+        lambda: client.completions.create(model=SCOPED, prompt="Hi", max_tokens=2),
+        lambda: client.responses.create(model=SCOPED, input="Hi", max_output_tokens=16),
+        lambda: client.embeddings.create(model=SCOPED, input="Hi"),
+        lambda: client.models.retrieve(SCOPED),
+    ]
+    for call in calls:
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert caught.value.code == "model_not_found"
+        assert f"available: {SHARED}, {ADAPTER}" in str(caught.value)
+    team_a = _openai(scoped_server, keys["team-a"])
+    with pytest.raises(openai.NotFoundError):
+        team_a.chat.completions.create(model=ADAPTER, messages=message, max_tokens=2)
+    with pytest.raises(openai.NotFoundError):
+        team_a.chat.completions.create(
+            model=SHARED, messages=message, max_tokens=2, extra_body={"adapter": "beta"}
+        )
+    reply = team_a.chat.completions.create(model=SCOPED, messages=message, max_tokens=2)
+    assert reply.model == SCOPED
+
+
+def test_a_hidden_model_answers_as_a_missing_one(
+    scoped_server: RunningServer, keys: dict[str, str]
+) -> None:
+    def error(model: str) -> dict[str, Any]:
+        response = httpx.post(
+            f"{scoped_server.api_url}/chat/completions",
+            headers={"Authorization": f"Bearer {keys['team-b']}"},
+            json={"model": model, "messages": [{"role": "user", "content": "Hi"}]},
+            timeout=60,
+        )
+        assert response.status_code == 404
+        body = dict(response.json()["error"])
+        body["message"] = body["message"].replace(repr(model), "MODEL")
+        return body
+
+    assert error(SCOPED) == error("no-such-model")
+
+
+def test_another_projects_model_is_not_found_on_messages(
+    scoped_server: RunningServer, keys: dict[str, str]
+) -> None:
+    client = anthropic.Anthropic(
+        base_url=scoped_server.base_url, api_key=keys["team-b"], max_retries=0, timeout=120
+    )
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        client.messages.create(
+            model=SCOPED, max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
