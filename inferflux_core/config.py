@@ -219,6 +219,12 @@ class OidcConfig(_Strict):
     max_priority: int = Field(
         0, ge=0, le=1_000_000, description="the highest request priority a token may ask for"
     )
+    project_claim: str | None = Field(
+        None,
+        min_length=1,
+        description="dotted path to the token's project (docs/projects.md); when set, a token "
+        "without a valid one is refused",
+    )
     max_token_lifetime_seconds: int = Field(
         86_400, ge=60, le=30 * 86_400, description="refuse tokens valid longer (exp - iat)"
     )

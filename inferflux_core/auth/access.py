@@ -217,6 +217,7 @@ class AccessControl:
             ),
             limits=self.default_limits(policy),
             max_priority=self.verifier.config.max_priority,
+            project=self.verifier.project(claims),
         )
 
     async def close(self) -> None:

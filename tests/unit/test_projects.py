@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from inferflux_core.auth.grants import check_key_within
+from inferflux_core.auth.oidc import OidcVerifier
 from inferflux_core.auth.principal import Principal
 from inferflux_core.auth.projects import ProjectScope, sees
 from inferflux_core.auth.scopes import ADMIN, INFERENCE, MODELS_READ
-from inferflux_core.config import AdapterConfig, ModelConfig
+from inferflux_core.config import AdapterConfig, ModelConfig, OidcConfig
 from inferflux_core.contracts import Policy
-from inferflux_core.errors import ModelNotFoundError, PermissionDeniedError
+from inferflux_core.errors import AuthenticationError, ModelNotFoundError, PermissionDeniedError
 from inferflux_core.testing.policy import key_record
 
 
@@ -96,3 +98,16 @@ def test_project_names_are_checked() -> None:
         key_record(1).model_validate({**key_record(1).model_dump(), "project": "a:b"})
     with pytest.raises(ValueError):
         ModelConfig(project="../x")
+
+
+def test_an_oidc_project_claim_scopes_the_token_and_its_absence_is_refused() -> None:
+    def verifier(**extra: Any) -> OidcVerifier:
+        config = {"issuer": "https://idp.test", "audience": "inferflux", **extra}
+        return OidcVerifier(OidcConfig.model_validate(config))
+
+    assert verifier().project({"project": "a"}) is None
+    claimed = verifier(project_claim="org.project")
+    assert claimed.project({"org": {"project": "team-a"}}) == "team-a"
+    for claims in ({}, {"org": {"project": "a/../b"}}, {"org": {"project": ["a"]}}):
+        with pytest.raises(AuthenticationError):
+            claimed.project(claims)
