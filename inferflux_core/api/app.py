@@ -11,6 +11,7 @@ import falcon.asgi
 
 from inferflux_core.api.access_middleware import AccessMiddleware
 from inferflux_core.api.admin import add_admin_routes
+from inferflux_core.api.admin_adapters import add_adapter_routes
 from inferflux_core.api.anthropic import add_anthropic_routes
 from inferflux_core.api.disconnect import DisconnectAwareApp
 from inferflux_core.api.embeddings import EmbeddingResource
@@ -123,6 +124,7 @@ def http_app(
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     add_admin_routes(app, PolicyAdmin(access.store))
+    add_adapter_routes(app, engine, access.projects)
     health = HealthResource()
     app.add_route("/healthz", health)
     app.add_route("/livez", health)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from inferflux_core.config import AdapterConfig, ModelConfig
@@ -112,6 +113,38 @@ def refuse_adapters(config: ModelConfig, why: str) -> None:
         raise ConfigError(f"models.{config.name}.adapters: {why}", param="adapters")
 
 
+def check_can_serve(
+    config: ModelConfig, backend: StepBackend, scheduler_cls: type[Scheduler]
+) -> None:
+    """ConfigError unless ``backend`` applies adapters and the scheduler keeps each step to
+    one adapter; ``config`` lists adapters (or is about to)."""
+    if not backend.supports_adapters:
+        raise ConfigError(
+            f"models.{config.name}.adapters: the {config.backend!r} backend does not serve "
+            "LoRA adapters",
+            param="adapters",
+        )
+    if not scheduler_cls.groups_adapters:
+        raise ConfigError(
+            f"models.{config.name}.adapters: the scheduler {scheduler_cls.__name__} may batch "
+            "sequences of different adapters into one step (it does not set `groups_adapters`)",
+            param="adapters",
+        )
+
+
+def adapter_file(config: ModelConfig, adapter: AdapterConfig, host: PluginHost | None) -> Path:
+    """The adapter's GGUF, checked (bounds first, then its type) before any C code reads it."""
+    path = resolve_model_source(adapter.source, host)
+    header = read_gguf_header(path)
+    kinds = (metadata_str(header, "general.type"), metadata_str(header, "adapter.type"))
+    if kinds != ("adapter", "lora"):
+        raise ModelFileError(
+            f"models.{config.name}.adapters.{adapter.name}: {path} is not a LoRA adapter "
+            f"GGUF (general.type={kinds[0]!r}, adapter.type={kinds[1]!r})"
+        )
+    return path
+
+
 def load_adapters(
     config: ModelConfig,
     backend: StepBackend,
@@ -121,21 +154,6 @@ def load_adapters(
     """Load every adapter ``config`` lists into ``backend``, each checked to be a LoRA GGUF."""
     if not config.adapters:
         return
-    if not backend.supports_adapters:
-        refuse_adapters(config, f"the {config.backend!r} backend does not serve LoRA adapters")
-    if not scheduler_cls.groups_adapters:
-        refuse_adapters(
-            config,
-            f"the scheduler {scheduler_cls.__name__} may batch sequences of different "
-            "adapters into one step (it does not set `groups_adapters`)",
-        )
+    check_can_serve(config, backend, scheduler_cls)
     for adapter in config.adapters:
-        path = resolve_model_source(adapter.source, host)
-        header = read_gguf_header(path)
-        kinds = (metadata_str(header, "general.type"), metadata_str(header, "adapter.type"))
-        if kinds != ("adapter", "lora"):
-            raise ModelFileError(
-                f"models.{config.name}.adapters.{adapter.name}: {path} is not a LoRA adapter "
-                f"GGUF (general.type={kinds[0]!r}, adapter.type={kinds[1]!r})"
-            )
-        backend.load_adapter(adapter.name, path, adapter.scale)
+        backend.load_adapter(adapter.name, adapter_file(config, adapter, host), adapter.scale)

@@ -19,6 +19,7 @@ from inferflux_core.config import AdapterConfig, Settings, load_config
 from inferflux_core.contracts import RequestBackend
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
 from inferflux_core.engine import adapters
+from inferflux_core.engine.adapter_runtime import register_adapter
 from inferflux_core.engine.assemble import step_events
 from inferflux_core.engine.backend_choice import choose_backend
 from inferflux_core.engine.collect import Collected, Primed, collect
@@ -205,6 +206,11 @@ class Engine:
                 code="unsupported",
             )
         return model
+
+    async def add_adapter(self, model: str, adapter: AdapterConfig) -> None:
+        """Load a LoRA adapter into the serving step-level ``model`` (see
+        :mod:`~inferflux_core.engine.adapter_runtime`); requests may name it once this returns."""
+        await register_adapter(self.step_model(model, "adapters"), adapter, self.plugins)
 
     # -- typed generation ------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import pytest
 from inferflux_core.config import AdapterConfig, ModelConfig, SchedulerConfig, Settings
 from inferflux_core.contracts import SamplingParams
 from inferflux_core.engine import Engine, GenerationRequest
-from inferflux_core.errors import ModelNotFoundError
+from inferflux_core.errors import InvalidRequestError, ModelNotFoundError
 from inferflux_core.frontdoors import OpenAIDicts
 from inferflux_core.testing.lora import write_test_lora
 
@@ -175,3 +175,24 @@ def test_requests_name_the_adapter_by_model_or_field(engine: Engine) -> None:
         chat(model=f"{MODEL}:missing")
     with pytest.raises(ModelNotFoundError):
         _run(engine, _greedy("missing", _prompt(engine, PROMPTS[0])))
+
+
+def test_an_adapter_registered_at_runtime_serves_beside_running_traffic(
+    engine: Engine, model_path: Path, tmp_path: Path
+) -> None:
+    second = write_test_lora(model_path, tmp_path / "second.gguf", seed=1)
+    prompt = _prompt(engine, PROMPTS[1])
+    base, first = _run(engine, _greedy(None, prompt), _greedy(ADAPTER, prompt))
+
+    async def register_while_serving() -> tuple[list[int], list[int]]:
+        running = asyncio.ensure_future(_tokens(engine, _greedy(None, prompt)))
+        await engine.add_adapter(MODEL, AdapterConfig(name="second", source=str(second)))
+        return await running, await _tokens(engine, _greedy("second", prompt))
+
+    still_base, by_second = asyncio.run(register_while_serving())
+    assert still_base == base
+    assert by_second not in (base, first)
+    for name, source in (("second", second), ("not-an-adapter", model_path)):
+        with pytest.raises(InvalidRequestError):
+            asyncio.run(engine.add_adapter(MODEL, AdapterConfig(name=name, source=str(source))))
+    assert [a.name for a in engine.model(MODEL).config.adapters] == [ADAPTER, "second"]

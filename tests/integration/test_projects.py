@@ -132,3 +132,39 @@ def test_another_projects_model_is_not_found_on_messages(
             model=SCOPED, max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
         )
     assert caught.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+
+
+def test_adapters_registered_at_runtime_keep_to_their_project(
+    scoped_server: RunningServer, keys: dict[str, str], model_path: Path, tmp_path: Path
+) -> None:
+    lora = str(write_test_lora(model_path, tmp_path / "gamma.gguf", seed=2))
+    admin = PolicyAdmin(scoped_server.access.store)
+    writer = admin.create_key(
+        KeyCreate(name="a-writer", roles=["user"], scopes=["models:write"], project="team-a")
+    )["key"]
+
+    def register(model: str, body: dict[str, Any]) -> httpx.Response:
+        return httpx.post(
+            f"{scoped_server.api_url}/admin/models/{model}/adapters",
+            headers={"Authorization": f"Bearer {writer}"},
+            json={"source": lora, **body},
+            timeout=120,
+        )
+
+    refused = register(SHARED, {"name": "gamma", "project": "team-b"})
+    assert refused.status_code == 403 and refused.json()["error"]["param"] == "project"
+    created = register(SHARED, {"name": "gamma", "project": "team-a"})
+    assert created.status_code == 201, created.text
+    assert created.json()["id"] == f"{SHARED}:gamma" and created.json()["parent"] == SHARED
+    assert f"{SHARED}:gamma" in _listed(scoped_server, keys["team-a"])
+    assert f"{SHARED}:gamma" not in _listed(scoped_server, keys["team-b"])
+    team_b = _openai(scoped_server, keys["team-b"])
+    with pytest.raises(openai.NotFoundError):
+        team_b.completions.create(model=f"{SHARED}:gamma", prompt="Hi", max_tokens=2)
+    user = httpx.post(
+        f"{scoped_server.api_url}/admin/models/{SHARED}/adapters",
+        headers={"Authorization": f"Bearer {keys['team-a']}"},
+        json={"name": "delta", "source": lora, "project": "team-a"},
+        timeout=60,
+    )
+    assert user.status_code == 403  # no models:write
