@@ -6,6 +6,10 @@ A key sees its project's models and unscoped ones; another project's model is ab
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ import pytest
 from inferflux_core.auth.policy_admin import KeyCreate, PolicyAdmin
 from inferflux_core.config import AdapterConfig, ModelConfig, ServerConfig, Settings
 from inferflux_core.testing.lora import write_test_lora
+from inferflux_plugins.policy.encrypted import PASSPHRASE_ENV
 from tests.conftest import RunningServer, free_port, start_server
 
 SCOPED = "team-a-model"
@@ -168,3 +173,24 @@ def test_adapters_registered_at_runtime_keep_to_their_project(
         timeout=60,
     )
     assert user.status_code == 403  # no models:write
+
+
+def test_inferflux_admin_creates_project_keys_in_an_encrypted_policy_file(tmp_path: Path) -> None:
+    config = tmp_path / "server.yaml"
+    config.write_text(
+        f"policy:\n  store: encrypted_file\n  options:\n    path: {tmp_path / 'policy.bin'}\n"
+    )
+    admin = [sys.executable, "-m", "inferflux_core.cli.main", "admin", "--config", str(config)]
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("INFERFLUX_")}
+    env = {**clean, PASSPHRASE_ENV: "projects passphrase"}
+
+    def run(*args: str) -> dict[str, Any]:
+        done = subprocess.run([*admin, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    created = run("keys", "create", "--name", "alice", "--role", "user", "--project", "team-a")
+    assert created["project"] == "team-a"
+    moved = run("keys", "update", created["id"], "--project", "team-b")
+    assert moved["project"] == "team-b"
+    assert run("keys", "list")["data"][0]["project"] == "team-b"
