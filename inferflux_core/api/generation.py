@@ -46,7 +46,8 @@ class Admission:
         model = body.get("model") if isinstance(body, dict) else None
         if isinstance(model, str) and exchange.principal is not None:
             # Another project's model is not found (404) before any allow-list (403) speaks.
-            named = qualified_name(model, body.get("adapter"))
+            adapter = body.get("adapter")  # a bad one is the door's 400, not ours
+            named = qualified_name(model, adapter) if isinstance(adapter, str) else model
             self.projects.require_visible(exchange.principal, named)
             exchange.principal.require_model(model)
             exchange.model = model

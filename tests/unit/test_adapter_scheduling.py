@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import pytest
 
 from inferflux_core.config import AdapterConfig, ModelConfig
-from inferflux_core.contracts import ScheduledChunk, ScheduledSequence, SchedulerLimits
+from inferflux_core.contracts import ScheduledSequence, SchedulerLimits
 from inferflux_core.engine import adapters
 from inferflux_core.engine.slots import KVSlots
 from inferflux_core.errors import InvalidRequestError
 from inferflux_plugins.schedulers.continuous import ContinuousBatchingScheduler
+from tests.unit.test_scheduler import _run  # plan a step, play the engine's part
 
 
 @dataclass
@@ -38,20 +39,6 @@ def _seq(name: str, adapter: str | None, arrival: float, n_prompt: int = 4) -> S
     )
 
 
-def _step(scheduler: ContinuousBatchingScheduler) -> list[ScheduledChunk]:
-    """Plan a step and play the engine: prefill the chunks, decode one token each."""
-    chunks = list(scheduler.plan_step().chunks)
-    for chunk in chunks:
-        sequence = chunk.sequence
-        if sequence.prefill_done:
-            sequence.generated.append(1)
-        else:
-            sequence.n_prefilled += chunk.n_tokens
-            if sequence.prefill_done:
-                sequence.generated.append(1)
-    return chunks
-
-
 def test_every_step_feeds_one_adapter_and_adapters_take_turns() -> None:
     scheduler = ContinuousBatchingScheduler(_limits(), prefill_sequences=0)
     groups = {"b": None, "x": "x", "y": "y"}
@@ -60,7 +47,7 @@ def test_every_step_feeds_one_adapter_and_adapters_take_turns() -> None:
             scheduler.add(_seq(f"{prefix}{j}", adapter, arrival=i * 2 + j))
     served = []
     for _ in range(9):
-        chunks = _step(scheduler)
+        chunks = _run(scheduler)
         adapters_in_step = {c.sequence.adapter for c in chunks}
         assert len(adapters_in_step) == 1
         assert len(chunks) == 2  # both sequences of the adapter whose turn it is
@@ -73,16 +60,16 @@ def test_a_lone_adapter_runs_every_step() -> None:
     scheduler.add(_seq("x0", "x", 0))
     scheduler.add(_seq("x1", "x", 1))
     for _ in range(3):
-        assert len(_step(scheduler)) == 2
+        assert len(_run(scheduler)) == 2
 
 
 def test_a_new_adapter_is_not_starved_by_a_busy_base() -> None:
     scheduler = ContinuousBatchingScheduler(_limits(), prefill_sequences=0)
     for i in range(5):
         scheduler.add(_seq(f"b{i}", None, i))
-    _step(scheduler)
+    _run(scheduler)
     scheduler.add(_seq("late", "x", 10))
-    seen = {c.sequence.request_id for _ in range(2) for c in _step(scheduler)}
+    seen = {c.sequence.request_id for _ in range(2) for c in _run(scheduler)}
     assert "late" in seen
 
 
