@@ -194,3 +194,22 @@ def test_inferflux_admin_creates_project_keys_in_an_encrypted_policy_file(tmp_pa
     moved = run("keys", "update", created["id"], "--project", "team-b")
     assert moved["project"] == "team-b"
     assert run("keys", "list")["data"][0]["project"] == "team-b"
+
+
+def test_an_adapter_serves_on_every_generating_door_and_not_for_embeddings(
+    scoped_server: RunningServer, keys: dict[str, str]
+) -> None:
+    client = _openai(scoped_server, keys["team-b"])
+    chat = client.chat.completions.create(
+        model=ADAPTER, messages=[{"role": "user", "content": "Hi"}], max_tokens=2
+    )
+    assert chat.model == ADAPTER
+    response = client.responses.create(model=ADAPTER, input="Hi", max_output_tokens=16)
+    assert response.model == ADAPTER and response.status in ("completed", "incomplete")
+    messages = anthropic.Anthropic(
+        base_url=scoped_server.base_url, api_key=keys["team-b"], max_retries=0, timeout=120
+    ).messages.create(model=ADAPTER, max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert messages.model == ADAPTER
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model=ADAPTER, input="Hi")
+    assert caught.value.code == "unsupported"
