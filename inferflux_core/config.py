@@ -28,6 +28,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from inferflux_core.contracts.policy import PROJECT_NAME_PATTERN
 from inferflux_core.errors import ConfigError
 from inferflux_core.keep_alive import parse_keep_alive
 from inferflux_core.registry.pull import DEFAULT_HF_ENDPOINT, PullOptions
@@ -60,6 +61,21 @@ class SamplingDefaults(_Strict):
 #: The default configuration's sampling for its model: SmolLM2-135M in 4 bits answers
 #: sensibly when greedy, and rambles when sampled (its file recommends nothing).
 DEFAULT_MODEL_SAMPLING = SamplingDefaults(temperature=0.0)
+
+
+#: What adapter and project names may hold: no ``:`` (it separates ``BASE:ADAPTER``).
+SCOPE_NAME_PATTERN = PROJECT_NAME_PATTERN
+
+
+class AdapterConfig(_Strict):
+    """A LoRA adapter (GGUF) of a model, served as ``BASE:NAME`` (docs/adapters.md)."""
+
+    name: str = Field(pattern=SCOPE_NAME_PATTERN)
+    source: str = Field(min_length=1, description="a path or model source of the adapter GGUF")
+    scale: float = Field(1.0, ge=-4.0, le=4.0, description="how strongly the adapter applies")
+    project: str | None = Field(
+        None, pattern=SCOPE_NAME_PATTERN, description="the project it belongs to (docs/projects.md)"
+    )
 
 
 class ModelConfig(_Strict):
@@ -130,6 +146,19 @@ class ModelConfig(_Strict):
     def keep_alive_seconds(self, default: float | None) -> float | None:
         """This model's keep_alive in seconds (``None``: forever), ``default`` if unset."""
         return default if self.keep_alive is None else parse_keep_alive(self.keep_alive)
+
+    adapters: list[AdapterConfig] = Field(default_factory=list, max_length=64)
+    project: str | None = Field(
+        None, pattern=SCOPE_NAME_PATTERN, description="the project it belongs to (docs/projects.md)"
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _unique_adapters(cls, adapters: list[AdapterConfig]) -> list[AdapterConfig]:
+        names = [a.name for a in adapters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"adapter names must be unique; got {', '.join(names)}")
+        return adapters
 
     def template_override(self) -> str | None:
         """The configured chat template text, from ``chat_template`` or its file."""
@@ -251,6 +280,12 @@ class OidcConfig(_Strict):
     )
     max_priority: int = Field(
         0, ge=0, le=1_000_000, description="the highest request priority a token may ask for"
+    )
+    project_claim: str | None = Field(
+        None,
+        min_length=1,
+        description="dotted path to the token's project (docs/projects.md); when set, a token "
+        "without a valid one is refused",
     )
     max_token_lifetime_seconds: int = Field(
         86_400, ge=60, le=30 * 86_400, description="refuse tokens valid longer (exp - iat)"

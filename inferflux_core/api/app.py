@@ -11,6 +11,7 @@ import falcon.asgi
 
 from inferflux_core.api.access_middleware import AccessMiddleware
 from inferflux_core.api.admin import add_admin_routes
+from inferflux_core.api.admin_adapters import add_adapter_routes
 from inferflux_core.api.admin_models import add_model_admin_routes, register_pulled
 from inferflux_core.api.admin_pull import add_pull_route
 from inferflux_core.api.anthropic import add_anthropic_routes
@@ -26,8 +27,10 @@ from inferflux_core.api.responses import add_responses_routes
 from inferflux_core.api.tokens import add_token_routes
 from inferflux_core.auth.access import AccessControl
 from inferflux_core.auth.policy_admin import PolicyAdmin
+from inferflux_core.auth.projects import ProjectScope
 from inferflux_core.config import ServerConfig
 from inferflux_core.contracts.generation import new_request_id
+from inferflux_core.engine.fleet import FleetConfigs
 from inferflux_core.frontdoors.driver import Driver, GenerationDoor
 from inferflux_core.frontdoors.openai_embeddings import EmbeddingService
 from inferflux_core.frontdoors.openai_responses import ResponsesDoor
@@ -113,6 +116,7 @@ def http_app(
     counting.bind(app)
     app.req_options.strip_url_path_trailing_slash = False
     install_error_handlers(app)
+    access.projects = ProjectScope(FleetConfigs(engine.fleet))
     limit = server.max_body_bytes
     pool = engine.pool
     for path, endpoint, door in (
@@ -127,14 +131,15 @@ def http_app(
         "/v1/embeddings",
         EmbeddingResource(doors.embeddings, Admission("embeddings", limit, access)),
     )
-    add_token_routes(app, doors.tokens, limit)
+    add_token_routes(app, doors.tokens, limit, access.projects)
     add_anthropic_routes(app, engine, doors.driver, access, limit)
-    models = ModelsResource(engine)
+    models = ModelsResource(engine, access.projects)
     app.add_route("/v1/models", models)
     app.add_route("/v1/models/{model_id}", models, suffix="one")
     add_admin_routes(app, PolicyAdmin(access.store))
     add_pull_route(app, engine.settings.registry, on_pulled=register_pulled(engine))
     add_model_admin_routes(app, engine)
+    add_adapter_routes(app, engine, access.projects)
     health = HealthResource()
     app.add_route("/healthz", health)
     app.add_route("/livez", health)

@@ -12,6 +12,7 @@ from inferflux_core.api.disconnect import unless_disconnected
 from inferflux_core.api.exchange import Exchange
 from inferflux_core.api.sse import OPENAI_SSE, SseWire, sse_stream
 from inferflux_core.auth.scopes import INFERENCE
+from inferflux_core.engine.adapters import qualified_name
 from inferflux_core.errors import GuardrailError, ServiceUnavailableError
 
 if TYPE_CHECKING:
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
 class Admission:
     """What every inference route checks before the engine sees a request: the caller's
-    model allow-list (403) and priority cap, then the guardrails on the input text (400)."""
+    project (404 for another project's model), model allow-list (403) and priority cap, then
+    the guardrails on the input text (400)."""
 
     def __init__(self, endpoint: str, max_body_bytes: int, access: AccessControl) -> None:
         self.endpoint = endpoint
@@ -31,6 +33,7 @@ class Admission:
         self.guardrails = access.guardrails
         self.audit = access.records_requests
         self.needs_text = bool(access.guardrails) or self.audit
+        self.projects = access.projects
 
     async def body(
         self, req: falcon.asgi.Request, *, check_priority: bool = True
@@ -42,6 +45,10 @@ class Admission:
         exchange.endpoint = self.endpoint
         model = body.get("model") if isinstance(body, dict) else None
         if isinstance(model, str) and exchange.principal is not None:
+            # Another project's model is not found (404) before any allow-list (403) speaks.
+            adapter = body.get("adapter")  # a bad one is the door's 400, not ours
+            named = qualified_name(model, adapter) if isinstance(adapter, str) else model
+            self.projects.require_visible(exchange.principal, named)
             exchange.principal.require_model(model)
             exchange.model = model
         if check_priority and isinstance(body, dict) and exchange.principal is not None:

@@ -14,6 +14,7 @@ from inferflux_core.audit import AuditLog, audit_record
 from inferflux_core.auth.keys import PREFIX, key_matches, parse_key_id
 from inferflux_core.auth.oidc import MAX_TOKEN_BYTES, OidcVerifier, looks_like_jwt
 from inferflux_core.auth.principal import Principal, anonymous
+from inferflux_core.auth.projects import ProjectScope
 from inferflux_core.auth.scopes import admin_roles, resolve_scopes
 from inferflux_core.auth.store_guard import GuardedPolicyStore
 from inferflux_core.config import Settings
@@ -104,6 +105,8 @@ class AccessControl:
         self.guardrails = guardrails or GuardrailChain()
         self.audit = audit
         self.limiter = RateLimiter()
+        #: Which models each caller may see; the app points it at its engine's models.
+        self.projects = ProjectScope()
         defaults = settings.rate_limits
         self._config_limits = RateLimits(
             requests_per_minute=defaults.requests_per_minute,
@@ -199,6 +202,7 @@ class AccessControl:
             own_limits=record.limits,
             max_priority=record.max_priority,
             expires_at=record.expires_at,
+            project=record.project,
         )
 
     async def _token_principal(self, token: str) -> Principal:
@@ -213,6 +217,7 @@ class AccessControl:
             ),
             limits=self.default_limits(policy),
             max_priority=self.verifier.config.max_priority,
+            project=self.verifier.project(claims),
         )
 
     async def close(self) -> None:

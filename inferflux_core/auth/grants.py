@@ -39,6 +39,10 @@ def check_key_within(caller: Principal | None, record: ApiKeyRecord, policy: Pol
         param = "scopes" if missing & set(record.scopes) else "roles"
         raise wider(param, f"the key would have {_names(missing)}, which this credential lacks")
     _check_models(caller, record.models)
+    if caller.project is not None and record.project != caller.project:
+        raise wider(
+            "project", f"the key must belong to this credential's project {caller.project!r}"
+        )
     check_limits_within(caller, record.limits.over(policy.default_limits), prefix="limits.")
     cap = caller.max_priority
     if cap is not None and record.max_priority > cap:

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from inferflux_core.auth.jwks import JwksCache
 from inferflux_core.config import OidcConfig
+from inferflux_core.contracts.policy import PROJECT_NAME_PATTERN
 from inferflux_core.errors import AuthenticationError
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,19 @@ class OidcVerifier:
         if algorithm != expected:
             raise _invalid("its algorithm does not match the issuer's key")
         return self._decode(token, key, expected)
+
+    def project(self, claims: dict[str, Any]) -> str | None:
+        """The token's project from ``project_claim`` (None when none is configured); 401 for
+        a token without a valid one, which must not fall back to seeing every model."""
+        path = self.config.project_claim
+        if path is None:
+            return None
+        value: Any = claims
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, str) or not re.fullmatch(PROJECT_NAME_PATTERN, value):
+            raise AuthenticationError(f"the token has no valid {path!r} claim (its project)")
+        return value
 
     def roles(self, claims: dict[str, Any], privileged: Collection[str] = ("admin",)) -> list[str]:
         """inferflux roles from the configured claim (a list, or a space-separated string).

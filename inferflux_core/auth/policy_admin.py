@@ -24,7 +24,12 @@ from inferflux_core.auth.keys import generate_key, hash_key
 from inferflux_core.auth.principal import Principal
 from inferflux_core.auth.scopes import BUILTIN_ROLES, SCOPES, all_roles
 from inferflux_core.contracts import ApiKeyRecord, Policy, PolicyStore, RateLimits
-from inferflux_core.contracts.policy import KEY_ID_PATTERN, MAX_PRIORITY_CAP, ROLE_NAME_PATTERN
+from inferflux_core.contracts.policy import (
+    KEY_ID_PATTERN,
+    MAX_PRIORITY_CAP,
+    PROJECT_NAME_PATTERN,
+    ROLE_NAME_PATTERN,
+)
 from inferflux_core.errors import InvalidRequestError, NotFoundError
 from inferflux_core.protocol.common import parse_body
 
@@ -49,6 +54,9 @@ class KeyCreate(_Body):
     )
     limits: RateLimits = Field(default_factory=RateLimits)
     max_priority: int = Field(0, ge=0, le=MAX_PRIORITY_CAP)
+    project: str | None = Field(
+        None, pattern=PROJECT_NAME_PATTERN, description="the project the key belongs to"
+    )
 
 
 class KeyUpdate(_Body):
@@ -61,6 +69,7 @@ class KeyUpdate(_Body):
     expires_at: float | None = None
     limits: RateLimits | None = None
     max_priority: int | None = Field(None, ge=0, le=MAX_PRIORITY_CAP)
+    project: str | None = Field(None, pattern=PROJECT_NAME_PATTERN)
 
 
 class RoleBody(_Body):
@@ -97,6 +106,7 @@ class PolicyAdmin:
             expires_at=expires_at,
             limits=spec.limits,
             max_priority=spec.max_priority,
+            project=spec.project,
         )
 
         def add(policy: Policy) -> Policy:

@@ -26,6 +26,8 @@ class Principal:
     max_priority: int | None = 0
     #: When the credential expires (seconds since the epoch); None: never.
     expires_at: float | None = None
+    #: The project the credential belongs to (docs/projects.md); None: it sees every model.
+    project: str | None = None
 
     def require(self, scope: str) -> None:
         """403 unless the caller has ``scope``."""

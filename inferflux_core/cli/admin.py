@@ -144,6 +144,9 @@ def _grant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-priority", type=int, help="the highest request priority the key may ask for"
     )
+    parser.add_argument(
+        "--project", help="the project the key belongs to (it sees that project's models)"
+    )
     _limit_args(parser)
 
 
@@ -218,7 +221,7 @@ def _cell(value: Any) -> str:
 def _grants(args: argparse.Namespace) -> dict[str, Any]:
     body: dict[str, Any] = {
         name: getattr(args, name)
-        for name in ("roles", "scopes", "models", "max_priority")
+        for name in ("roles", "scopes", "models", "max_priority", "project")
         if getattr(args, name) is not None
     }
     limits = _limits(args)

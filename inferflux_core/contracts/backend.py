@@ -152,6 +152,9 @@ class StepBackend(ABC):
     #: :meth:`check_llguidance` works: the engine then enforces JSON schemas with llguidance
     #: instead of a GBNF grammar.
     supports_llguidance: bool = False
+    #: True if :meth:`load_adapter` and :meth:`use_adapter` work: the model can then serve
+    #: LoRA adapters (``models[].adapters``).
+    supports_adapters: bool = False
 
     @classmethod
     def device_problem(cls, device: DeviceInfo) -> str | None:
@@ -289,6 +292,23 @@ class StepBackend(ABC):
         serve (400) and :class:`~inferflux_core.errors.BackendError` if the pass fails.
         """
         raise NotImplementedError(f"{type(self).__name__} does not produce embeddings")
+
+    def load_adapter(self, name: str, path: Path, scale: float) -> None:
+        """Load the LoRA adapter GGUF at ``path`` as ``name``, applied with ``scale``.
+
+        Raises :class:`~inferflux_core.errors.ModelFileError` for a file that is no adapter
+        of this model. Called before the first step, or between steps from the step thread.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not load adapters")
+
+    def use_adapter(self, name: str | None) -> None:
+        """Apply adapter ``name`` (None: none) to every chunk of the next :meth:`decode`s.
+
+        The engine calls it before each step whose sequences run under another adapter than
+        the last one; one step never mixes adapters. The default serves the base model only.
+        """
+        if name is not None:
+            raise NotImplementedError(f"{type(self).__name__} does not apply adapters")
 
     def close(self) -> None:  # noqa: B027 - optional hook with a do-nothing default
         """Release the model. Called once, after the last step."""

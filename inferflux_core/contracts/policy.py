@@ -22,6 +22,8 @@ KEY_ID_PATTERN = r"^[0-9a-f]{16}$"
 #: How a key's hash is stored: the algorithm, then the hex digest.
 KEY_HASH_PATTERN = r"^sha256:[0-9a-f]{64}$"
 ROLE_NAME_PATTERN = r"^[a-z][a-z0-9_.:-]{0,63}$"
+#: A project's name (models, adapters and keys belong to one; docs/projects.md).
+PROJECT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: The highest ``max_priority`` a key can be given.
 MAX_PRIORITY_CAP = 1_000_000
 
@@ -63,6 +65,12 @@ class ApiKeyRecord(_Frozen):
         ge=0,
         le=MAX_PRIORITY_CAP,
         description="the highest request priority the key may ask for (lower is always allowed)",
+    )
+    project: str | None = Field(
+        None,
+        pattern=PROJECT_NAME_PATTERN,
+        description="the project the key belongs to: it sees that project's models and "
+        "unscoped ones; None: every model (docs/projects.md)",
     )
 
     def public(self) -> dict[str, Any]:

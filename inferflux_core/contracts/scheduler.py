@@ -41,6 +41,9 @@ class ScheduledSequence:
     slice_tokens: int = 0
     #: How often the sequence was preempted.
     preemptions: int = 0
+    #: The LoRA adapter it runs under (None: the base model). One step's chunks must all
+    #: share one adapter: the backend applies adapters per step, not per sequence.
+    adapter: str | None = None
 
     @property
     def prefill_done(self) -> bool:
@@ -118,6 +121,9 @@ class Scheduler(ABC):
     #: :class:`~inferflux_core.contracts.PluginOptions` subclass), or None to take them
     #: unchecked. The core validates the options against it and documents its fields.
     options_model: ClassVar[type[BaseModel] | None] = None
+    #: True if every plan keeps to one ``ScheduledSequence.adapter``: only such a scheduler
+    #: may run a model with LoRA adapters (others are refused when the model loads).
+    groups_adapters: ClassVar[bool] = False
 
     def __init__(self, limits: SchedulerLimits, **options: Any) -> None:
         self.limits = limits
@@ -135,7 +141,9 @@ class Scheduler(ABC):
         tokens fill the rest of ``token_budget`` in chunks of at most ``prefill_chunk``.
         Only with ``limits.preemption``, running sequences listed in ``preempt`` go back to
         WAITING; the engine saves their KV before the step and restores it on readmission.
-        Returns an empty plan when there is nothing to do.
+        Every chunk of a plan must have the same ``adapter`` (running sequences of other
+        adapters wait for a later step: take turns, so none starves). Returns an empty plan
+        when there is nothing to do.
         """
 
     @abstractmethod

@@ -88,6 +88,7 @@ class Admission:
             request_id=request.request_id,
             prompt_tokens=list(request.prompt_tokens),
             priority=request.priority,
+            adapter=request.adapter,
             state=state,
         )
         state.sequence = sequence

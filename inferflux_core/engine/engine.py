@@ -18,9 +18,11 @@ from typing import Any, Final
 
 from prometheus_client.registry import Collector
 
-from inferflux_core.config import ModelConfig, Settings, load_config
+from inferflux_core.config import AdapterConfig, ModelConfig, Settings, load_config
 from inferflux_core.contracts import RequestBackend
 from inferflux_core.contracts.generation import InferenceEvent, InferenceRequest
+from inferflux_core.engine import adapters
+from inferflux_core.engine.adapter_runtime import register_adapter
 from inferflux_core.engine.assemble import step_events
 from inferflux_core.engine.backend_choice import choose_backend
 from inferflux_core.engine.collect import Collected, Primed, collect
@@ -37,6 +39,7 @@ from inferflux_core.engine.view import PluginEngineView
 from inferflux_core.engine.workers import WorkerPool, default_pool
 from inferflux_core.errors import (
     InvalidRequestError,
+    ModelNotFoundError,
     ServiceUnavailableError,
 )
 from inferflux_core.metrics import EngineMetrics
@@ -256,9 +259,15 @@ class Engine:
     # -- models ---------------------------------------------------------------------------
 
     def model(self, name: str) -> ServedModel:
-        """The ready model ``name`` (or an alias) names: 404 if no model is registered by it,
-        503 if it is registered but not loaded (generation loads it: :meth:`open`)."""
-        entry = self.fleet.entry(name)
+        """The ready model ``name`` (an alias, or ``BASE:ADAPTER``: the base) names: 404 if
+        no model is registered by it, 503 if it is registered but not loaded (generation loads
+        it: :meth:`open`)."""
+        return self.resolve(name)[0]
+
+    def resolve(self, name: str) -> tuple[ServedModel, AdapterConfig | None]:
+        """The ready model ``name`` names and the LoRA adapter it picks (None: the base)."""
+        base, adapter = self._split(name)
+        entry = self.fleet.entry(base)
         model = self.models.get(entry.name)
         if model is None:
             raise ServiceUnavailableError(
@@ -266,7 +275,38 @@ class Engine:
                 f"request loads it, or POST /v1/admin/models/{entry.name}/load",
                 code="model_not_loaded",
             )
-        return model
+        return model, self._adapter(model, adapter, name)
+
+    def _split(self, name: str) -> tuple[str, str | None]:
+        """``name`` as (a registered model or alias, the adapter it names or None). A name
+        registered whole wins over a ``BASE:ADAPTER`` reading; 404 if neither is known."""
+        try:
+            self.fleet.resolve(name)
+            return name, None
+        except ModelNotFoundError:
+            base, separator, adapter = name.rpartition(adapters.SEPARATOR)
+            if not separator:
+                raise
+            try:
+                self.fleet.resolve(base)
+            except ModelNotFoundError:
+                self.fleet.resolve(name)  # the 404 names the whole name
+                raise
+            return base, adapter
+
+    @staticmethod
+    def _adapter(model: ServedModel, adapter: str | None, name: str) -> AdapterConfig | None:
+        """The adapter of ``model`` called ``adapter`` (None: none asked); 404 if it has none
+        by that name."""
+        if adapter is None:
+            return None
+        for configured in model.config.adapters:
+            if configured.name == adapter:
+                return configured
+        served = ", ".join([model.name, *adapters.adapter_names(model.config)])
+        raise ModelNotFoundError(
+            f"the model {name!r} does not exist; available: {served}", param="model"
+        )
 
     def step_model(self, name: str, what: str = "this endpoint") -> LoadedModel:
         """The step-level model called ``name`` (404 if none; 400 if its backend schedules
@@ -280,6 +320,11 @@ class Engine:
                 code="unsupported",
             )
         return model
+
+    async def add_adapter(self, model: str, adapter: AdapterConfig) -> None:
+        """Load a LoRA adapter into the serving step-level ``model`` (see
+        :mod:`~inferflux_core.engine.adapter_runtime`); requests may name it once this returns."""
+        await register_adapter(self.step_model(model, "adapters"), adapter, self.plugins)
 
     # -- typed generation ------------------------------------------------------------------
 
@@ -312,13 +357,19 @@ class Engine:
         keep_alive: float | None = UNSET_KEEP_ALIVE
         if request.keep_alive is not None:  # the request's own: negative is forever
             keep_alive = None if request.keep_alive < 0 else request.keep_alive
+        base, adapter_name = self._split(request.model)
         model, lease = await self.fleet.admit(
-            request.model, deadline=request.deadline, keep_alive=keep_alive
+            base, deadline=request.deadline, keep_alive=keep_alive
         )
-        if model.name != request.model:  # an alias: the model's own name from here on
-            request = dataclasses.replace(request, model=model.name)
         try:
-            return lease.bind(await self._open_on(model, request, reserve, streams))
+            adapter = self._adapter(model, adapter_name, request.model)
+            # An alias: the model's own name from here on (with its adapter, if it has one).
+            served = (
+                model.name if adapter is None else adapters.qualified_name(model.name, adapter.name)
+            )
+            if served != request.model:
+                request = dataclasses.replace(request, model=served)
+            return lease.bind(await self._open_on(model, adapter, request, reserve, streams))
         except BaseException:
             lease.release()
             raise
@@ -326,6 +377,7 @@ class Engine:
     async def _open_on(
         self,
         model: ServedModel,
+        adapter: AdapterConfig | None,
         request: InferenceRequest,
         reserve: Reserve | None,
         streams: list[RequestStream],
@@ -337,7 +389,7 @@ class Engine:
             raise ServiceUnavailableError("the request's deadline passed before it started")
         if reserve is not None:
             reserve(prepared.worst_case)
-        sequences = list(prepared.sequences)
+        sequences = adapters.with_adapter(prepared.sequences, adapter)
         streams.extend(
             [model.runner.submit(sequences[0])]
             if len(sequences) == 1
@@ -367,10 +419,14 @@ class Engine:
 
     def submit(self, model: str, request: GenerationRequest) -> RequestStream:
         """Queue a tokenized request on a step-level model; iterate the stream for its events."""
-        return self.step_model(model, "token requests").runner.submit(request)
+        loaded = self.step_model(model, "token requests")
+        adapters.check_adapters(loaded.config, [request])
+        return loaded.runner.submit(request)
 
     def submit_group(
         self, model: str, requests: Sequence[GenerationRequest]
     ) -> list[RequestStream]:
         """Queue requests that share one prompt (``n > 1``); the prompt is prefilled once."""
-        return self.step_model(model, "token requests").runner.submit_group(requests)
+        loaded = self.step_model(model, "token requests")
+        adapters.check_adapters(loaded.config, requests)
+        return loaded.runner.submit_group(requests)

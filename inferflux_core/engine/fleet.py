@@ -24,10 +24,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from typing import TypeAlias
 
 from inferflux_core.config import FleetConfig, ModelConfig
+from inferflux_core.engine.adapters import Configured
 from inferflux_core.engine.fleet_entry import FleetEntry, ModelState
 from inferflux_core.engine.fleet_lease import LeasedEvents
 from inferflux_core.engine.model import LoadedModel
@@ -479,3 +488,27 @@ def _load_failed(entry: FleetEntry) -> ServiceUnavailableError:
         f"model {entry.name!r} failed to load: {entry.reason}",
         code="model_load_failed",
     )
+
+
+class FleetConfigs(Mapping[str, Configured]):
+    """Every registered model by name and by alias, as its loaded model where it is loaded
+    (whose config also holds the adapters registered at runtime), else as its registration:
+    what project scoping reads (``inferflux_core.auth.projects``)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def __getitem__(self, name: str) -> Configured:
+        try:
+            entry = self._fleet.entry(name)
+        except ModelNotFoundError:
+            raise KeyError(name) from None
+        return entry.model if entry.model is not None else entry
+
+    def __iter__(self) -> Iterator[str]:
+        for entry in self._fleet.entries():
+            yield entry.name
+            yield from entry.config.aliases
+
+    def __len__(self) -> int:
+        return sum(1 + len(entry.config.aliases) for entry in self._fleet.entries())

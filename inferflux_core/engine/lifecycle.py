@@ -54,7 +54,7 @@ class SequenceLifecycle:
             self._fork(sequence, leader, params)
             return
         slots = self.slots
-        hit = slots.find_prefix(sequence.prompt_tokens) if slots.reuse else None
+        hit = slots.find_prefix(sequence.prompt_tokens, sequence.adapter) if slots.reuse else None
         if slots.reuse:
             self._m.lookups.inc()
             self._m.prefix_lookup(len(sequence.prompt_tokens), hit.n_tokens if hit else 0)
@@ -74,7 +74,7 @@ class SequenceLifecycle:
         """The sequence's prompt is in its KV: remember it for reuse, and let admitted
         followers copy it now, before the leader can finish and give its KV up."""
         assert sequence.seq_id is not None
-        self.slots.prompt_prefilled(sequence.seq_id, sequence.prompt_tokens)
+        self.slots.prompt_prefilled(sequence.seq_id, sequence.prompt_tokens, sequence.adapter)
         for follower in followers_to_fork(sequence):
             self.open(follower)
 
@@ -134,7 +134,7 @@ class SequenceLifecycle:
             if seq_id is not None:
                 sequence.seq_id = None
                 prompt_in_kv = sequence.prompt_tokens[: sequence.n_prefilled] if keep_kv else []
-                kept = self.slots.release(seq_id, prompt_in_kv)
+                kept = self.slots.release(seq_id, prompt_in_kv, sequence.adapter)
                 try:
                     self.backend.free_sequence(seq_id, keep_kv=kept)
                 except Exception:

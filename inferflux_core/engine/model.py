@@ -11,6 +11,7 @@ from pathlib import Path
 from inferflux_core.chat_template import ChatTemplate
 from inferflux_core.config import ModelConfig, SchedulerConfig
 from inferflux_core.contracts import BackendSpec, DeviceInfo, RequestBackend, StepBackend
+from inferflux_core.engine.adapters import load_adapters
 from inferflux_core.engine.devices import select_device
 from inferflux_core.engine.runner import ModelRunner
 from inferflux_core.engine.sampling_defaults import Defaults, model_sampling_defaults
@@ -143,6 +144,7 @@ def _load(
     )
     backend: StepBackend = backend_cls(spec)
     try:
+        load_adapters(config, backend, scheduler_cls, host)
         info = backend.info
         template_source = config.template_override() or info.chat_template
         template = (

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from inferflux_core.chat_template import ChatTemplate
 from inferflux_core.config import ModelConfig, SchedulerConfig
 from inferflux_core.contracts.request_backend import RequestBackend, RequestBackendSpec
+from inferflux_core.engine.adapters import refuse_adapters
 from inferflux_core.engine.request_runner import RequestRunner
 from inferflux_core.engine.sampling_defaults import Defaults, model_sampling_defaults
 from inferflux_core.errors import ChatTemplateError, PluginError
@@ -69,6 +70,7 @@ def load_request_model(
 ) -> RequestModel:
     """Construct ``config``'s request-level backend and start it (blocking)."""
     started = time.monotonic()
+    refuse_adapters(config, "request-level backends do not serve inferflux's LoRA adapters")
     backend_cls = host.get("backends", config.backend)
     spec = RequestBackendSpec(
         model_name=config.name,

@@ -22,6 +22,8 @@ class GenerationRequest:
     min_tokens: int = 0
     priority: int = 0
     request_id: str = field(default_factory=new_request_id)
+    #: The LoRA adapter to generate under (one the model loaded); None: the base model.
+    adapter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from inferflux_core.engine.requests import GenerationRequest
 from inferflux_core.engine.runner_metrics import RunnerMetrics
 from inferflux_core.engine.slots import KVSlots
 from inferflux_core.engine.step import StepApplier
+from inferflux_core.engine.step_tasks import StepTasks
 from inferflux_core.engine.stream import EngineSequence, Outbox, RequestStream
 from inferflux_core.errors import ServiceUnavailableError
 from inferflux_core.metrics import EngineMetrics
@@ -112,6 +113,8 @@ class ModelRunner:
         self.embeddings = EmbeddingQueue(
             model_name, backend, metrics, self._wake, max_queue=max_queue
         )
+        #: Calls that must run on the step thread (loading an adapter at runtime).
+        self.tasks = StepTasks(self._wake)
         self._thread = threading.Thread(
             target=self._loop.run, name=f"inferflux-step-{model_name}", daemon=True
         )
@@ -191,16 +194,18 @@ class ModelRunner:
     # --- the step thread -------------------------------------------------------------------
 
     def housekeep(self) -> None:
-        """Free cancelled requests, expire those that waited too long, run an embedding batch."""
+        """Free cancelled requests, expire those that waited too long, run an embedding batch
+        and the calls queued for this thread."""
         self._wake.clear()
         self._admission.reap_cancelled(self._finish)
         self._admission.expire_waiting(self._finish)
         self.embeddings.run_batch()
+        self.tasks.run_pending()
 
     def idle(self, seconds: float = IDLE_WAIT_SECONDS) -> None:
         """Nothing to step: wait up to ``seconds`` for a request, unless embeddings wait."""
         self._m.queue_sizes(self.scheduler.running_count, self.scheduler.waiting_count)
-        if not self.embeddings.pending:
+        if not self.embeddings.pending and not self.tasks.pending:
             self._wake.wait(seconds)
 
     def live_sequences(self) -> list[EngineSequence]:
@@ -223,6 +228,7 @@ class ModelRunner:
         """Fail every live request and queued embedding (the model stops, or failed)."""
         self.fail(self.live_sequences(), error)
         self.embeddings.fail_all(error)
+        self.tasks.fail_all(error)
 
     def run_step(self, plan: StepPlan) -> None:
         """Open, feed and sample the plan's sequences in one ``decode``; emit their events."""

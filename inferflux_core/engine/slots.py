@@ -33,6 +33,9 @@ class KVSlots:
     both in the new prompt and in the prompt that left the KV, and at least two tokens are
     left to prefill: every token involved is then computed the same way either way. Idle ids
     are evicted least recently used first when an id is needed.
+
+    Prompts are kept per LoRA adapter (``adapter``; None: the base model): KV computed under
+    one adapter is never reused under another.
     """
 
     def __init__(
@@ -41,16 +44,19 @@ class KVSlots:
         self.reuse = reuse
         self.align = max(1, align)
         self.independent_below = independent_below
-        self.tree = RadixTree()
+        self._trees: dict[str | None, RadixTree] = {}
+        self._adapter_of: dict[int, str | None] = {}
         self._free = list(range(n_slots))  # a heap: the lowest free id goes first
         self._idle: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._prompt_lengths: dict[int, int] = {}
 
-    def find_prefix(self, prompt: list[int]) -> PrefixHit | None:
-        """The best reusable prefix of ``prompt`` (at least one token is left to prefill)."""
-        if not self.reuse or not self.tree:
+    def find_prefix(self, prompt: list[int], adapter: str | None = None) -> PrefixHit | None:
+        """The best reusable prefix of ``prompt`` under ``adapter`` (at least one token is
+        left to prefill)."""
+        tree = self._trees.get(adapter)
+        if not self.reuse or not tree:
             return None
-        matched, holders = self.tree.longest_match(prompt)
+        matched, holders = tree.longest_match(prompt)
         limit = min(matched, len(prompt) - 1)
         # Idle holders first (taken over without a copy), then the lowest id.
         seq_ids = cast("set[int]", holders)  # this tree's owners are seq ids
@@ -96,18 +102,19 @@ class KVSlots:
             return seq_id
         return None
 
-    def prompt_prefilled(self, seq_id: int, prompt: list[int]) -> None:
-        """A running sequence's whole prompt is in its KV: others may copy from it."""
+    def prompt_prefilled(self, seq_id: int, prompt: list[int], adapter: str | None = None) -> None:
+        """A running sequence's whole prompt is in its KV (computed under ``adapter``):
+        others under the same adapter may copy from it."""
         if self.reuse:
-            self._remember_prompt(seq_id, prompt)
+            self._remember_prompt(seq_id, prompt, adapter)
 
-    def release(self, seq_id: int, prompt_in_kv: list[int]) -> bool:
+    def release(self, seq_id: int, prompt_in_kv: list[int], adapter: str | None = None) -> bool:
         """The sequence ended. True if its id stays idle with its KV, False if it is free."""
         self._forget_prompt(seq_id)
         n_kept = len(prompt_in_kv)
         # Kept if a prompt that goes on from this one could reuse any of it.
         if self.reuse and self._usable(n_kept, n_kept + 2, n_kept) > 0:
-            self._remember_prompt(seq_id, prompt_in_kv)
+            self._remember_prompt(seq_id, prompt_in_kv, adapter)
             self._idle[seq_id] = None
             return True
         heapq.heappush(self._free, seq_id)
@@ -119,10 +126,15 @@ class KVSlots:
         self._idle.pop(seq_id, None)
         heapq.heappush(self._free, seq_id)
 
-    def _remember_prompt(self, seq_id: int, prompt: list[int]) -> None:
-        self.tree.insert(seq_id, prompt)
+    def _remember_prompt(self, seq_id: int, prompt: list[int], adapter: str | None) -> None:
+        tree = self._trees.get(adapter)
+        if tree is None:
+            tree = self._trees[adapter] = RadixTree()
+        tree.insert(seq_id, prompt)
+        self._adapter_of[seq_id] = adapter
         self._prompt_lengths[seq_id] = len(prompt)
 
     def _forget_prompt(self, seq_id: int) -> None:
-        self.tree.remove(seq_id)
+        if seq_id in self._adapter_of:
+            self._trees[self._adapter_of.pop(seq_id)].remove(seq_id)
         self._prompt_lengths.pop(seq_id, None)

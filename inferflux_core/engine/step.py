@@ -12,6 +12,7 @@ from inferflux_core.contracts import (
     StepBackend,
     TokenLogprob,
 )
+from inferflux_core.engine import supervision
 from inferflux_core.engine.finish import TokenAcceptor
 from inferflux_core.engine.groups import waits_for_leader
 from inferflux_core.engine.lifecycle import SequenceLifecycle
@@ -45,6 +46,8 @@ class StepApplier(PlanApplier[EngineSequence]):
         self._m = metrics
         self._live = live
         self._step_logprobs = _NO_LOGPROBS
+        #: The adapter the backend applies now (None: the base model).
+        self._adapter: str | None = None
 
     def preempt(self, sequence: ScheduledSequence) -> None:
         """Save a planned-out sequence's KV and give its id back."""
@@ -70,12 +73,25 @@ class StepApplier(PlanApplier[EngineSequence]):
     ) -> dict[int, int]:
         """One backend ``decode`` for the step, and the logprobs the step's requests want."""
         self._step_logprobs = _NO_LOGPROBS
+        self._apply_adapter(fed)
         sampled = self.backend.decode(chunks)
         if any(s.state.request.sampling.logprobs is not None for s in fed):
             self._step_logprobs = self.backend.take_logprobs()
         self._m.step.observe(len(chunks))
         self._m.iteration_tokens.observe(sum(len(chunk.tokens) for chunk in chunks))
         return sampled
+
+    def _apply_adapter(self, fed: Sequence[EngineSequence]) -> None:
+        """Give the backend the step's adapter; a plan that mixes adapters is refused."""
+        adapters = {s.adapter for s in fed}
+        if len(adapters) > 1:
+            raise supervision.scheduler_error(
+                "the scheduler planned sequences of different adapters into one step"
+            )
+        (adapter,) = adapters
+        if adapter != self._adapter:
+            self.backend.use_adapter(adapter)
+            self._adapter = adapter
 
     def prefilled(self, sequence: EngineSequence, chunk: SequenceChunk) -> None:
         """A finished prompt is counted (once for an ``n > 1`` group), kept for reuse and

@@ -20,6 +20,7 @@ from inferflux_core.contracts.generation import (
     UsageReport,
     new_request_id,
 )
+from inferflux_core.engine.adapters import qualified_name
 from inferflux_core.engine.collect import ChoiceResult, Collected
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.frontdoors.driver import Call, Chunk
@@ -91,7 +92,7 @@ def inference_request(wire: ChatCompletionRequest) -> InferenceRequest:
     """The engine request for a checked chat request."""
     wire.refuse_request_template()
     return InferenceRequest(
-        model=wire.model,
+        model=qualified_name(wire.model, wire.adapter),
         messages=typed_messages(wire.messages),
         options=generation_options(
             wire, max_tokens=wire.requested_max_tokens, logprobs=wire.logprobs_requested

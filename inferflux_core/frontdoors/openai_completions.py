@@ -18,6 +18,7 @@ from inferflux_core.contracts.generation import (
     new_request_id,
 )
 from inferflux_core.engine import Engine
+from inferflux_core.engine.adapters import qualified_name
 from inferflux_core.engine.collect import ChoiceResult, Collected
 from inferflux_core.engine.prepare import check_token_ids
 from inferflux_core.errors import InvalidRequestError
@@ -56,7 +57,7 @@ class CompletionsDoor:
         first_id = new_request_id("cmpl")
         requests = tuple(
             InferenceRequest(
-                model=wire.model,
+                model=qualified_name(wire.model, wire.adapter),
                 prompt=prompt if isinstance(prompt, str) else tuple(prompt),
                 suffix=wire.suffix or None,
                 options=options,

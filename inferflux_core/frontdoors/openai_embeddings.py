@@ -78,6 +78,12 @@ class EmbeddingService:
     def embedding_model(self, name: str) -> LoadedModel:
         """The model called ``name``: 404 if there is none, 400 if it cannot embed."""
         model = self.engine.step_model(name, "embeddings")
+        if model.name != name:  # BASE:ADAPTER; an adapter does not change the embeddings
+            raise InvalidRequestError(
+                f"model {name!r}: LoRA adapters do not apply to embeddings; use {model.name!r}",
+                param="model",
+                code="unsupported",
+            )
         if not model.serves_embeddings:
             raise InvalidRequestError(
                 f"model {name!r} cannot produce embeddings", param="model", code="unsupported"

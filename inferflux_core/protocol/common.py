@@ -119,6 +119,8 @@ class SamplingFields(OpenAIModel):
     priority: StrictInt = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     # Ollama's: how long the model stays loaded after this request (docs/fleet.md).
     keep_alive: RequestKeepAlive = None
+    #: A LoRA adapter of ``model`` (the same as ``model: "BASE:ADAPTER"``; docs/adapters.md).
+    adapter: str | None = Field(None, max_length=64)
 
     @field_validator("logit_bias")
     @classmethod

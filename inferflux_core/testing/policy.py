@@ -157,6 +157,16 @@ class PolicyStoreConformance:
         first.close()
         assert open_store().read() == saved
 
+    def test_a_keys_project_is_stored(self, open_store: StoreOpener) -> None:
+        first = open_store()
+        scoped = key_record(1).model_copy(update={"project": "team-a"})
+        first.put_key(scoped)
+        assert first.get_key(scoped.key_id) == scoped
+        if not first.persistent:
+            return
+        first.close()
+        assert open_store().get_key(scoped.key_id) == scoped
+
     def test_two_instances_see_each_others_writes_and_lose_none(
         self, open_store: StoreOpener
     ) -> None:

@@ -94,6 +94,17 @@ class SchedulerConformance:
             assert len(request.sequence.generated) == request.max_tokens
         assert engine.scheduler.running_count == engine.scheduler.waiting_count == 0
 
+    def test_plans_keep_to_one_adapter_and_every_adapter_finishes(
+        self, make_scheduler: SchedulerFactory
+    ) -> None:
+        engine = self.engine(make_scheduler, max_sequences=6)
+        if not engine.scheduler.groups_adapters:
+            pytest.skip("the scheduler does not set groups_adapters (it serves no adapters)")
+        for i in range(9):
+            engine.submit(3 + i, max_tokens=6, adapter=(None, "x", "y")[i % 3])
+        engine.run()  # each plan is checked to keep to one adapter
+        assert sorted(engine.finished) == sorted(engine.requests)
+
     def test_an_idle_scheduler_plans_nothing(self, make_scheduler: SchedulerFactory) -> None:
         engine = self.engine(make_scheduler)
         assert not engine.step()

@@ -67,14 +67,17 @@ class SimulatedEngine(PlanApplier[ScheduledSequence]):
         waited: float = 0.0,
         max_tokens: int | None = None,
         name: str | None = None,
+        adapter: str | None = None,
     ) -> ScheduledSequence:
-        """Queue a request with an ``n_prompt``-token prompt that arrived ``waited`` s ago."""
+        """Queue a request with an ``n_prompt``-token prompt that arrived ``waited`` s ago
+        (under LoRA ``adapter``, None: the base model)."""
         request_id = name or f"r{next(self._names)}"
         sequence = ScheduledSequence(
             request_id=request_id,
             prompt_tokens=list(range(n_prompt)),
             priority=priority,
             arrival=time.monotonic() - waited,
+            adapter=adapter,
         )
         self.scheduler.add(sequence)
         self.requests[request_id] = Request(sequence, max_tokens or self.max_tokens)
@@ -184,6 +187,10 @@ class SimulatedEngine(PlanApplier[ScheduledSequence]):
         running = [r for r, q in self.requests.items() if q.sequence.status is RUNNING]
         assert len(running) <= limits.max_sequences, f"{where}: {len(running)} sequences run"
         assert self.scheduler.running_count == len(running), f"{where}: running_count is off"
+        adapters = {c.sequence.adapter for c in plan.chunks}
+        assert len(adapters) <= 1, f"{where}: one step mixes adapters {sorted(map(str, adapters))}"
+        if adapters:  # sequences of other adapters wait for their turn
+            decoding = {r for r in decoding if self.requests[r].sequence.adapter in adapters}
         skipped = decoding - preempted - set(ids)
         assert not skipped, f"{where}: running sequences got no decode step: {sorted(skipped)}"
         kv = sum(self.requests[r].sequence.kv_tokens for r in running)

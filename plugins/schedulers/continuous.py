@@ -72,9 +72,14 @@ class ContinuousBatchingScheduler(Scheduler):
     equal or higher waiting one. A preempted sequence queues again as a new arrival.
     Preemption needs both the ``preemption`` option and an engine that can preempt
     (``limits.preemption``). The options are :class:`ContinuousOptions`.
+
+    A step feeds the running sequences of one LoRA adapter (``ScheduledSequence.adapter``;
+    the base model is one more group): when several run, adapters take turns step by step,
+    the one served longest ago first (see docs/adapters.md).
     """
 
     options_model = ContinuousOptions
+    groups_adapters = True
 
     def __init__(
         self,
@@ -98,6 +103,9 @@ class ContinuousBatchingScheduler(Scheduler):
         self._lock = threading.Lock()
         self._waiting: list[ScheduledSequence] = []
         self._running: list[ScheduledSequence] = []
+        #: The step (counted from 1) each running adapter was last fed in.
+        self._served_at: dict[str | None, int] = {}
+        self._steps = 0
 
     def add(self, sequence: ScheduledSequence) -> None:
         """Queue ``sequence``; QueueFullError once ``max_queue`` sequences wait."""
@@ -115,14 +123,20 @@ class ContinuousBatchingScheduler(Scheduler):
         with self._lock:
             now = self._clock()
             preempt = self._preemptions(now) if self._preemption else []
-            chunks = [ScheduledChunk(s, 1) for s in self._running if s.prefill_done]
+            turn = self._adapter_turn()
+            chunks = [
+                ScheduledChunk(s, 1)
+                for s in self._running
+                if s.prefill_done and (turn is None or s.adapter == turn[0])
+            ]
             for chunk in chunks:
                 chunk.sequence.slice_tokens += 1
             budget = self.limits.token_budget - len(chunks)
             self._admit(now)
+            turn = turn or self._adapter_turn()
             prompts_left = self.options.prefill_sequences or len(self._running)
             for sequence in self._running:
-                if not sequence.prefill_done:
+                if not sequence.prefill_done and turn is not None and sequence.adapter == turn[0]:
                     n_tokens = min(sequence.remaining_prompt, self.limits.prefill_chunk)
                     if n_tokens > budget or prompts_left == 0:
                         break
@@ -149,6 +163,25 @@ class ContinuousBatchingScheduler(Scheduler):
     def running_count(self) -> int:
         """Sequences admitted and not yet finished."""
         return len(self._running)
+
+    def _adapter_turn(self) -> tuple[str | None] | None:
+        """The adapter whose running sequences this step feeds (in a 1-tuple; None if none
+        run). Adapters take turns: the one served longest ago goes next (ties: the one with
+        the oldest sequence), so every adapter's sequences step at least every k-th step
+        when k adapters run."""
+        oldest: dict[str | None, float] = {}
+        for sequence in self._running:
+            arrival = oldest.get(sequence.adapter)
+            if arrival is None or sequence.arrival < arrival:
+                oldest[sequence.adapter] = sequence.arrival
+        if not oldest:
+            return None
+        served = {g: step for g, step in self._served_at.items() if g in oldest}
+        group = min(oldest, key=lambda g: (served.get(g, -1), oldest[g]))
+        self._steps += 1
+        served[group] = self._steps
+        self._served_at = served
+        return (group,)
 
     def _urgency(self, sequence: ScheduledSequence, now: float) -> float:
         return sequence.priority + self._aging * (now - sequence.arrival)

@@ -14,6 +14,7 @@ import ctypes
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from inferflux_core.contracts import (
@@ -35,6 +36,7 @@ from inferflux_core.gguf_check import (
     read_gguf_header,
     sampling_metadata,
 )
+from inferflux_plugins.backends.llama_cpp.adapters import LoraAdapters
 from inferflux_plugins.backends.llama_cpp.batch import TokenBatch
 from inferflux_plugins.backends.llama_cpp.embedding import (
     EmbeddingContext,
@@ -103,6 +105,7 @@ class LlamaCppBackend(StepBackend):
     supports_preemption = True
     supports_logprobs = True
     supports_embeddings = True
+    supports_adapters = True
 
     @classmethod
     def device_problem(cls, device: DeviceInfo) -> str | None:
@@ -125,6 +128,7 @@ class LlamaCppBackend(StepBackend):
         self._model: Any = None
         self._ctx: Any = None
         self._embedder: EmbeddingContext | None = None
+        self._adapters: LoraAdapters | None = None
         self._chains: dict[int, Any] = {}
         self._grammars: GrammarCache | None = None
         self._grammar_of: dict[int, Any] = {}
@@ -153,6 +157,7 @@ class LlamaCppBackend(StepBackend):
             self._guided = GuidedSampler(llama, self._vocab.size)
             self._logprob_reader = LogprobReader(llama, self._vocab.size)
             self._mem = llama.llama_get_memory(self._ctx)
+            self._adapters = LoraAdapters(llama, self._model, self._ctx)
             self._n_ctx = min(llama.llama_n_ctx_seq(self._ctx), spec.context_length)
             self._kv_capacity = llama.llama_n_ctx(self._ctx)
             self._kv_unified = options.kv_unified
@@ -401,6 +406,18 @@ class LlamaCppBackend(StepBackend):
             raise BackendError("the llama_cpp backend is closed")
         return self._embedder.embed(inputs)
 
+    def load_adapter(self, name: str, path: Path, scale: float) -> None:
+        """Load a LoRA adapter GGUF of this model (see :mod:`.adapters`)."""
+        if self._adapters is None:
+            raise BackendError("the llama_cpp backend is closed")
+        self._adapters.load(name, path, scale)
+
+    def use_adapter(self, name: str | None) -> None:
+        """Apply adapter ``name`` (None: none) to the context's next decodes."""
+        if self._adapters is None:
+            raise BackendError("the llama_cpp backend is closed")
+        self._adapters.use(name)
+
     def _check_free(self, seq_id: int) -> None:
         if not 0 <= seq_id < self._spec.max_sequences:
             raise BackendError(f"seq_id {seq_id} is outside 0..{self._spec.max_sequences - 1}")
@@ -572,6 +589,9 @@ class LlamaCppBackend(StepBackend):
         if self._ctx is not None:
             llama.llama_free(self._ctx)
             self._ctx = None
+        if self._adapters is not None:
+            self._adapters.close()
+            self._adapters = None
         if self._model is not None:
             llama.llama_model_free(self._model)
             self._model = None
