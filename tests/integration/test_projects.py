@@ -193,7 +193,7 @@ def test_inferflux_admin_creates_project_keys_in_an_encrypted_policy_file(tmp_pa
     assert created["project"] == "team-a"
     moved = run("keys", "update", created["id"], "--project", "team-b")
     assert moved["project"] == "team-b"
-    assert run("keys", "list")["data"][0]["project"] == "team-b"
+    assert run("keys", "list", "--json")["data"][0]["project"] == "team-b"
 
 
 def test_an_adapter_serves_on_every_generating_door_and_not_for_embeddings(
