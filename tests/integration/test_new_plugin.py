@@ -117,13 +117,13 @@ def run_kit(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("options", "passed"),
     [
-        (["--inferflux-scheduler=continuous", "--inferflux-transport=inprocess"], 21),
+        (["--inferflux-scheduler=continuous", "--inferflux-transport=inprocess"], 22),
         (
             [
                 "--inferflux-policy-store=encrypted_file",
                 '--inferflux-options={"path": "{tmp}/p.json", "allow_plaintext": true}',
             ],
-            12,
+            13,
         ),
     ],
 )
