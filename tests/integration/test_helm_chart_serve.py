@@ -48,9 +48,10 @@ class Pod:
         return re.sub(pattern, lambda m: str(self.mounts[m.group(1)]), text)
 
     def argv(self, container: dict[str, Any]) -> list[str]:
-        """The container's command and arguments, run from this venv."""
-        command = [str(BIN / container["command"][0]), *container["command"][1:]]
-        return [self.local(arg) for arg in command + container["args"]]
+        """The container's command and arguments, run from this venv (whose own path is
+        never remapped: a checkout under /tmp is not the pod's /tmp)."""
+        arguments = [*container["command"][1:], *container["args"]]
+        return [str(BIN / container["command"][0]), *(self.local(arg) for arg in arguments)]
 
 
 def _make_policy(directory: Path) -> tuple[str, str]:
