@@ -8,10 +8,9 @@ import falcon.asgi
 
 from inferflux_core.auth.projects import ProjectScope
 from inferflux_core.auth.scopes import MODELS_READ
-from inferflux_core.engine.adapters import SEPARATOR, qualified_name
+from inferflux_core.engine.adapters import qualified_name
 from inferflux_core.engine.fleet import FleetConfigs
 from inferflux_core.engine.fleet_entry import FleetEntry, ModelState
-from inferflux_core.errors import ModelNotFoundError
 
 if TYPE_CHECKING:
     from inferflux_core.config import AdapterConfig
@@ -96,18 +95,13 @@ class ModelsResource:
         if principal is not None:
             self._projects.require_visible(principal, model_id)
             principal.require_model(model_id)
-        fleet = self._engine.fleet
-        try:
-            entry = fleet.entry(model_id)
-        except ModelNotFoundError:
-            base, separator, name = model_id.rpartition(SEPARATOR)
-            if not separator:
-                raise
-            entry = fleet.entry(base)
-            for adapter in entry_adapters(entry):
-                if adapter.name == name:
-                    resp.media = adapter_object(entry, adapter)
-                    return
-            fleet.entry(model_id)  # the 404, naming the whole name
-            raise
-        resp.media = model_object(entry, model_id)
+        base, adapter = self._engine.split_name(model_id)
+        entry = self._engine.fleet.entry(base)
+        if adapter is None:
+            resp.media = model_object(entry, model_id)
+            return
+        for configured in entry_adapters(entry):
+            if configured.name == adapter:
+                resp.media = adapter_object(entry, configured)
+                return
+        self._engine.fleet.entry(model_id)  # the fleet's 404, naming the whole name

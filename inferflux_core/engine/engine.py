@@ -266,7 +266,7 @@ class Engine:
 
     def resolve(self, name: str) -> tuple[ServedModel, AdapterConfig | None]:
         """The ready model ``name`` names and the LoRA adapter it picks (None: the base)."""
-        base, adapter = self._split(name)
+        base, adapter = self.split_name(name)
         entry = self.fleet.entry(base)
         model = self.models.get(entry.name)
         if model is None:
@@ -277,7 +277,7 @@ class Engine:
             )
         return model, self._adapter(model, adapter, name)
 
-    def _split(self, name: str) -> tuple[str, str | None]:
+    def split_name(self, name: str) -> tuple[str, str | None]:
         """``name`` as (a registered model or alias, the adapter it names or None). A name
         registered whole wins over a ``BASE:ADAPTER`` reading; 404 if neither is known."""
         try:
@@ -357,7 +357,7 @@ class Engine:
         keep_alive: float | None = UNSET_KEEP_ALIVE
         if request.keep_alive is not None:  # the request's own: negative is forever
             keep_alive = None if request.keep_alive < 0 else request.keep_alive
-        base, adapter_name = self._split(request.model)
+        base, adapter_name = self.split_name(request.model)
         model, lease = await self.fleet.admit(
             base, deadline=request.deadline, keep_alive=keep_alive
         )
