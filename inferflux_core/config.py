@@ -209,6 +209,13 @@ class SchedulerConfig(_Strict):
         description="seconds a request may wait for admission before 503 (0: no limit)",
     )
     prefix_reuse: bool = Field(True, description="reuse the KV of a cached prompt prefix")
+    reuse_generated: bool = Field(
+        False,
+        description="also reuse the KV of generated tokens (a conversation's next turn then "
+        "skips prefilling the previous answer, as llama-server's `cache_prompt` does); inexact: "
+        "llama.cpp computes a decode step's KV with other float rounding than a prompt chunk's, "
+        "so greedy output may differ from a fresh run's. See [scheduling](scheduling.md)",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="the scheduler's own options, checked against its options model when a "

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from inferflux_core.contracts import SamplingParams, Scheduler, StepBackend
 from inferflux_core.engine import supervision
 from inferflux_core.engine.groups import copy_source, followers_to_fork
+from inferflux_core.engine.row_classes import long_region_end
 from inferflux_core.engine.runner_metrics import RunnerMetrics
 from inferflux_core.engine.slots import KVSlots
 from inferflux_core.engine.stream import EngineSequence, RequestState
@@ -49,12 +50,22 @@ class SequenceLifecycle:
             sequence.seq_id = seq_id
             return
         params = self.sampling(sequence.state)
+        slots = self.slots
+        if slots.row_classes:
+            sequence.long_end = long_region_end(
+                len(sequence.prompt_tokens),
+                sequence.state.request.first_turn_tokens,
+                slots.independent_below,
+            )
         leader = copy_source(sequence)
         if leader is not None:
             self._fork(sequence, leader, params)
             return
-        slots = self.slots
-        hit = slots.find_prefix(sequence.prompt_tokens, sequence.adapter) if slots.reuse else None
+        hit = (
+            slots.find_prefix(sequence.prompt_tokens, sequence.adapter, sequence.long_end)
+            if slots.reuse
+            else None
+        )
         if slots.reuse:
             self._m.lookups.inc()
             self._m.prefix_lookup(len(sequence.prompt_tokens), hit.n_tokens if hit else 0)
@@ -74,7 +85,8 @@ class SequenceLifecycle:
         """The sequence's prompt is in its KV: remember it for reuse, and let admitted
         followers copy it now, before the leader can finish and give its KV up."""
         assert sequence.seq_id is not None
-        self.slots.prompt_prefilled(sequence.seq_id, sequence.prompt_tokens, sequence.adapter)
+        exact = self.exact_kv(sequence)
+        self.slots.prompt_prefilled(sequence.seq_id, exact, sequence.adapter, sequence.long_end)
         for follower in followers_to_fork(sequence):
             self.open(follower)
 
@@ -102,6 +114,23 @@ class SequenceLifecycle:
         if n_copy > 0:
             self.backend.copy_prefix(leader.seq_id, seq_id, n_copy)
             sequence.n_prefilled = n_copy
+
+    def exact_kv(self, sequence: EngineSequence, *, with_generated: bool = False) -> list[int]:
+        """The tokens in the sequence's KV that a fresh prefill would compute the same way.
+
+        The prompt tokens prefilled, except that with row classes a fork's last prompt token
+        does not count: it decoded that one on its own, which a fresh prefill may compute in
+        a long chunk. With ``reuse_generated`` (inexact by choice) and ``with_generated``, the
+        generated tokens fed back follow (all but the last one sampled).
+        """
+        prompt = sequence.prompt_tokens
+        n_prefilled = min(sequence.n_prefilled, len(prompt))
+        slots = self.slots
+        if with_generated and slots.reuse_generated and sequence.prefill_done:
+            return [*prompt, *sequence.generated[:-1]]
+        if slots.row_classes and sequence.state.leader is not None:
+            return prompt[: min(n_prefilled, len(prompt) - 1)]
+        return prompt[:n_prefilled]
 
     def allocate(self) -> int:
         """A free KV id; a scheduler error if the scheduler admitted more than fit."""
@@ -133,8 +162,8 @@ class SequenceLifecycle:
             seq_id = sequence.seq_id
             if seq_id is not None:
                 sequence.seq_id = None
-                prompt_in_kv = sequence.prompt_tokens[: sequence.n_prefilled] if keep_kv else []
-                kept = self.slots.release(seq_id, prompt_in_kv, sequence.adapter)
+                in_kv = self.exact_kv(sequence, with_generated=True) if keep_kv else []
+                kept = self.slots.release(seq_id, in_kv, sequence.adapter, sequence.long_end)
                 try:
                     self.backend.free_sequence(seq_id, keep_kv=kept)
                 except Exception:

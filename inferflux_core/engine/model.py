@@ -165,6 +165,7 @@ def _load(
             context_length=info.context_length,
             eog_tokens=eog_tokens,
             prefix_reuse=scheduler_config.prefix_reuse,
+            reuse_generated=scheduler_config.reuse_generated,
             queue_timeout=scheduler_config.queue_timeout,
             max_queue=scheduler_config.max_queue,
         )

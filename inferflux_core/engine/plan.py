@@ -41,9 +41,8 @@ class PlanApplier(ABC, Generic[S]):
                 chunks.append(SequenceChunk(seq_id, (sequence.generated[-1],)))
             else:
                 start = sequence.n_prefilled
-                # A reused prefix may have covered part of what the plan meant to prefill.
                 prompt = sequence.prompt_tokens
-                end = min(start + planned_chunk.n_tokens, len(prompt))
+                end = self.prefill_end(sequence, start, planned_chunk.n_tokens)
                 chunks.append(SequenceChunk(seq_id, prompt[start:end], end == len(prompt)))
             fed.append(sequence)
         if not chunks:
@@ -66,6 +65,12 @@ class PlanApplier(ABC, Generic[S]):
                 if seq_id in by_seq_id:
                     self.fail(by_seq_id[seq_id], failed.error_for(seq_id))
         return True
+
+    def prefill_end(self, sequence: S, start: int, planned: int) -> int:
+        """Where this step's prompt chunk of ``sequence`` ends, the scheduler having planned
+        ``planned`` tokens from ``start``: as planned, within the prompt (a reused prefix may
+        have covered part of what the plan meant to prefill)."""
+        return min(start + planned, len(sequence.prompt_tokens))
 
     @abstractmethod
     def preempt(self, sequence: ScheduledSequence) -> None:

@@ -19,6 +19,7 @@ from inferflux_core.engine.infill import infill_tokens
 from inferflux_core.engine.model import LoadedModel
 from inferflux_core.engine.requests import GenerationRequest, new_request_id
 from inferflux_core.engine.sampling_defaults import apply_sampling_defaults
+from inferflux_core.engine.turns import first_turn_tokens
 from inferflux_core.errors import InvalidRequestError
 from inferflux_core.structured import check_backend_grammar, constraint_grammar
 from inferflux_core.structured.guidance import (
@@ -70,6 +71,7 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
             code="unsupported",
         )
     plan = NO_TOOLS
+    first_turn: int | None = None
     if request.messages is not None:
         template = model.template
         native = template is not None and template.uses_tools
@@ -78,6 +80,8 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
         plan = plan_tools(request, backend, family, guidance=llguidance)
         check_continuation(request, forced_call=plan.mode == "forced")
         tokens = model.tokenize_prompt(render(model, request, plan))
+        if backend.kv_rows_by_chunk_class:
+            first_turn = first_turn_tokens(model, request, plan, tokens)
     else:
         tokens = prompt_tokens(model, request)
     grammar, guidance = plan.grammar, plan.guidance
@@ -115,6 +119,7 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
         min_tokens=options.min_tokens,
         priority=request.priority,
         request_id=request.request_id,
+        first_turn_tokens=first_turn,
     )
     sequences = [first] + [
         dataclasses.replace(

@@ -24,6 +24,11 @@ class GenerationRequest:
     request_id: str = field(default_factory=new_request_id)
     #: The LoRA adapter to generate under (one the model loaded); None: the base model.
     adapter: str | None = None
+    #: For a conversation with assistant turns in its history: how many leading prompt tokens
+    #: the first of those turns was generated from (where its generation started); None: no
+    #: such turn. Exact prefix reuse computes the prompt after this point as the cache holds
+    #: generated tokens (see :mod:`~inferflux_core.engine.row_classes`).
+    first_turn_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

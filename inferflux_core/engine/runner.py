@@ -64,6 +64,7 @@ class ModelRunner:
         context_length: int,
         eog_tokens: Sequence[int] = (),
         prefix_reuse: bool = True,
+        reuse_generated: bool = False,
         queue_timeout: float = 0.0,
         max_queue: int = 256,
     ) -> None:
@@ -76,6 +77,8 @@ class ModelRunner:
             reuse=prefix_reuse and backend.supports_prefix_reuse,
             align=scheduler.limits.prefill_chunk,
             independent_below=backend.independent_rows_below,
+            row_classes=backend.kv_rows_by_chunk_class,
+            reuse_generated=reuse_generated,
         )
         #: Whether the model still serves; see :mod:`inferflux_core.engine.supervision`.
         self.health = supervision.ModelHealth(model_name)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from inferflux_core.engine.radix import RadixTree
+from inferflux_core.engine.row_classes import reusable_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,25 +35,48 @@ class KVSlots:
     left to prefill: every token involved is then computed the same way either way. Idle ids
     are evicted least recently used first when an id is needed.
 
+    With ``row_classes`` (the backend's ``kv_rows_by_chunk_class``), alignment gives way to
+    :mod:`~inferflux_core.engine.row_classes`: each cached sequence records where its long
+    region ended, and a prefix is reused up to any length where the classes agree.
+
+    With ``reuse_generated`` a finished sequence's generated tokens stay reusable too (the
+    next turn of a conversation then skips the previous answer). That is inexact: a decode
+    step computes a token's KV with other rounding than a prompt chunk does (llama.cpp's
+    single-query attention splits long caches across threads).
+
     Prompts are kept per LoRA adapter (``adapter``; None: the base model): KV computed under
     one adapter is never reused under another.
     """
 
     def __init__(
-        self, n_slots: int, *, reuse: bool, align: int, independent_below: int = 0
+        self,
+        n_slots: int,
+        *,
+        reuse: bool,
+        align: int,
+        independent_below: int = 0,
+        row_classes: bool = False,
+        reuse_generated: bool = False,
     ) -> None:
         self.reuse = reuse
         self.align = max(1, align)
         self.independent_below = independent_below
+        #: Whether reuse follows :mod:`~inferflux_core.engine.row_classes` (see the class).
+        self.row_classes = row_classes and independent_below > 1
+        self._long_ends: dict[int, int] = {}
+        #: Whether a finished sequence's generated tokens stay reusable too (inexact).
+        self.reuse_generated = reuse_generated
         self._trees: dict[str | None, RadixTree] = {}
         self._adapter_of: dict[int, str | None] = {}
         self._free = list(range(n_slots))  # a heap: the lowest free id goes first
         self._idle: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._prompt_lengths: dict[int, int] = {}
 
-    def find_prefix(self, prompt: list[int], adapter: str | None = None) -> PrefixHit | None:
+    def find_prefix(
+        self, prompt: list[int], adapter: str | None = None, long_end: int = 0
+    ) -> PrefixHit | None:
         """The best reusable prefix of ``prompt`` under ``adapter`` (at least one token is
-        left to prefill)."""
+        left to prefill); ``long_end`` is where the prompt's long region ends (row classes)."""
         tree = self._trees.get(adapter)
         if not self.reuse or not tree:
             return None
@@ -63,7 +87,11 @@ class KVSlots:
         ordered = sorted(seq_ids, key=lambda seq_id: (seq_id not in self._idle, seq_id))
         best: PrefixHit | None = None
         for seq_id in ordered:
-            usable = self._usable(limit, len(prompt), self._prompt_lengths[seq_id])
+            if self.row_classes:
+                source_end = self._long_ends.get(seq_id, 0)
+                usable = reusable_length(limit, source_end, long_end, self.independent_below)
+            else:
+                usable = self._usable(limit, len(prompt), self._prompt_lengths[seq_id])
             if usable > 0 and (best is None or usable > best.n_tokens):
                 best = PrefixHit(usable, seq_id, idle=seq_id in self._idle)
         return best
@@ -102,19 +130,29 @@ class KVSlots:
             return seq_id
         return None
 
-    def prompt_prefilled(self, seq_id: int, prompt: list[int], adapter: str | None = None) -> None:
-        """A running sequence's whole prompt is in its KV (computed under ``adapter``):
-        others under the same adapter may copy from it."""
+    def prompt_prefilled(
+        self, seq_id: int, prompt: list[int], adapter: str | None = None, long_end: int = 0
+    ) -> None:
+        """A running sequence's whole prompt is in its KV (computed under ``adapter``, its
+        long region ending at ``long_end``): others under the same adapter may copy from it."""
         if self.reuse:
-            self._remember_prompt(seq_id, prompt, adapter)
+            self._remember_prompt(seq_id, prompt, adapter, long_end)
 
-    def release(self, seq_id: int, prompt_in_kv: list[int], adapter: str | None = None) -> bool:
-        """The sequence ended. True if its id stays idle with its KV, False if it is free."""
+    def release(
+        self,
+        seq_id: int,
+        prompt_in_kv: list[int],
+        adapter: str | None = None,
+        long_end: int = 0,
+    ) -> bool:
+        """The sequence ended with ``prompt_in_kv`` in its KV (its long region ending at
+        ``long_end``). True if its id stays idle with its KV, False if it is free."""
         self._forget_prompt(seq_id)
         n_kept = len(prompt_in_kv)
         # Kept if a prompt that goes on from this one could reuse any of it.
-        if self.reuse and self._usable(n_kept, n_kept + 2, n_kept) > 0:
-            self._remember_prompt(seq_id, prompt_in_kv, adapter)
+        keep = n_kept > 0 if self.row_classes else self._usable(n_kept, n_kept + 2, n_kept) > 0
+        if self.reuse and keep:
+            self._remember_prompt(seq_id, prompt_in_kv, adapter, long_end)
             self._idle[seq_id] = None
             return True
         heapq.heappush(self._free, seq_id)
@@ -126,15 +164,19 @@ class KVSlots:
         self._idle.pop(seq_id, None)
         heapq.heappush(self._free, seq_id)
 
-    def _remember_prompt(self, seq_id: int, prompt: list[int], adapter: str | None) -> None:
+    def _remember_prompt(
+        self, seq_id: int, prompt: list[int], adapter: str | None, long_end: int
+    ) -> None:
         tree = self._trees.get(adapter)
         if tree is None:
             tree = self._trees[adapter] = RadixTree()
         tree.insert(seq_id, prompt)
         self._adapter_of[seq_id] = adapter
         self._prompt_lengths[seq_id] = len(prompt)
+        self._long_ends[seq_id] = long_end
 
     def _forget_prompt(self, seq_id: int) -> None:
         if seq_id in self._adapter_of:
             self._trees[self._adapter_of.pop(seq_id)].remove(seq_id)
         self._prompt_lengths.pop(seq_id, None)
+        self._long_ends.pop(seq_id, None)

@@ -17,6 +17,7 @@ from inferflux_core.engine.finish import TokenAcceptor
 from inferflux_core.engine.groups import waits_for_leader
 from inferflux_core.engine.lifecycle import SequenceLifecycle
 from inferflux_core.engine.plan import PlanApplier
+from inferflux_core.engine.row_classes import prefill_chunk_end
 from inferflux_core.engine.runner_metrics import RunnerMetrics
 from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.errors import InferfluxError
@@ -48,6 +49,15 @@ class StepApplier(PlanApplier[EngineSequence]):
         self._step_logprobs = _NO_LOGPROBS
         #: The adapter the backend applies now (None: the base model).
         self._adapter: str | None = None
+
+    def prefill_end(self, sequence: EngineSequence, start: int, planned: int) -> int:
+        """As planned, or with row classes, the chunk their fixed pattern allows."""
+        slots = self._lifecycle.slots
+        if not slots.row_classes:
+            return super().prefill_end(sequence, start, planned)
+        n_prompt = len(sequence.prompt_tokens)
+        short_below = slots.independent_below
+        return prefill_chunk_end(start, planned, n_prompt, sequence.long_end, short_below)
 
     def preempt(self, sequence: ScheduledSequence) -> None:
         """Save a planned-out sequence's KV and give its id back."""

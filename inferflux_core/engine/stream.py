@@ -62,6 +62,9 @@ class EngineSequence(ScheduledSequence):
     state: RequestState
     #: The backend's saved KV while the sequence is preempted.
     saved: object | None = None
+    #: Where the prompt's long region ends (:mod:`~inferflux_core.engine.row_classes`; 0
+    #: without row classes: chunks as the scheduler plans them).
+    long_end: int = 0
 
 
 class RequestStream:

@@ -279,3 +279,45 @@ def test_seeded_sampling_is_the_same_alone_and_in_a_batch_of_eight() -> None:
         assert asyncio.run(together()) == alone
     finally:
         engine.unload()
+
+
+def _turn_two(engine: Engine) -> tuple[list[dict[str, str]], int, int, float]:
+    """A first turn, then the second's messages; the first prompt's and answer's token counts
+    and the reuse counter before the second turn."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi there."}]
+    first = _chat(engine, messages)
+    model = engine.model(MODEL)
+    n_prompt = len(_tokens(engine, model.render_chat(messages, add_generation_prompt=True)))
+    n_answer = len(model.backend.tokenize(first, add_special=False))
+    messages += [
+        {"role": "assistant", "content": first},
+        {"role": "user", "content": "Say that again, in other words."},
+    ]
+    return messages, n_prompt, n_answer, _counter(engine, "inferflux_prefix_reused_tokens_total")
+
+
+def test_the_next_turn_reuses_all_of_the_prompt_before_it_with_identical_output(
+    reuse_on: Engine, reuse_off: Engine
+) -> None:
+    """Not only whole prefill chunks: the previous turn's whole prompt is reused, and the
+    answer is what a fresh prefill of the whole history gives."""
+    if not reuse_on.model(MODEL).backend.kv_rows_by_chunk_class:
+        pytest.skip("this CPU's decode steps do not compute tokens as short prompt chunks do")
+    messages, n_prompt, _n_answer, reused = _turn_two(reuse_on)
+    second = _chat(reuse_on, messages)
+    n_reused = _counter(reuse_on, "inferflux_prefix_reused_tokens_total") - reused
+    assert n_reused >= n_prompt
+    assert n_prompt % 128  # else whole-chunk reuse would reach as far
+    assert second == _chat(reuse_off, messages)
+
+
+def test_reuse_generated_reuses_the_previous_answer_too() -> None:
+    engine = _engine(prefix_reuse=True, reuse_generated=True)
+    try:
+        messages, n_prompt, n_answer, reused = _turn_two(engine)
+        _chat(engine, messages)
+        n_reused = _counter(engine, "inferflux_prefix_reused_tokens_total") - reused
+        # the answer but for a token or two where the template's turn end meets it
+        assert n_reused >= n_prompt + n_answer - 2
+    finally:
+        engine.unload()

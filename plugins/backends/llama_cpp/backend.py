@@ -65,6 +65,7 @@ from inferflux_plugins.backends.llama_cpp.options import (
     decide_repack,
     parse_options,
 )
+from inferflux_plugins.backends.llama_cpp.row_probe import PROBE_TOKENS, decode_matches_short_chunk
 from inferflux_plugins.backends.llama_cpp.runtime import load_llama
 from inferflux_plugins.backends.llama_cpp.sampling import build_sampler_chain
 from inferflux_plugins.backends.llama_cpp.vocab import Vocab
@@ -162,6 +163,7 @@ class LlamaCppBackend(StepBackend):
             self._kv_capacity = llama.llama_n_ctx(self._ctx)
             self._kv_unified = options.kv_unified
             self.independent_rows_below = independent_rows_below(spec.device.kind, options)
+            self.kv_rows_by_chunk_class = self._probe_row_classes()
             self._n_batch = min(llama.llama_n_batch(self._ctx), llama.llama_n_ubatch(self._ctx))
             self._batch = TokenBatch(llama, self._n_batch, spec.max_sequences)
             self._positions = [0] * spec.max_sequences
@@ -250,6 +252,25 @@ class LlamaCppBackend(StepBackend):
             batch_size,
         )
         return ctx
+
+    def _probe_row_classes(self) -> bool:
+        """Whether one-token decode steps compute tokens as short chunks do, checked on this
+        context (see :mod:`.row_probe`); only asked where short chunks are independent."""
+        if not self.independent_rows_below:
+            return False
+        probe = self._vocab.tokenize(
+            "The quick brown fox jumps over the lazy dog.", add_special=True
+        )
+        tokens = probe[: min(PROBE_TOKENS, self.independent_rows_below - 1)]
+        matches = decode_matches_short_chunk(
+            self._llama, self._ctx, self._mem, tokens, self._vocab.size
+        )
+        log.info(
+            "llama_cpp: decode steps %s short prompt chunks bit for bit%s",
+            "compute tokens as" if matches else "do not compute tokens as",
+            ": any cached prefix is reusable exactly" if matches else "",
+        )
+        return matches
 
     def _read_info(self, header: GGUFHeader) -> ModelInfo:
         llama, vocab = self._llama, self._vocab

@@ -1,0 +1,410 @@
+"""inferflux against llama.cpp's own ``llama-server``, side by side on one machine.
+
+``llama-server`` is built once from the llama.cpp sources vendored in the llama-cpp-python sdist
+inferflux pins (``_llama_server_build.py``; 15+ minutes on 2 cores, then cached). Both servers
+get the same GGUF (SmolLM2-135M-Instruct Q4_1), the same threads, the same repacking choice,
+8 slots of 2,048 tokens each (one KV stream per slot) and flash attention as llama.cpp decides;
+one server runs at a time.
+
+1. **throughput**: streaming chat, 128 tokens with EOS ignored, at 1, 8 and 32 clients, three
+   runs each (levels interleaved), medians and ratios;
+2. **multi-turn**: a 10-turn conversation with a ~1,500-token system prompt, greedy, each turn's
+   answer appended to the history; time to first token of turns 2-10; each turn's answer is
+   checked against a fresh run of the same history (inferflux: a server with prefix reuse off;
+   llama-server: ``cache_prompt: false``).
+
+    .venv/bin/python benchmarks/llama_server_side_by_side.py
+    .venv/bin/python benchmarks/llama_server_side_by_side.py --skip-multi-turn --repeat 1
+
+See benchmarks/README.md for what the numbers mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from _bench_client import new_client
+from _cpu import load_average
+from _llama_server_build import build as build_llama_server
+from _servers import ServerProcess, _clean_env, free_port, inferflux_models_server, running
+from _workload import MODEL_NAME, MODEL_SOURCE, cpu_has_amx, cpu_name, model_path, usable_cores
+from serving_throughput import ServerResults, inferflux_body, measure_server, wait_until_quiet
+
+SLOTS = 8
+SLOT_CONTEXT = 2048
+
+#: The multi-turn conversation: a long system prompt, then short questions about it.
+SYSTEM_RULES = [
+    "Orders ship from the warehouse in Lyon within two business days.",
+    "Refunds are issued to the original payment method within ten days.",
+    "Customers in the loyalty program get free shipping above fifty euros.",
+    "Damaged items must be reported with a photo within seven days.",
+    "Gift cards never expire and cannot be exchanged for cash.",
+    "Support answers emails in French, English, German and Spanish.",
+    "Large furniture is delivered by appointment, Monday to Saturday.",
+    "Prices include VAT for every country of the European Union.",
+]
+QUESTIONS = [
+    "How fast do orders ship?",
+    "And how long does a refund take?",
+    "Do I pay for shipping if I am in the loyalty program?",
+    "What should I do if my parcel arrived damaged?",
+    "Can I turn a gift card into cash?",
+    "Which languages does support speak?",
+    "When is furniture delivered?",
+    "Are taxes included in the prices?",
+    "Summarize the three rules you find most important.",
+    "Thank you. Anything else I should know?",
+]
+
+
+def system_prompt(n_rules: int) -> str:
+    """A store policy of ``n_rules`` numbered rules (about 19 tokens each)."""
+    lines = [f"Rule {i + 1}: {SYSTEM_RULES[i % len(SYSTEM_RULES)]}" for i in range(n_rules)]
+    return "You are the support assistant of a store. Its policy:\n" + "\n".join(lines)
+
+
+# --- the servers ---------------------------------------------------------------------------
+
+
+def llama_server(binary: str, threads: int, *, cache_prompt: bool = True) -> ServerProcess:
+    """``llama-server -np 8`` with 2,048 tokens per slot, on a free port."""
+    port = free_port()
+    argv = [
+        binary,
+        "-m",
+        str(model_path()),
+        "-np",
+        str(SLOTS),
+        "-c",
+        str(SLOTS * SLOT_CONTEXT),
+        "--no-kv-unified",
+        "-t",
+        str(threads),
+        "-tb",
+        str(threads),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-webui",
+        "--log-disable",
+    ]
+    if cpu_has_amx():
+        argv.append("--no-repack")  # as inferflux's repack: auto
+    if not cache_prompt:
+        argv.append("--no-cache-prompt")
+    return ServerProcess(
+        label="llama-server", argv=argv, port=port, ready_path="/health", env=_clean_env()
+    )
+
+
+def inferflux(threads: int, label: str = "inferflux", **scheduler: Any) -> ServerProcess:
+    """``inferflux serve`` with 8 sequences of 2,048 tokens; ``scheduler`` settings as env."""
+    model = {
+        "name": MODEL_NAME,
+        "source": MODEL_SOURCE,
+        "context_length": SLOT_CONTEXT,
+        "max_sequences": SLOTS,
+        "options": {"threads": threads},
+    }
+    env = {f"INFERFLUX_SCHEDULER__{k.upper()}": json.dumps(v) for k, v in scheduler.items()}
+    return inferflux_models_server(label, [model], env)
+
+
+def llama_server_body(max_tokens: int) -> Callable[[int], dict[str, Any]]:
+    """llama-server's bodies: the same request, with its native ``ignore_eos``."""
+    ours = inferflux_body(max_tokens)
+
+    def body(index: int) -> dict[str, Any]:
+        return {**ours(index), "cache_prompt": True}
+
+    return body
+
+
+# --- throughput ----------------------------------------------------------------------------
+
+
+def measure_throughput(server: ServerProcess, body: Any, args: argparse.Namespace) -> ServerResults:
+    """Start ``server``, run the rounds, stop it; a failure becomes the result's error."""
+    print(f"# {server.label}: throughput", file=sys.stderr, flush=True)
+    try:
+        with running(server):
+            return asyncio.run(
+                measure_server(
+                    server, body, args.tokens, args.levels, args.repeat, "median", args.retries
+                )
+            )
+    except Exception as exc:
+        print(f"# {server.label}: FAILED: {exc}", file=sys.stderr, flush=True)
+        return ServerResults(server.label, error=str(exc).splitlines()[0])
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def throughput_table(ours: ServerResults, theirs: ServerResults, levels: list[int]) -> str:
+    """Medians over the runs: aggregate tok/s, their ratio, and TTFT p50 (median of runs)."""
+    lines = [
+        "| clients | inferflux tok/s | llama-server tok/s | ratio | TTFT p50 inferflux | "
+        "TTFT p50 llama-server | TTFT max inferflux | TTFT max llama-server |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for level in levels:
+        cells = [str(level)]
+        rates = []
+        for result in (ours, theirs):
+            rounds = result.all_rounds.get(level, [])
+            rate = _median([r.aggregate_tok_s for r in rounds])
+            rates.append(rate)
+            cells.append("failed" if rate is None else f"{rate:.1f}")
+        ratio = rates[0] / rates[1] if rates[0] and rates[1] else None
+        cells.append("-" if ratio is None else f"{ratio:.2f}")
+        for pick in ("median_ttft", "max_ttft"):
+            for result in (ours, theirs):
+                rounds = result.all_rounds.get(level, [])
+                value = _median([v for r in rounds if (v := getattr(r, pick)) is not None])
+                cells.append("-" if value is None else _ms(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+# --- multi-turn ----------------------------------------------------------------------------
+
+
+@dataclass
+class Turn:
+    """One turn of the conversation as one server answered it."""
+
+    ttft: float
+    answer: str
+    prompt_tokens: int | None
+
+
+@dataclass
+class Conversation:
+    """A server's run of the conversation, and how its answers compare with fresh runs."""
+
+    label: str
+    turns: list[Turn] = field(default_factory=list)
+    identical: int | None = None
+    error: str | None = None
+
+
+async def chat_turn(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> tuple[float, str, int | None]:
+    """Stream one chat completion: seconds to the first content, the text, prompt tokens."""
+    sent = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    prompt_tokens = None
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:300]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            if chunk.get("usage"):
+                prompt_tokens = chunk["usage"].get("prompt_tokens")
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    first = first or time.perf_counter()
+                    parts.append(text)
+    return (first or time.perf_counter()) - sent, "".join(parts), prompt_tokens
+
+
+def turn_body(
+    messages: list[dict[str, str]], max_tokens: int, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The request of one turn: greedy, streamed, usage included."""
+    return {
+        "model": MODEL_NAME,
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
+
+
+async def converse(
+    server: ServerProcess, args: argparse.Namespace, extra: dict[str, Any]
+) -> Conversation:
+    """Run the conversation on ``server``; returns its turns (the history is its own)."""
+    result = Conversation(server.label)
+    messages = [{"role": "system", "content": system_prompt(args.rules)}]
+    async with new_client(server.base_url, 1, server.headers) as client:
+        # warm-up on another conversation, so turn 1 does not pay for first-call costs
+        await chat_turn(client, turn_body([{"role": "user", "content": "Hello"}], 8, extra))
+        for question in QUESTIONS[: args.turns]:
+            messages.append({"role": "user", "content": question})
+            ttft, answer, n_prompt = await chat_turn(
+                client, turn_body(messages, args.turn_tokens, extra)
+            )
+            result.turns.append(Turn(ttft, answer, n_prompt))
+            messages.append({"role": "assistant", "content": answer})
+    return result
+
+
+async def replay_fresh(
+    server: ServerProcess,
+    conversation: Conversation,
+    args: argparse.Namespace,
+    extra: dict[str, Any],
+) -> int:
+    """How many of ``conversation``'s answers a server that reuses nothing gives again."""
+    messages = [{"role": "system", "content": system_prompt(args.rules)}]
+    identical = 0
+    async with new_client(server.base_url, 1, server.headers) as client:
+        for question, turn in zip(QUESTIONS, conversation.turns, strict=False):
+            messages.append({"role": "user", "content": question})
+            _ttft, answer, _n = await chat_turn(
+                client, turn_body(messages, args.turn_tokens, extra)
+            )
+            identical += answer == turn.answer
+            messages.append({"role": "assistant", "content": turn.answer})
+    return identical
+
+
+def run_conversation(
+    server: ServerProcess,
+    args: argparse.Namespace,
+    extra: dict[str, Any],
+    fresh: Callable[[], ServerProcess] | None,
+    fresh_extra: dict[str, Any],
+) -> Conversation:
+    """The conversation on ``server``, then its answers checked on ``fresh()``."""
+    print(f"# {server.label}: multi-turn", file=sys.stderr, flush=True)
+    try:
+        with running(server):
+            conversation = asyncio.run(converse(server, args, extra))
+        if fresh is not None:
+            with running(fresh()) as reference:
+                conversation.identical = asyncio.run(
+                    replay_fresh(reference, conversation, args, fresh_extra)
+                )
+        return conversation
+    except Exception as exc:
+        print(f"# {server.label}: FAILED: {exc}", file=sys.stderr, flush=True)
+        return Conversation(server.label, error=str(exc).splitlines()[0])
+
+
+def conversation_table(conversations: list[Conversation]) -> str:
+    """TTFT of turn 1 and of turns 2+ (median, max), prompt size, answers as a fresh run."""
+    lines = [
+        "| server | turn 1 TTFT | turns 2+ TTFT p50 | turns 2+ TTFT max | last prompt tokens | "
+        "answers identical to a fresh run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in conversations:
+        if c.error is not None or not c.turns:
+            lines.append(f"| {c.label} | failed: {c.error} | | | | |")
+            continue
+        later = [t.ttft for t in c.turns[1:]]
+        same = "-" if c.identical is None else f"{c.identical}/{len(c.turns)}"
+        p50 = _ms(statistics.median(later)) if later else "-"
+        worst = _ms(max(later)) if later else "-"
+        n_last = c.turns[-1].prompt_tokens or "?"
+        lines.append(
+            f"| {c.label} | {_ms(c.turns[0].ttft)} | {p50} | {worst} | {n_last} | {same} |"
+        )
+    return "\n".join(lines)
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=128, help="tokens per stream")
+    parser.add_argument("--concurrency", default="1,8,32", help="client levels, e.g. 1,8,32")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per level")
+    parser.add_argument("--threads", type=int, default=usable_cores())
+    parser.add_argument("--retries", type=int, default=5, help="re-runs of a contended round")
+    parser.add_argument("--wait-quiet", type=float, default=0.0, help="wait for load < 0.5")
+    parser.add_argument("--turns", type=int, default=10, choices=range(2, len(QUESTIONS) + 1))
+    parser.add_argument("--rules", type=int, default=78, help="system prompt rules (~19 tokens)")
+    parser.add_argument("--turn-tokens", type=int, default=64, help="max tokens per answer")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-multi-turn", action="store_true")
+    args = parser.parse_args(argv)
+    args.levels = [int(x) for x in args.concurrency.split(",") if x]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    binary = str(build_llama_server())
+    if args.wait_quiet:
+        wait_until_quiet(0.5, args.wait_quiet)
+    print(f"## inferflux vs llama-server, side by side on {cpu_name()}")
+    print(
+        f"{args.threads} threads, {SLOTS} slots x {SLOT_CONTEXT} tokens, repacking "
+        f"{'off (AMX)' if cpu_has_amx() else 'on'}, load before: {load_average()}\n"
+    )
+    if not args.skip_throughput:
+        ours = measure_throughput(inferflux(args.threads), inferflux_body(args.tokens), args)
+        theirs = measure_throughput(
+            llama_server(binary, args.threads), llama_server_body(args.tokens), args
+        )
+        print(
+            f"### Throughput: streaming chat, {args.tokens} tokens, EOS ignored, "
+            f"median of {args.repeat} runs\n"
+        )
+        print(throughput_table(ours, theirs, args.levels))
+        for result in (ours, theirs):
+            if result.error:
+                print(f"\n{result.label} failed: {result.error}")
+            if result.discarded:
+                print(f"\n{result.label}: {result.discarded} contended round(s) measured again")
+        print()
+    if not args.skip_multi_turn:
+
+        def fresh_inferflux() -> ServerProcess:
+            return inferflux(args.threads, "inferflux (no reuse)", prefix_reuse=False)
+
+        conversations = [
+            run_conversation(inferflux(args.threads), args, {}, fresh_inferflux, {}),
+            run_conversation(
+                inferflux(args.threads, "inferflux reuse_generated", reuse_generated=True),
+                args,
+                {},
+                fresh_inferflux,
+                {},
+            ),
+            run_conversation(
+                llama_server(binary, args.threads),
+                args,
+                {"cache_prompt": True},
+                lambda: llama_server(binary, args.threads, cache_prompt=False),
+                {"cache_prompt": False},
+            ),
+        ]
+        print(
+            f"### Multi-turn: {args.turns} turns, {args.rules}-rule system prompt, "
+            f"answers of up to {args.turn_tokens} tokens, greedy\n"
+        )
+        print(conversation_table(conversations))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
