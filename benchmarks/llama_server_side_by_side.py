@@ -11,7 +11,8 @@ one server runs at a time.
 2. **multi-turn**: a 10-turn conversation with a ~1,500-token system prompt, greedy, each turn's
    answer appended to the history; time to first token of turns 2-10; each turn's answer is
    checked against a fresh run of the same history (inferflux: a server with prefix reuse off;
-   llama-server: ``cache_prompt: false``).
+   llama-server: ``cache_prompt: false``);
+3. **long prompt**: time to the first token of a ~4,096-token prompt (one slot of 8,192).
 
     .venv/bin/python benchmarks/llama_server_side_by_side.py
     .venv/bin/python benchmarks/llama_server_side_by_side.py --skip-multi-turn --repeat 1
@@ -32,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from _bench_client import new_client
 from _cpu import load_average
 from _llama_server_build import build as build_llama_server
 from _servers import ServerProcess, _clean_env, free_port, inferflux_models_server, running
@@ -76,17 +76,24 @@ def system_prompt(n_rules: int) -> str:
 # --- the servers ---------------------------------------------------------------------------
 
 
-def llama_server(binary: str, threads: int, *, cache_prompt: bool = True) -> ServerProcess:
-    """``llama-server -np 8`` with 2,048 tokens per slot, on a free port."""
+def llama_server(
+    binary: str,
+    threads: int,
+    *,
+    cache_prompt: bool = True,
+    slots: int = SLOTS,
+    slot_context: int = SLOT_CONTEXT,
+) -> ServerProcess:
+    """``llama-server -np 8`` with 2,048 tokens per slot (or as given), on a free port."""
     port = free_port()
     argv = [
         binary,
         "-m",
         str(model_path()),
         "-np",
-        str(SLOTS),
+        str(slots),
         "-c",
-        str(SLOTS * SLOT_CONTEXT),
+        str(slots * slot_context),
         "--no-kv-unified",
         "-t",
         str(threads),
@@ -108,13 +115,21 @@ def llama_server(binary: str, threads: int, *, cache_prompt: bool = True) -> Ser
     )
 
 
-def inferflux(threads: int, label: str = "inferflux", **scheduler: Any) -> ServerProcess:
-    """``inferflux serve`` with 8 sequences of 2,048 tokens; ``scheduler`` settings as env."""
+def inferflux(
+    threads: int,
+    label: str = "inferflux",
+    *,
+    slots: int = SLOTS,
+    slot_context: int = SLOT_CONTEXT,
+    **scheduler: Any,
+) -> ServerProcess:
+    """``inferflux serve`` with 8 sequences of 2,048 tokens (or as given); ``scheduler``
+    settings as environment variables."""
     model = {
         "name": MODEL_NAME,
         "source": MODEL_SOURCE,
-        "context_length": SLOT_CONTEXT,
-        "max_sequences": SLOTS,
+        "context_length": slot_context,
+        "max_sequences": slots,
         "options": {"threads": threads},
     }
     env = {f"INFERFLUX_SCHEDULER__{k.upper()}": json.dumps(v) for k, v in scheduler.items()}
@@ -205,6 +220,17 @@ class Conversation:
     error: str | None = None
 
 
+def _turn_client(server: ServerProcess) -> httpx.AsyncClient:
+    """A client with a new connection per turn: llama-server may close a kept-alive one after
+    a stream, and a turn must never fail on a stale connection."""
+    return httpx.AsyncClient(
+        base_url=server.base_url,
+        headers=server.headers,
+        limits=httpx.Limits(max_keepalive_connections=0),
+        timeout=httpx.Timeout(600.0),
+    )
+
+
 async def chat_turn(
     client: httpx.AsyncClient, body: dict[str, Any]
 ) -> tuple[float, str, int | None]:
@@ -251,7 +277,7 @@ async def converse(
     """Run the conversation on ``server``; returns its turns (the history is its own)."""
     result = Conversation(server.label)
     messages = [{"role": "system", "content": system_prompt(args.rules)}]
-    async with new_client(server.base_url, 1, server.headers) as client:
+    async with _turn_client(server) as client:
         # warm-up on another conversation, so turn 1 does not pay for first-call costs
         await chat_turn(client, turn_body([{"role": "user", "content": "Hello"}], 8, extra))
         for question in QUESTIONS[: args.turns]:
@@ -273,7 +299,7 @@ async def replay_fresh(
     """How many of ``conversation``'s answers a server that reuses nothing gives again."""
     messages = [{"role": "system", "content": system_prompt(args.rules)}]
     identical = 0
-    async with new_client(server.base_url, 1, server.headers) as client:
+    async with _turn_client(server) as client:
         for question, turn in zip(QUESTIONS, conversation.turns, strict=False):
             messages.append({"role": "user", "content": question})
             _ttft, answer, _n = await chat_turn(
@@ -329,6 +355,41 @@ def conversation_table(conversations: list[Conversation]) -> str:
     return "\n".join(lines)
 
 
+# --- a long prompt -------------------------------------------------------------------------
+
+
+async def long_prompt_ttfts(server: ServerProcess, rules: int, runs: int) -> list[float]:
+    """Seconds to the first token of a one-turn chat with a ``rules``-rule system prompt,
+    ``runs`` times, each prompt new (its first line differs), so nothing is reused."""
+    ttfts = []
+    async with _turn_client(server) as client:
+        await chat_turn(client, turn_body([{"role": "user", "content": "Hello"}], 4, {}))
+        for run in range(runs):
+            system = f"Session {run}. " + system_prompt(rules)
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": "Hi"}]
+            ttft, _answer, _n = await chat_turn(client, turn_body(messages, 4, {}))
+            ttfts.append(ttft)
+    return ttfts
+
+
+def long_prompt_table(binary: str, args: argparse.Namespace) -> str:
+    """TTFT of a ~4,096-token prompt on each server (one slot of 8,192 tokens)."""
+    lines = ["| server | TTFT p50 | runs |", "|---|---|---|"]
+    servers = [
+        inferflux(args.threads, slots=1, slot_context=8192),
+        llama_server(binary, args.threads, slots=1, slot_context=8192),
+    ]
+    for server in servers:
+        print(f"# {server.label}: long prompt", file=sys.stderr, flush=True)
+        try:
+            with running(server):
+                ttfts = asyncio.run(long_prompt_ttfts(server, args.long_rules, args.repeat))
+            lines.append(f"| {server.label} | {_ms(statistics.median(ttfts))} | {len(ttfts)} |")
+        except Exception as exc:
+            lines.append(f"| {server.label} | failed: {str(exc).splitlines()[0]} | |")
+    return "\n".join(lines)
+
+
 # --- main ----------------------------------------------------------------------------------
 
 
@@ -341,10 +402,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--retries", type=int, default=5, help="re-runs of a contended round")
     parser.add_argument("--wait-quiet", type=float, default=0.0, help="wait for load < 0.5")
     parser.add_argument("--turns", type=int, default=10, choices=range(2, len(QUESTIONS) + 1))
-    parser.add_argument("--rules", type=int, default=78, help="system prompt rules (~19 tokens)")
+    parser.add_argument("--rules", type=int, default=83, help="system prompt rules (~19 tokens)")
     parser.add_argument("--turn-tokens", type=int, default=64, help="max tokens per answer")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-multi-turn", action="store_true")
+    parser.add_argument("--skip-long-prompt", action="store_true")
+    parser.add_argument(
+        "--long-rules", type=int, default=215, help="rules of the long prompt (~4,096 tokens)"
+    )
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in args.concurrency.split(",") if x]
     return args
@@ -403,6 +468,12 @@ def main(argv: list[str] | None = None) -> int:
             f"answers of up to {args.turn_tokens} tokens, greedy\n"
         )
         print(conversation_table(conversations))
+        print()
+    if not args.skip_long_prompt:
+        print(
+            f"### Time to first token of a long prompt ({args.long_rules} rules), nothing reused\n"
+        )
+        print(long_prompt_table(binary, args))
     return 0
 
 
