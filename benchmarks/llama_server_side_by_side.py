@@ -449,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
         conversations = [
             run_conversation(inferflux(args.threads), args, {}, fresh_inferflux, {}),
             run_conversation(
-                inferflux(args.threads, "inferflux reuse_generated", reuse_generated=True),
+                inferflux(
+                    args.threads, "inferflux reuse_generated: exact", reuse_generated="exact"
+                ),
                 args,
                 {},
                 fresh_inferflux,

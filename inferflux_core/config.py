@@ -209,12 +209,14 @@ class SchedulerConfig(_Strict):
         description="seconds a request may wait for admission before 503 (0: no limit)",
     )
     prefix_reuse: bool = Field(True, description="reuse the KV of a cached prompt prefix")
-    reuse_generated: bool = Field(
+    reuse_generated: Literal[False, "exact", "inexact"] = Field(
         False,
-        description="also reuse the KV of generated tokens (a conversation's next turn then "
-        "skips prefilling the previous answer, as llama-server's `cache_prompt` does); inexact: "
-        "llama.cpp computes a decode step's KV with other float rounding than a prompt chunk's, "
-        "so greedy output may differ from a fresh run's. See [scheduling](scheduling.md)",
+        description="also reuse the KV of generated tokens, so a conversation's next turn skips "
+        "prefilling the previous answer: `false`; `exact` (output identical to a fresh run; "
+        "llama.cpp then decodes a lone sequence past 192 tokens with one padding token, about "
+        "40% slower on a 2-core CPU; falls back to `false` on a backend that cannot); `inexact` "
+        "(as llama-server's `cache_prompt`: greedy output may differ from a fresh run's by float "
+        "rounding). See [configuration](configuration.md#prefix-reuse)",
     )
     options: dict[str, Any] = Field(
         default_factory=dict,

@@ -242,6 +242,16 @@ class StepBackend(ABC):
         """
         return {}
 
+    def exact_decode_rows(self) -> bool:
+        """Make one-token decode steps compute each token's KV as a short prompt chunk does,
+        from now on, even where that costs speed; True if the backend now does.
+
+        Only asked of backends with :attr:`kv_rows_by_chunk_class`, when the engine reuses
+        generated tokens' KV exactly (``scheduler.reuse_generated: exact``). The default
+        cannot (the engine then does not reuse generated tokens).
+        """
+        return False
+
     def check_grammar(self, grammar: str) -> None:
         """Raise :class:`~inferflux_core.errors.InvalidRequestError` unless ``grammar`` (GBNF)
         can constrain a sequence. Thread-safe: the HTTP layer calls it before submitting.

@@ -120,8 +120,8 @@ class SequenceLifecycle:
 
         The prompt tokens prefilled, except that with row classes a fork's last prompt token
         does not count: it decoded that one on its own, which a fresh prefill may compute in
-        a long chunk. With ``reuse_generated`` (inexact by choice) and ``with_generated``, the
-        generated tokens fed back follow (all but the last one sampled).
+        a long chunk. With ``reuse_generated`` and ``with_generated``, the generated tokens fed
+        back follow (all but the last one sampled).
         """
         prompt = sequence.prompt_tokens
         n_prefilled = min(sequence.n_prefilled, len(prompt))

@@ -45,6 +45,23 @@ IDLE_WAIT_SECONDS = 0.5
 STOP_TIMEOUT_SECONDS = 30.0
 
 
+def _reuses_generated(model_name: str, backend: StepBackend, setting: str | bool) -> bool:
+    """Whether generated tokens' KV is reused: ``inexact`` always, ``exact`` where the backend
+    computes decode steps as short prompt chunks (asked of it now)."""
+    if setting == "inexact":
+        return True
+    if setting != "exact":
+        return False
+    if backend.kv_rows_by_chunk_class and backend.exact_decode_rows():
+        return True
+    log.warning(
+        "model %s: reuse_generated: exact needs a backend whose decode steps compute tokens as "
+        "short prompt chunks do; generated tokens are not reused",
+        model_name,
+    )
+    return False
+
+
 class ModelRunner:
     """Runs continuous batching for one model on a dedicated thread.
 
@@ -64,7 +81,7 @@ class ModelRunner:
         context_length: int,
         eog_tokens: Sequence[int] = (),
         prefix_reuse: bool = True,
-        reuse_generated: bool = False,
+        reuse_generated: str | bool = False,
         queue_timeout: float = 0.0,
         max_queue: int = 256,
     ) -> None:
@@ -78,7 +95,7 @@ class ModelRunner:
             align=scheduler.limits.prefill_chunk,
             independent_below=backend.independent_rows_below,
             row_classes=backend.kv_rows_by_chunk_class,
-            reuse_generated=reuse_generated,
+            reuse_generated=_reuses_generated(model_name, backend, reuse_generated),
         )
         #: Whether the model still serves; see :mod:`inferflux_core.engine.supervision`.
         self.health = supervision.ModelHealth(model_name)

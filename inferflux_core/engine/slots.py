@@ -40,9 +40,8 @@ class KVSlots:
     region ended, and a prefix is reused up to any length where the classes agree.
 
     With ``reuse_generated`` a finished sequence's generated tokens stay reusable too (the
-    next turn of a conversation then skips the previous answer). That is inexact: a decode
-    step computes a token's KV with other rounding than a prompt chunk does (llama.cpp's
-    single-query attention splits long caches across threads).
+    next turn of a conversation then skips the previous answer). That is exact only when the
+    backend computes decode steps as short prompt chunks (see ``exact_decode_rows``).
 
     Prompts are kept per LoRA adapter (``adapter``; None: the base model): KV computed under
     one adapter is never reused under another.

@@ -311,13 +311,33 @@ def test_the_next_turn_reuses_all_of_the_prompt_before_it_with_identical_output(
     assert second == _chat(reuse_off, messages)
 
 
-def test_reuse_generated_reuses_the_previous_answer_too() -> None:
-    engine = _engine(prefix_reuse=True, reuse_generated=True)
+def test_reuse_generated_exact_reuses_the_previous_answer_with_identical_output(
+    reuse_off: Engine,
+) -> None:
+    """With ``reuse_generated: exact`` the answer's KV is reused too (decode steps of a lone
+    sequence past 192 tokens are padded so they compute as prompt chunks do), and the next
+    answer is still what a fresh prefill of the whole history gives."""
+    engine = _engine(prefix_reuse=True, reuse_generated="exact")
+    try:
+        if not engine.model(MODEL).backend.kv_rows_by_chunk_class:
+            pytest.skip("this CPU's decode steps do not compute tokens as short prompt chunks do")
+        messages, n_prompt, n_answer, reused = _turn_two(engine)
+        assert n_prompt > 192  # the first answer was decoded with padding
+        second = _chat(engine, messages)
+        n_reused = _counter(engine, "inferflux_prefix_reused_tokens_total") - reused
+        # the answer but for a token or two where the template's turn end meets it
+        assert n_reused >= n_prompt + n_answer - 2
+        assert second == _chat(reuse_off, messages)
+    finally:
+        engine.unload()
+
+
+def test_reuse_generated_inexact_reuses_the_previous_answer() -> None:
+    engine = _engine(prefix_reuse=True, reuse_generated="inexact")
     try:
         messages, n_prompt, n_answer, reused = _turn_two(engine)
         _chat(engine, messages)
         n_reused = _counter(engine, "inferflux_prefix_reused_tokens_total") - reused
-        # the answer but for a token or two where the template's turn end meets it
         assert n_reused >= n_prompt + n_answer - 2
     finally:
         engine.unload()

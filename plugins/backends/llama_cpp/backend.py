@@ -96,6 +96,11 @@ class SavedSequence:
 #: Query tokens per KV stream from which llama.cpp's CPU flash attention uses its tiled kernel.
 CPU_FLASH_ATTENTION_TILE = 64
 
+#: Positions from which a lone decode step is padded for exact rows (:meth:`_pad_lone_decode`):
+#: llama.cpp splits the only query row's cache across threads from 512 cells, and pads the
+#: cells it attends to up to 256 at most; below 193 tokens a cache never reaches 512.
+PAD_LONE_DECODE_FROM = 192
+
 
 class LlamaCppBackend(StepBackend):
     """A GGUF model run by llama.cpp through its C API (``llama_cpp`` low-level bindings)."""
@@ -138,6 +143,7 @@ class LlamaCppBackend(StepBackend):
         self._logprobs: dict[int, TokenLogprob] = {}
         #: Sequences of the running decode whose llguidance matcher failed, with why.
         self._failures: dict[int, str] = {}
+        self._pad_lone_decodes = False
         options = parse_options(spec.options, spec.model_name)
         if spec.max_sequences < 1:
             raise ConfigError("max_sequences must be at least 1", param="max_sequences")
@@ -498,8 +504,11 @@ class LlamaCppBackend(StepBackend):
                         if want:
                             pending.append((seq_id, chain, index))
                 if batch.n_tokens:
+                    padded = self._pad_lone_decode(group)
                     self._run(pending, sampled)
                     pending = []
+                    if padded is not None:  # the padding token's KV goes again
+                        self._llama.llama_memory_seq_rm(self._mem, padded, positions[padded], -1)
         except BaseException:
             batch.clear()
             self._roll_back(starts)
@@ -507,6 +516,30 @@ class LlamaCppBackend(StepBackend):
         if self._failures:
             raise SequencesFailedError(sampled, self._failures)
         return sampled
+
+    def exact_decode_rows(self) -> bool:
+        """From now on, a lone one-token decode step past :data:`PAD_LONE_DECODE_FROM` tokens
+        gets a padding token (see :meth:`_pad_lone_decode`); only where row classes hold."""
+        self._pad_lone_decodes = self.kv_rows_by_chunk_class
+        return self._pad_lone_decodes
+
+    def _pad_lone_decode(self, group: Sequence[SequenceChunk]) -> int | None:
+        """Add a padding token to a call that decodes one token of one sequence, when asked
+        to (:meth:`exact_decode_rows`) and its cache is long; the seq_id padded, or None.
+
+        llama.cpp's CPU attention computes a call's only query row by splitting a cache of
+        512 cells or more across threads, which rounds differently from the same token in a
+        prompt chunk (or in a call with other sequences). A second row, the same token at the
+        next position without logits, takes the row-by-row path; its KV is removed after.
+        """
+        if not self._pad_lone_decodes or len(group) != 1 or len(group[0].tokens) != 1:
+            return None
+        seq_id = group[0].seq_id
+        position = self._positions[seq_id]  # the padding token's: the step's token is in
+        if position <= PAD_LONE_DECODE_FROM or position >= self._n_ctx or not self._batch.room:
+            return None
+        self._batch.add(seq_id, group[0].tokens, 0, 1, position, False)
+        return seq_id
 
     def _call_groups(self, chunks: Sequence[SequenceChunk]) -> list[list[SequenceChunk]]:
         """The chunks each ``llama_decode`` call gets, in ascending seq_id order.
