@@ -24,6 +24,9 @@ class GenerationRequest:
     request_id: str = field(default_factory=new_request_id)
     #: The LoRA adapter to generate under (one the model loaded); None: the base model.
     adapter: str | None = None
+    #: Whether to draft tokens by prompt lookup (speculative decoding; only greedy sampling
+    #: without grammar, logprobs or penalties drafts); None: the model's default.
+    speculative: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
