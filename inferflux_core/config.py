@@ -63,6 +63,36 @@ class SamplingDefaults(_Strict):
 DEFAULT_MODEL_SAMPLING = SamplingDefaults(temperature=0.0)
 
 
+#: The most tokens a step may draft per sequence: with the last sampled token, a draft chunk
+#: stays below the 64 query rows from which llama.cpp's CPU attention rounds differently.
+MAX_SPECULATIVE_TOKENS = 62
+MAX_NGRAM = 8
+
+
+class SpeculativeConfig(_Strict):
+    """Speculative decoding by prompt lookup (docs/configuration.md#speculative-decoding)."""
+
+    method: Literal["ngram", "off"] = Field(
+        "off",
+        description="`ngram`: greedy requests draft the tokens that followed the latest "
+        "earlier occurrence of their last tokens (prompt lookup), verified in one decode "
+        "step; `off`: only requests with `speculative: true` draft",
+    )
+    num_tokens: int = Field(
+        4, ge=1, le=MAX_SPECULATIVE_TOKENS, description="most tokens drafted per step"
+    )
+    ngram_max: int = Field(3, ge=1, le=MAX_NGRAM, description="longest suffix looked up")
+    ngram_min: int = Field(1, ge=1, le=MAX_NGRAM, description="shortest suffix looked up")
+
+    @model_validator(mode="after")
+    def _ngram_order(self) -> SpeculativeConfig:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(
+                f"ngram_min ({self.ngram_min}) must not exceed ngram_max ({self.ngram_max})"
+            )
+        return self
+
+
 #: What adapter and project names may hold: no ``:`` (it separates ``BASE:ADAPTER``).
 SCOPE_NAME_PATTERN = PROJECT_NAME_PATTERN
 
@@ -148,6 +178,11 @@ class ModelConfig(_Strict):
         return default if self.keep_alive is None else parse_keep_alive(self.keep_alive)
 
     adapters: list[AdapterConfig] = Field(default_factory=list, max_length=64)
+    speculative: SpeculativeConfig = Field(
+        default_factory=SpeculativeConfig,
+        description="speculative decoding of greedy requests (step-level backends that "
+        "support it; the output is the same as without it)",
+    )
     project: str | None = Field(
         None, pattern=SCOPE_NAME_PATTERN, description="the project it belongs to (docs/projects.md)"
     )

@@ -78,11 +78,18 @@ class SequenceChunk:
 
     A prefill is a chunk of prompt tokens; a decode step is a chunk holding the last sampled
     token. ``sample`` asks the backend to sample the next token after the chunk's last token.
+
+    ``draft > 0`` (only sent to backends with ``supports_speculation``) marks a decode step
+    ``(last_sampled, d1, ..., dk)`` whose last ``draft`` tokens are a proposed continuation to
+    verify: the backend samples after ``last_sampled`` (t0); while the token it sampled equals
+    the next draft token it samples after that one too, and stops at the first mismatch or
+    after ``dk``. See :meth:`StepBackend.take_accepted`.
     """
 
     seq_id: int
     tokens: Sequence[int]
     sample: bool = True
+    draft: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +170,12 @@ class StepBackend(ABC):
     #: True if :meth:`load_adapter` and :meth:`use_adapter` work: the model can then serve
     #: LoRA adapters (``models[].adapters``).
     supports_adapters: bool = False
+    #: True if decode chunks with ``SequenceChunk.draft > 0`` are verified as that field
+    #: says, and :meth:`take_accepted` works: the engine then drafts tokens (speculative
+    #: decoding) for greedy sequences whose sampler keeps no state. The engine keeps a draft
+    #: chunk shorter than ``independent_rows_below`` when that is set, so a chunk computes
+    #: every position as plain decoding would.
+    supports_speculation: bool = False
 
     @classmethod
     def device_problem(cls, device: DeviceInfo) -> str | None:
@@ -251,6 +264,16 @@ class StepBackend(ABC):
         cannot (the engine then does not reuse generated tokens).
         """
         return False
+
+    def take_accepted(self) -> Mapping[int, int]:
+        """``{seq_id: j}``: how many draft tokens of each draft chunk the last :meth:`decode`
+        accepted (``0 <= j <= draft``).
+
+        ``decode`` returned the token sampled after the last accepted one (``t_j``); the KV
+        holds ``last_sampled, d1..dj`` and the rejected drafts' KV is gone, so the next chunk
+        continues after ``dj``. Only backends with ``supports_speculation`` implement it.
+        """
+        return {}
 
     def check_grammar(self, grammar: str) -> None:
         """Raise :class:`~inferflux_core.errors.InvalidRequestError` unless ``grammar`` (GBNF)

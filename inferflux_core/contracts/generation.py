@@ -120,6 +120,8 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     logprobs: int | None = None
     n: int = 1
+    #: Speculative decoding on or off for this request; None: the model's default.
+    speculative: bool | None = None
     best_of: int | None = None
     echo: bool = False
     unset: frozenset[str] = frozenset()

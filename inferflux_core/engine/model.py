@@ -16,6 +16,7 @@ from inferflux_core.engine.devices import select_device
 from inferflux_core.engine.runner import ModelRunner
 from inferflux_core.engine.sampling_defaults import Defaults, model_sampling_defaults
 from inferflux_core.engine.scheduling import make_scheduler
+from inferflux_core.engine.speculation import speculation_settings
 from inferflux_core.errors import ChatTemplateError, ConfigError
 from inferflux_core.metrics import EngineMetrics
 from inferflux_core.plugins import PluginHost
@@ -168,6 +169,7 @@ def _load(
             reuse_generated=scheduler_config.reuse_generated,
             queue_timeout=scheduler_config.queue_timeout,
             max_queue=scheduler_config.max_queue,
+            speculation=speculation_settings(config.speculative),
         )
     except BaseException:
         backend.close()

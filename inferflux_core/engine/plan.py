@@ -1,5 +1,5 @@
-"""How a :class:`~inferflux_core.contracts.StepPlan` is applied: preempt, open, feed, decode,
-record the prefill, accept the sampled tokens.
+"""How a :class:`~inferflux_core.contracts.StepPlan` is applied: preempt, open, feed (with
+drafted tokens, when speculating), decode, record the prefill, accept the sampled tokens.
 
 The runner (:mod:`inferflux_core.engine.runner`) and the conformance kit's simulated engine
 (:mod:`inferflux_core.testing.simulation`) both subclass :class:`PlanApplier`, so a scheduler
@@ -10,7 +10,7 @@ part does (a real backend or a simulated one); the order and the chunk arithmeti
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Generic, TypeVar
 
 from inferflux_core.contracts import ScheduledSequence, SequenceChunk, StepPlan
@@ -30,6 +30,8 @@ class PlanApplier(ABC, Generic[S]):
         fed: list[S] = []
         by_seq_id: dict[int, S] = {}
         admit = self.admit
+        draft = self.draft
+        drafted: dict[int, Sequence[int]] = {}
         for planned_chunk in plan.chunks:
             sequence = admit(planned_chunk.sequence)
             if sequence is None:
@@ -38,7 +40,13 @@ class PlanApplier(ABC, Generic[S]):
             assert seq_id is not None, "admit must give the sequence a KV id"
             by_seq_id[seq_id] = sequence
             if sequence.prefill_done:
-                chunks.append(SequenceChunk(seq_id, (sequence.generated[-1],)))
+                drafts = draft(sequence)
+                if drafts:
+                    drafted[seq_id] = drafts
+                    tokens = (sequence.generated[-1], *drafts)
+                    chunks.append(SequenceChunk(seq_id, tokens, draft=len(drafts)))
+                else:
+                    chunks.append(SequenceChunk(seq_id, (sequence.generated[-1],)))
             else:
                 start = sequence.n_prefilled
                 prompt = sequence.prompt_tokens
@@ -58,8 +66,14 @@ class PlanApplier(ABC, Generic[S]):
                 sequence.n_prefilled += len(chunk.tokens)
                 prefilled(sequence, chunk)
         accept = self.accept
+        accepted = self.take_accepted() if drafted else {}
         for seq_id, token in sampled.items():
-            accept(by_seq_id[seq_id], token)
+            sequence = by_seq_id[seq_id]
+            n_accepted = accepted.get(seq_id, 0)
+            if n_accepted:
+                self._accept_drafts(sequence, drafted[seq_id][:n_accepted], token)
+            else:
+                accept(sequence, token)
         if failed is not None:
             for seq_id in failed.failures:
                 if seq_id in by_seq_id:
@@ -71,6 +85,25 @@ class PlanApplier(ABC, Generic[S]):
         ``planned`` tokens from ``start``: as planned, within the prompt (a reused prefix may
         have covered part of what the plan meant to prefill)."""
         return min(start + planned, len(sequence.prompt_tokens))
+
+    def _accept_drafts(self, sequence: S, drafts: Sequence[int], token: int) -> None:
+        """Accept the drafts the backend verified, then the token it sampled after them, in
+        order, until one of them finishes the sequence (it then has no KV id)."""
+        accept = self.accept
+        for draft_token in drafts:
+            accept(sequence, draft_token)
+            if sequence.seq_id is None:
+                return
+        accept(sequence, token)
+
+    def draft(self, sequence: S) -> Sequence[int]:
+        """Tokens to propose after a decoding sequence's last one, for the backend to verify
+        in this step (none by default; see :mod:`inferflux_core.engine.speculation`)."""
+        return ()
+
+    def take_accepted(self) -> Mapping[int, int]:
+        """How many drafts of each seq id the last :meth:`decode` accepted."""
+        return {}
 
     @abstractmethod
     def preempt(self, sequence: ScheduledSequence) -> None:

@@ -118,6 +118,7 @@ def prepare(model: LoadedModel, request: InferenceRequest) -> Prepared:
         ignore_eos=options.ignore_eos,
         min_tokens=options.min_tokens,
         priority=request.priority,
+        speculative=options.speculative,
         request_id=request.request_id,
         first_turn_tokens=first_turn,
     )

@@ -29,6 +29,9 @@ class GenerationRequest:
     #: such turn. Exact prefix reuse computes the prompt after this point as the cache holds
     #: generated tokens (see :mod:`~inferflux_core.engine.row_classes`).
     first_turn_tokens: int | None = None
+    #: Whether to draft tokens by prompt lookup (speculative decoding; only greedy sampling
+    #: without grammar, logprobs or penalties drafts); None: the model's default.
+    speculative: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from inferflux_core.engine.lifecycle import SequenceLifecycle
 from inferflux_core.engine.requests import GenerationRequest
 from inferflux_core.engine.runner_metrics import RunnerMetrics
 from inferflux_core.engine.slots import KVSlots
+from inferflux_core.engine.speculation import Speculation, SpeculationSettings
 from inferflux_core.engine.step import StepApplier
 from inferflux_core.engine.step_tasks import StepTasks
 from inferflux_core.engine.stream import EngineSequence, Outbox, RequestStream
@@ -84,6 +85,7 @@ class ModelRunner:
         reuse_generated: str | bool = False,
         queue_timeout: float = 0.0,
         max_queue: int = 256,
+        speculation: SpeculationSettings | None = None,
     ) -> None:
         self.model_name = model_name
         self.backend = backend
@@ -127,7 +129,14 @@ class ModelRunner:
             context_length=context_length,
         )
         self._steps = StepApplier(
-            backend, scheduler, self._lifecycle, self._tokens, self._m, self._live, self.fail
+            backend,
+            scheduler,
+            self._lifecycle,
+            self._tokens,
+            self._m,
+            self._live,
+            self.fail,
+            Speculation(speculation, backend) if speculation is not None else None,
         )
         #: Embedding requests, run on the step thread between generation steps.
         self.embeddings = EmbeddingQueue(

@@ -4,7 +4,9 @@ the step thread records of each request (see :mod:`inferflux_core.metrics.famili
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 
+from inferflux_core.contracts import SequenceChunk
 from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.metrics import EngineMetrics
 
@@ -31,9 +33,27 @@ class RunnerMetrics:
         self.prefix_queries = series.prefix_queries
         self.cached_tokens = series.prefix_hits
         self.preemptions = series.preemptions
+        self.drafts = series.spec_drafts
+        self.draft_tokens = series.spec_draft_tokens
+        self.accepted_tokens = series.spec_accepted_tokens
+        self.accepted_per_position = series.spec_accepted_at
         # Deprecated: admissions, where vLLM's prefix cache metrics count tokens.
         self.lookups = metrics.prefix_lookups.labels(model_name)
         self.hits = metrics.prefix_hits.labels(model_name)
+
+    def drafts_verified(self, chunks: Sequence[SequenceChunk], accepted: Mapping[int, int]) -> None:
+        """The backend verified the drafts of ``chunks`` and accepted ``accepted`` of each."""
+        per_position = self.accepted_per_position
+        for chunk in chunks:
+            if not chunk.draft:
+                continue
+            n_accepted = accepted.get(chunk.seq_id, 0)
+            self.drafts.inc()
+            self.draft_tokens.inc(chunk.draft)
+            if n_accepted:
+                self.accepted_tokens.inc(n_accepted)
+                for position in range(n_accepted):
+                    per_position(position).inc()
 
     def prefix_lookup(self, n_prompt: int, n_cached: int) -> None:
         """A sequence looked ``n_prompt`` tokens up in the prefix cache; ``n_cached`` hit."""

@@ -19,6 +19,7 @@ from inferflux_core.engine.lifecycle import SequenceLifecycle
 from inferflux_core.engine.plan import PlanApplier
 from inferflux_core.engine.row_classes import prefill_chunk_end
 from inferflux_core.engine.runner_metrics import RunnerMetrics
+from inferflux_core.engine.speculation import Speculation
 from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.errors import InferfluxError
 
@@ -38,6 +39,7 @@ class StepApplier(PlanApplier[EngineSequence]):
         metrics: RunnerMetrics,
         live: dict[str, EngineSequence],
         end: Callable[[Sequence[EngineSequence], Exception], None],
+        speculation: Speculation | None = None,
     ) -> None:
         self.backend = backend
         self._end = end
@@ -47,8 +49,13 @@ class StepApplier(PlanApplier[EngineSequence]):
         self._m = metrics
         self._live = live
         self._step_logprobs = _NO_LOGPROBS
+        #: The chunks of the last decode.
+        self._drafted: Sequence[SequenceChunk] = ()
         #: The adapter the backend applies now (None: the base model).
         self._adapter: str | None = None
+        #: How many tokens a step drafts per sequence (0: none).
+        self._num_drafts = speculation.num_tokens if speculation is not None else 0
+        self._speculation = speculation
 
     def prefill_end(self, sequence: EngineSequence, start: int, planned: int) -> int:
         """As planned, or with row classes, the chunk their fixed pattern allows."""
@@ -84,12 +91,39 @@ class StepApplier(PlanApplier[EngineSequence]):
         """One backend ``decode`` for the step, and the logprobs the step's requests want."""
         self._step_logprobs = _NO_LOGPROBS
         self._apply_adapter(fed)
+        self._drafted = chunks
         sampled = self.backend.decode(chunks)
         if any(s.state.request.sampling.logprobs is not None for s in fed):
             self._step_logprobs = self.backend.take_logprobs()
         self._m.step.observe(len(chunks))
         self._m.iteration_tokens.observe(sum(len(chunk.tokens) for chunk in chunks))
         return sampled
+
+    def draft(self, sequence: EngineSequence) -> Sequence[int]:
+        """Prompt-lookup drafts for a decoding sequence that speculates, as many as its
+        ``max_tokens`` and context leave room for (see :mod:`.speculation`)."""
+        if not self._num_drafts:
+            return ()
+        state = sequence.state
+        drafter = state.drafter
+        if drafter is None:
+            assert self._speculation is not None
+            request = state.request
+            drafter = self._speculation.drafter(request.sampling, request.speculative)
+            state.drafter = drafter
+        n_generated = len(sequence.generated)
+        limit = min(
+            self._num_drafts,
+            state.request.max_tokens - n_generated - 1,
+            self._tokens.context_length - sequence.kv_tokens,
+        )
+        return drafter.propose(sequence.prompt_tokens, sequence.generated, limit)
+
+    def take_accepted(self) -> Mapping[int, int]:
+        """The backend's accepted drafts of the last decode, counted in the metrics."""
+        accepted = self.backend.take_accepted()
+        self._m.drafts_verified(self._drafted, accepted)
+        return accepted
 
     def _apply_adapter(self, fed: Sequence[EngineSequence]) -> None:
         """Give the backend the step's adapter; a plan that mixes adapters is refused."""

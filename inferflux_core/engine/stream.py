@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from inferflux_core.contracts import ScheduledSequence, TokenLogprob
 from inferflux_core.engine.requests import GenerationEvent, GenerationRequest
+from inferflux_core.engine.speculation import Drafter
 from inferflux_core.engine.text import TextAssembler
 from inferflux_core.tracing.timing import RequestTiming
 
@@ -39,6 +40,9 @@ class RequestState:
     leader: EngineSequence | None = None
     followers: list[EngineSequence] = field(default_factory=list)
     pending_logprobs: collections.deque[TokenLogprob] = field(default_factory=collections.deque)
+    #: Proposes its draft tokens (see :mod:`~inferflux_core.engine.speculation`); None until
+    #: its first decode step asks.
+    drafter: Drafter | None = None
 
     def release_logprobs(self, *, finished: bool) -> tuple[TokenLogprob, ...]:
         """The logprobs of the tokens whose text the assembler just released, in order."""

@@ -31,6 +31,7 @@ def generation_options(
         max_tokens=max_tokens,
         min_tokens=fields.min_tokens,
         ignore_eos=fields.ignore_eos,
+        speculative=fields.speculative,
         stop=fields.stop_strings(),
         logprobs=logprobs,
         n=fields.n,

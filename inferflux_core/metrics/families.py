@@ -80,6 +80,30 @@ class ServingFamilies:
             LABELS,
             registry=r,
         )
+        self.spec_drafts = Counter(
+            "inferflux_spec_decode_num_drafts",
+            "Number of spec decoding drafts (a sequence's drafted tokens in one step).",
+            LABELS,
+            registry=r,
+        )
+        self.spec_draft_tokens = Counter(
+            "inferflux_spec_decode_num_draft_tokens",
+            "Number of draft tokens.",
+            LABELS,
+            registry=r,
+        )
+        self.spec_accepted_tokens = Counter(
+            "inferflux_spec_decode_num_accepted_tokens",
+            "Number of accepted tokens.",
+            LABELS,
+            registry=r,
+        )
+        self.spec_accepted_per_pos = Counter(
+            "inferflux_spec_decode_num_accepted_tokens_per_pos",
+            "Accepted tokens per draft position.",
+            (*LABELS, "position"),
+            registry=r,
+        )
         self.prompt_tokens = Counter(
             "inferflux_prompt_tokens",
             "Number of prefill tokens processed (each request's prompt, once for n > 1).",
@@ -187,6 +211,11 @@ class ModelSeries:
         self.prefix_queries = f.prefix_queries.labels(*labels)
         self.prefix_hits = f.prefix_hits.labels(*labels)
         self.preemptions = f.preemptions.labels(*labels)
+        self.spec_drafts = f.spec_drafts.labels(*labels)
+        self.spec_draft_tokens = f.spec_draft_tokens.labels(*labels)
+        self.spec_accepted_tokens = f.spec_accepted_tokens.labels(*labels)
+        self._accepted_per_pos = f.spec_accepted_per_pos
+        self._accepted_at: list[Counter] = []
         self.prompt_tokens = f.prompt_tokens.labels(*old)
         self.generation_tokens = f.generation_tokens.labels(*old)
         self.ttft = f.ttft.labels(*old)
@@ -199,6 +228,13 @@ class ModelSeries:
         self.request_generation_tokens = f.request_generation_tokens.labels(*labels)
         self.iteration_tokens = f.iteration_tokens.labels(*labels)
         self.batch_size = f.batch_size.labels(*labels)
+
+    def spec_accepted_at(self, position: int) -> Counter:
+        """The accepted-tokens counter of draft ``position`` (0: the first drafted token)."""
+        at = self._accepted_at
+        while len(at) <= position:
+            at.append(self._accepted_per_pos.labels(self.model_name, ENGINE, str(len(at))))
+        return at[position]
 
     def success(self, reason: str) -> None:
         """Count one finished request (choice) under vLLM's ``finished_reason``."""

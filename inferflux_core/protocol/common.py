@@ -115,6 +115,8 @@ class SamplingFields(OpenAIModel):
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     repeat_penalty: float = Field(1.0, gt=0.0, le=MAX_REPEAT_PENALTY)
     ignore_eos: bool = False
+    #: Draft tokens by prompt lookup (speculative decoding); unset: the model's default.
+    speculative: StrictBool | None = None
     min_tokens: int = Field(0, ge=0, le=MAX_TOKENS_CEILING)
     priority: StrictInt = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     # Ollama's: how long the model stays loaded after this request (docs/fleet.md).

@@ -51,6 +51,9 @@ VLLM_FAMILIES = (
     "inferflux_request_generation_tokens",
     "inferflux_iteration_tokens_total",
     "inferflux_iteration_batch_size",
+    "inferflux_spec_decode_num_drafts",
+    "inferflux_spec_decode_num_draft_tokens",
+    "inferflux_spec_decode_num_accepted_tokens",
 )
 PHASES = (
     "inferflux_request_queue_time_seconds",

@@ -121,3 +121,54 @@ def test_a_sequence_that_fails_alone_is_failed_and_the_others_are_accepted() -> 
     assert ("accept", "ok") in applier.calls and ("accept", "bad") not in applier.calls
     assert applier.calls[-1] == ("fail", "bad:grammar failed")
     assert ("prefilled", "bad:3") in applier.calls  # its chunk is in the KV all the same
+
+
+class Drafting(Recorder):
+    """A test double whose decoding sequences draft ``drafts`` and whose backend accepts
+    ``n_accepted`` of them, sampling token 42 after the last accepted one."""
+
+    def __init__(self, drafts: Sequence[int], n_accepted: int, finish_at: int = 0) -> None:
+        super().__init__()
+        self.drafts = list(drafts)
+        self.n_accepted = n_accepted
+        self.finish_at = finish_at
+
+    def draft(self, sequence: ScheduledSequence) -> Sequence[int]:
+        return self.drafts
+
+    def take_accepted(self) -> dict[int, int]:
+        return {c.seq_id: self.n_accepted for c in self.fed if c.draft}
+
+    def accept(self, sequence: ScheduledSequence, token: int) -> None:
+        super().accept(sequence, token)
+        if self.finish_at and len(sequence.generated) >= self.finish_at:
+            sequence.seq_id = None  # released, as a finished sequence is
+
+
+def _decoding(name: str) -> ScheduledSequence:
+    sequence = _sequence(name, 2)
+    sequence.n_prefilled, sequence.generated = 2, [7]
+    return sequence
+
+
+def test_a_decoding_sequence_feeds_its_drafts_after_its_last_token() -> None:
+    decoding, prefilling = _decoding("decoding"), _sequence("prefilling", 3)
+    applier = Drafting([8, 9, 10], n_accepted=2)
+    applier.apply(StepPlan(chunks=[ScheduledChunk(decoding, 1), ScheduledChunk(prefilling, 3)]))
+    assert applier.fed[0] == SequenceChunk(0, (7, 8, 9, 10), draft=3)
+    assert applier.fed[1] == SequenceChunk(1, [100, 101, 102], True)  # prompts never draft
+    assert decoding.generated == [7, 8, 9, 42]  # the accepted drafts, then the sampled token
+
+
+def test_a_sequence_that_finishes_on_an_accepted_draft_takes_nothing_after_it() -> None:
+    decoding = _decoding("decoding")
+    applier = Drafting([8, 9, 10], n_accepted=3, finish_at=2)
+    applier.apply(StepPlan(chunks=[ScheduledChunk(decoding, 1)]))
+    assert decoding.generated == [7, 8]
+
+
+def test_rejected_drafts_leave_the_sampled_token_only() -> None:
+    decoding = _decoding("decoding")
+    applier = Drafting([8, 9], n_accepted=0)
+    applier.apply(StepPlan(chunks=[ScheduledChunk(decoding, 1)]))
+    assert decoding.generated == [7, 42]

@@ -93,6 +93,10 @@ class SavedSequence:
     matcher: Any = None
 
 
+#: A sequence to sample after a ``llama_decode``: seq id, sampler chain, the logits index of
+#: its first wanted row, and the drafts it verifies (empty: it samples that row only).
+Pending = tuple[int, Any, int, Sequence[int]]
+
 #: Query tokens per KV stream from which llama.cpp's CPU flash attention uses its tiled kernel.
 CPU_FLASH_ATTENTION_TILE = 64
 
@@ -141,6 +145,8 @@ class LlamaCppBackend(StepBackend):
         self._matcher_of: dict[int, Any] = {}
         self._logprobs_of: dict[int, int] = {}
         self._logprobs: dict[int, TokenLogprob] = {}
+        #: Drafts accepted per draft chunk in the last decode.
+        self._accepted: dict[int, int] = {}
         #: Sequences of the running decode whose llguidance matcher failed, with why.
         self._failures: dict[int, str] = {}
         self._pad_lone_decodes = False
@@ -171,6 +177,8 @@ class LlamaCppBackend(StepBackend):
             self.independent_rows_below = independent_rows_below(spec.device.kind, options)
             self.kv_rows_by_chunk_class = self._probe_row_classes()
             self._n_batch = min(llama.llama_n_batch(self._ctx), llama.llama_n_ubatch(self._ctx))
+            # A draft is verified exactly when its chunk computes every row as plain decoding.
+            self.supports_speculation = 0 < self.independent_rows_below <= self._n_batch
             self._batch = TokenBatch(llama, self._n_batch, spec.max_sequences)
             self._positions = [0] * spec.max_sequences
             self._decode_fn = llama.llama_decode
@@ -464,7 +472,8 @@ class LlamaCppBackend(StepBackend):
         """Feed every chunk in as few ``llama_decode`` calls as the batch size allows.
 
         Chunks longer than the room left in the batch are split across calls; each sequence
-        is sampled after the call holding its chunk's last token.
+        is sampled after the call holding its chunk's last token. A draft chunk is never split;
+        its drafts are verified as :class:`SequenceChunk` says (see :meth:`take_accepted`).
         """
         if self._ctx is None:
             raise BackendError("the llama_cpp backend is closed")
@@ -473,8 +482,9 @@ class LlamaCppBackend(StepBackend):
         positions = self._positions
         self._logprobs = {}
         self._failures = {}
+        self._accepted = {}
         sampled: dict[int, int] = {}
-        pending: list[tuple[int, Any, int]] = []
+        pending: list[Pending] = []
         starts: list[tuple[int, int]] = []
         try:
             for group in self._call_groups(chunks):
@@ -490,6 +500,11 @@ class LlamaCppBackend(StepBackend):
                             else f"empty chunk for sequence {seq_id}"
                         )
                     starts.append((seq_id, positions[seq_id]))
+                    if chunk.draft:
+                        if remaining > batch.room:  # its logits must come from one call
+                            self._run(pending, sampled)
+                            pending = []
+                        self._check_draft(chunk)
                     offset = 0
                     while remaining:
                         if not batch.room:
@@ -497,12 +512,13 @@ class LlamaCppBackend(StepBackend):
                             pending = []
                         take = min(remaining, batch.room)
                         remaining -= take
-                        want = chunk.sample and not remaining
+                        want = chunk.draft + 1 if chunk.sample and not remaining else 0
                         index = batch.add(seq_id, tokens, offset, take, positions[seq_id], want)
                         positions[seq_id] += take
                         offset += take
                         if want:
-                            pending.append((seq_id, chain, index))
+                            drafts = tokens[len(tokens) - chunk.draft :] if chunk.draft else ()
+                            pending.append((seq_id, chain, index - chunk.draft, drafts))
                 if batch.n_tokens:
                     padded = self._pad_lone_decode(group)
                     self._run(pending, sampled)
@@ -541,6 +557,21 @@ class LlamaCppBackend(StepBackend):
         self._batch.add(seq_id, group[0].tokens, 0, 1, position, False)
         return seq_id
 
+    def _check_draft(self, chunk: SequenceChunk) -> None:
+        """Refuse a draft chunk this backend cannot verify exactly, before it runs."""
+        seq_id = chunk.seq_id
+        if not self.supports_speculation or len(chunk.tokens) > self._batch.capacity:
+            raise BackendError(f"cannot verify a draft of {chunk.draft} tokens here")
+        if seq_id in self._grammar_of or seq_id in self._matcher_of or seq_id in self._logprobs_of:
+            raise BackendError(f"sequence {seq_id} samples with state: it cannot take drafts")
+        if not 0 < chunk.draft < len(chunk.tokens) or not chunk.sample:
+            raise BackendError(f"a draft chunk of sequence {seq_id} needs its last sampled token")
+
+    def take_accepted(self) -> dict[int, int]:
+        """The drafts of each draft chunk the last decode accepted."""
+        taken, self._accepted = self._accepted, {}
+        return taken
+
     def _call_groups(self, chunks: Sequence[SequenceChunk]) -> list[list[SequenceChunk]]:
         """The chunks each ``llama_decode`` call gets, in ascending seq_id order.
 
@@ -551,16 +582,25 @@ class LlamaCppBackend(StepBackend):
         decode steps would lose its first token to a one-row ubatch, which llama.cpp's
         attention computes differently. With per-sequence streams, the decode steps therefore
         share one call and every prompt chunk gets its own: each token is computed the same
-        way whatever else runs. A unified KV stream gives no such promise; all share a call.
+        way whatever else runs. Decode steps that verify drafts are as long as their drafts
+        allow: steps of one length share a call (one ubatch, whose rows llama.cpp computes
+        as plain decoding would; a draft chunk is never split, so its rows' logits come from
+        one call). A unified KV stream gives no such promise; all share a call.
         """
         ordered = sorted(chunks, key=_seq_id)
         if self._kv_unified:
             return [ordered]
-        steps = [chunk for chunk in ordered if len(chunk.tokens) == 1]
-        prompts = [[chunk] for chunk in ordered if len(chunk.tokens) != 1]
-        return [steps, *prompts] if steps else prompts
+        steps: dict[int, list[SequenceChunk]] = {}
+        prompts: list[list[SequenceChunk]] = []
+        for chunk in ordered:
+            n_tokens = len(chunk.tokens)
+            if n_tokens == 1 or chunk.draft:
+                steps.setdefault(n_tokens, []).append(chunk)
+            else:
+                prompts.append([chunk])
+        return [steps[n] for n in sorted(steps)] + prompts
 
-    def _run(self, pending: list[tuple[int, Any, int]], sampled: dict[int, int]) -> None:
+    def _run(self, pending: list[Pending], sampled: dict[int, int]) -> None:
         """One ``llama_decode`` of the filled batch, then the samples it makes possible."""
         batch = self._batch
         batch.seal()
@@ -574,7 +614,10 @@ class LlamaCppBackend(StepBackend):
         grammars = self._grammar_of
         matchers = self._matcher_of
         wants_logprobs = self._logprobs_of
-        for seq_id, chain, index in pending:
+        for seq_id, chain, index, drafts in pending:
+            if drafts:
+                sampled[seq_id] = self._verify(seq_id, chain, index, drafts)
+                continue
             grammar = grammars.get(seq_id)
             matcher = matchers.get(seq_id) if matchers else None
             if matcher is not None:
@@ -591,6 +634,25 @@ class LlamaCppBackend(StepBackend):
             n_top = wants_logprobs.get(seq_id)
             if n_top is not None:
                 self._logprobs[seq_id] = self._logprob_reader.read(ctx, index, token, n_top)
+
+    def _verify(self, seq_id: int, chain: Any, index: int, drafts: Sequence[int]) -> int:
+        """Sample after the last sampled token and after each draft token while they agree;
+        drop the KV of the drafts after the first disagreement. The last token sampled."""
+        ctx, sample = self._ctx, self._sample_fn
+        token = sample(chain, ctx, index)
+        n_accepted = 0
+        for draft in drafts:
+            if token != draft:
+                break
+            n_accepted += 1
+            token = sample(chain, ctx, index + n_accepted)
+        self._accepted[seq_id] = n_accepted
+        rejected = len(drafts) - n_accepted
+        if rejected:
+            position = self._positions[seq_id] - rejected
+            self._llama.llama_memory_seq_rm(self._mem, seq_id, position, -1)
+            self._positions[seq_id] = position
+        return token
 
     def _decode_error(self, code: int, n_tokens: int) -> str:
         if code == 1:

@@ -50,11 +50,12 @@ class TokenBatch:
         start: int,
         count: int,
         position: int,
-        want_logits: bool,
+        want_logits: int,
     ) -> int:
         """Append ``tokens[start:start+count]`` at ``position``…; return the last one's index.
 
-        ``want_logits`` asks for logits of the last appended token only.
+        ``want_logits`` asks for logits of that many of the last appended tokens (a bool:
+        the last one's, or none); their indexes end at the one returned.
         """
         n = self.n_tokens
         last = n + count - 1
@@ -70,7 +71,10 @@ class TokenBatch:
             self._positions[n:end] = range(position, position + count)
             self._seq_ids[n:end] = [self._seq_addr[seq_id]] * count
             self._logits[n:last] = bytes(count - 1)
-        self._logits[last] = want_logits
+        if want_logits > 1:
+            self._logits[last - want_logits + 1 : last + 1] = b"\x01" * want_logits
+        else:
+            self._logits[last] = want_logits
         self.n_tokens = last + 1
         return last
 

@@ -1,0 +1,149 @@
+"""Speculative decoding by prompt lookup: draft tokens from the sequence's own history.
+
+For a sequence in decode, the longest suffix (``ngram_max`` down to ``ngram_min`` tokens) of
+its prompt and output that occurred earlier proposes the tokens that followed its most recent
+earlier occurrence. The backend verifies the draft in the sequence's next decode chunk (see
+:class:`~inferflux_core.contracts.SequenceChunk`), so a step may yield several tokens; the
+output is the same as without drafts because only sequences whose sampler is greedy and keeps
+no state get any (:func:`drafts_exactly`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from inferflux_core.config import SpeculativeConfig
+from inferflux_core.contracts import SamplingParams, StepBackend
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculationSettings:
+    """How one model drafts: up to ``num_tokens`` per step, from n-grams of ``ngram_min`` to
+    ``ngram_max`` tokens; ``enabled`` is what requests that do not say get."""
+
+    enabled: bool = True
+    num_tokens: int = 4
+    ngram_max: int = 3
+    ngram_min: int = 1
+
+
+def speculation_settings(config: SpeculativeConfig) -> SpeculationSettings:
+    """A model's ``speculative`` config as settings."""
+    return SpeculationSettings(
+        enabled=config.method != "off",
+        num_tokens=config.num_tokens,
+        ngram_max=config.ngram_max,
+        ngram_min=config.ngram_min,
+    )
+
+
+def drafts_exactly(params: SamplingParams) -> bool:
+    """True if sampling each drafted position with the sequence's sampler gives what plain
+    decoding gives: greedy, no grammar, no logprobs, no penalty (logit bias is fine)."""
+    return (
+        params.greedy
+        and params.grammar is None
+        and params.llguidance is None
+        and params.logprobs is None
+        and (
+            params.penalty_last_n == 0
+            or (
+                params.repeat_penalty == 1.0
+                and params.presence_penalty == 0.0
+                and params.frequency_penalty == 0.0
+            )
+        )
+    )
+
+
+class Drafter:
+    """Proposes nothing: the drafter of a sequence that does not speculate."""
+
+    __slots__ = ()
+
+    def propose(self, prompt: Sequence[int], generated: Sequence[int], limit: int) -> list[int]:
+        """Up to ``limit`` tokens likely to follow ``prompt + generated``."""
+        return []
+
+
+NO_DRAFTS = Drafter()
+
+
+class NgramDrafter(Drafter):
+    """Prompt-lookup drafting over one sequence's tokens (see the module docstring).
+
+    An index maps every n-gram of the history (but the one ending at its last token) to where
+    its latest occurrence ends; it grows with the sequence, so a proposal costs a few dict
+    lookups, not a scan.
+    """
+
+    __slots__ = ("_index", "_indexed", "_sizes", "_tokens")
+
+    def __init__(self, ngram_min: int, ngram_max: int) -> None:
+        if not 1 <= ngram_min <= ngram_max:
+            raise ValueError(f"need 1 <= ngram_min <= ngram_max, not {ngram_min}, {ngram_max}")
+        self._sizes = range(ngram_max, ngram_min - 1, -1)
+        self._tokens: list[int] = []
+        self._index: dict[tuple[int, ...], int] = {}
+        #: How many end positions are indexed (0 .. len(tokens) - 2 once caught up).
+        self._indexed = 0
+
+    def propose(self, prompt: Sequence[int], generated: Sequence[int], limit: int) -> list[int]:
+        """The up to ``limit`` tokens that followed the latest earlier occurrence of the
+        longest matching suffix of ``prompt + generated`` (empty if none occurred)."""
+        tokens = self._catch_up(prompt, generated)
+        n_tokens = len(tokens)
+        if limit <= 0 or n_tokens < 2:
+            return []
+        index = self._index
+        for n in self._sizes:
+            if n >= n_tokens:
+                continue
+            end = index.get(tuple(tokens[n_tokens - n :]))
+            if end is not None:
+                return tokens[end + 1 : end + 1 + limit]
+        return []
+
+    def _catch_up(self, prompt: Sequence[int], generated: Sequence[int]) -> list[int]:
+        """The history, extended by what was generated since the last call, and indexed up
+        to its second-to-last token."""
+        tokens = self._tokens
+        known = len(tokens)
+        if known < len(prompt):
+            tokens.extend(prompt[known:])
+            known = len(tokens)
+        n_prompt = len(prompt)
+        if known < n_prompt + len(generated):
+            tokens.extend(generated[known - n_prompt :])
+        index = self._index
+        sizes = self._sizes
+        last = len(tokens) - 1
+        for end in range(self._indexed, last):
+            for n in sizes:
+                start = end - n + 1
+                if start >= 0:
+                    index[tuple(tokens[start : end + 1])] = end
+        self._indexed = max(self._indexed, last)
+        return tokens
+
+
+class Speculation:
+    """Which sequences of one model draft, and how many tokens a step may draft."""
+
+    def __init__(self, settings: SpeculationSettings, backend: StepBackend) -> None:
+        self.settings = settings
+        limit = settings.num_tokens
+        if backend.independent_rows_below > 0:
+            # the chunk (last token + drafts) stays below the rows computed independently
+            limit = min(limit, backend.independent_rows_below - 2)
+        #: Draft tokens per sequence and step (0: this model never drafts).
+        self.num_tokens = max(0, limit) if backend.supports_speculation else 0
+
+    def drafter(self, params: SamplingParams, requested: bool | None) -> Drafter:
+        """A new drafter for a sequence sampled with ``params`` whose request said
+        ``requested`` (None: the model's default)."""
+        wanted = self.settings.enabled if requested is None else requested
+        if not wanted or self.num_tokens <= 0 or not drafts_exactly(params):
+            return NO_DRAFTS
+        return NgramDrafter(self.settings.ngram_min, self.settings.ngram_max)

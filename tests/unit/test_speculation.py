@@ -1,0 +1,140 @@
+"""Prompt-lookup drafting (``engine/speculation.py``): what a sequence's history proposes,
+and which sequences draft at all."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+
+from inferflux_core.config import ModelConfig
+from inferflux_core.contracts import SamplingParams, StepBackend
+from inferflux_core.engine.speculation import (
+    NO_DRAFTS,
+    NgramDrafter,
+    Speculation,
+    SpeculationSettings,
+    drafts_exactly,
+    speculation_settings,
+)
+from inferflux_core.errors import ConfigError
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def test_the_longest_suffix_proposes_what_followed_its_latest_occurrence() -> None:
+    drafter = NgramDrafter(1, 3)
+    #              0  1  2  3  4  5  6  7  8  9
+    history = [1, 2, 3, 9, 1, 2, 3, 5, 6, 7, 1, 2, 3]
+    assert drafter.propose(history, [], 2) == [5, 6]  # "1 2 3" last ended at 6
+
+
+def test_a_longer_match_wins_over_a_more_recent_shorter_one() -> None:
+    drafter = NgramDrafter(1, 3)
+    history = [4, 5, 6, 7, 8, 6, 0, 4, 5, 6]
+    # "6" alone last occurred at 5 (followed by 0); "4 5 6" at 2 (followed by 7 8)
+    assert drafter.propose(history, [], 2) == [7, 8]
+
+
+def test_a_proposal_stops_at_the_limit_and_at_the_end_of_the_history() -> None:
+    drafter = NgramDrafter(1, 2)
+    assert drafter.propose([1, 2, 1], [], 8) == [2, 1]
+    assert drafter.propose([1, 2, 1], [], 1) == [2]
+    assert drafter.propose([1, 2, 1], [], 0) == []
+
+
+def test_nothing_is_proposed_without_an_earlier_occurrence() -> None:
+    drafter = NgramDrafter(2, 3)
+    assert drafter.propose([1, 2, 3, 4], [], 4) == []
+    assert NgramDrafter(1, 1).propose([7], [], 4) == []
+
+
+def test_the_index_follows_the_generated_tokens() -> None:
+    drafter = NgramDrafter(1, 2)
+    prompt = [10, 11, 12]
+    generated = [13]
+    assert drafter.propose(prompt, generated, 2) == []
+    generated += [10, 11]  # "10 11" occurred at the start, followed by 12 13
+    assert drafter.propose(prompt, generated, 2) == [12, 13]
+    generated += [12, 20, 10, 11]  # now "10 11" last ended at 5, followed by 12 20
+    assert drafter.propose(prompt, generated, 3) == [12, 20, 10]
+
+
+def test_ngram_sizes_are_checked() -> None:
+    with pytest.raises(ValueError, match="ngram_min"):
+        NgramDrafter(3, 2)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0.7),
+        SamplingParams(temperature=0.0, grammar="root ::= [a-z]+"),
+        SamplingParams(temperature=0.0, llguidance="{}"),
+        SamplingParams(temperature=0.0, logprobs=0),
+        SamplingParams(temperature=0.0, repeat_penalty=1.1),
+        SamplingParams(temperature=0.0, presence_penalty=0.5),
+        SamplingParams(temperature=0.0, frequency_penalty=0.5),
+    ],
+)
+def test_only_greedy_stateless_sampling_drafts(params: SamplingParams) -> None:
+    assert not drafts_exactly(params)
+
+
+def test_greedy_sampling_with_logit_bias_or_disabled_penalties_drafts() -> None:
+    assert drafts_exactly(SamplingParams(temperature=0.0, logit_bias={1: -100.0}))
+    assert drafts_exactly(SamplingParams(temperature=0.0, repeat_penalty=1.3, penalty_last_n=0))
+
+
+class Capabilities:
+    """What :class:`Speculation` reads of a backend."""
+
+    def __init__(self, supports_speculation: bool = True, independent_rows_below: int = 8):
+        self.supports_speculation = supports_speculation
+        self.independent_rows_below = independent_rows_below
+
+
+def speculating_backend() -> StepBackend:
+    return cast(StepBackend, Capabilities())
+
+
+def plain_backend() -> StepBackend:
+    return cast(StepBackend, Capabilities(supports_speculation=False))
+
+
+def test_a_backend_that_cannot_verify_drafts_never_drafts() -> None:
+    speculation = Speculation(SpeculationSettings(), plain_backend())
+    assert speculation.num_tokens == 0
+    assert speculation.drafter(GREEDY, True) is NO_DRAFTS
+
+
+def test_drafts_stay_below_the_rows_the_backend_computes_independently() -> None:
+    speculation = Speculation(SpeculationSettings(num_tokens=20), speculating_backend())
+    assert speculation.num_tokens == 6  # 1 + 6 tokens < 8 rows
+
+
+def test_a_request_opts_in_or_out_of_the_models_default() -> None:
+    on = Speculation(SpeculationSettings(enabled=True), speculating_backend())
+    off = Speculation(SpeculationSettings(enabled=False), speculating_backend())
+    assert isinstance(on.drafter(GREEDY, None), NgramDrafter)
+    assert on.drafter(GREEDY, False) is NO_DRAFTS
+    assert off.drafter(GREEDY, None) is NO_DRAFTS
+    assert isinstance(off.drafter(GREEDY, True), NgramDrafter)
+    assert on.drafter(SamplingParams(temperature=1.0), True) is NO_DRAFTS
+
+
+def test_the_models_config_is_bounded() -> None:
+    settings = speculation_settings(ModelConfig().speculative)
+    assert settings == SpeculationSettings(False, 4, 3, 1)
+    on = ModelConfig(speculative={"method": "ngram", "num_tokens": 8})
+    assert speculation_settings(on.speculative) == SpeculationSettings(True, 8, 3, 1)
+    for bad in (
+        {"num_tokens": 0},
+        {"num_tokens": 63},
+        {"ngram_max": 9},
+        {"ngram_min": 0},
+        {"ngram_min": 3, "ngram_max": 2},
+        {"method": "eagle"},
+    ):
+        with pytest.raises((ValueError, ConfigError)):
+            ModelConfig(speculative=bad)
