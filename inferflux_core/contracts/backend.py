@@ -154,8 +154,9 @@ class StepBackend(ABC):
     #: *short* (1 to ``independent_rows_below - 1`` tokens; a one-token decode step is one)
     #: or *long* (more), never on the chunk's exact length or where it starts. The engine then
     #: prefills every prompt in a fixed pattern of long and short chunks and reuses cached
-    #: KV up to any length where the pattern agrees, generated tokens included, with output
-    #: identical to a fresh prefill (see :mod:`inferflux_core.engine.row_classes`).
+    #: prompt KV up to any length where the pattern agrees, with output identical to a fresh
+    #: prefill (see :mod:`inferflux_core.engine.row_classes`; generated tokens' KV only with
+    #: :meth:`exact_decode_rows`).
     kv_rows_by_chunk_class: bool = False
     #: True if sequences opened with ``SamplingParams.logprobs`` set get their tokens'
     #: log-probabilities from :meth:`take_logprobs`; otherwise the API refuses ``logprobs``.

@@ -8,13 +8,14 @@ it, never on the chunk's length or where it starts. A token's KV is then fixed b
 up to it and by the class each of them was computed in.
 
 So the engine computes every prompt the same way, whatever it can reuse: its *long region*
-(the first :func:`long_region_end` tokens) in long chunks, the rest in short ones. Tokens
-generated for it are computed short (decode steps), which is also how the next turn of a
-conversation computes them: its long region ends where the first assistant turn in its
-history was generated, so everything after that point, previous answers included, is short
-both in the cache and in a fresh prefill. A cached sequence may then be reused up to any
-length where its classes and the new prompt's agree (:func:`reusable_length`), previous
-answers included, and the output is the same as a fresh run's.
+(the first :func:`long_region_end` tokens) in long chunks, the rest in short ones. The long
+region of a conversation's prompt ends where the first assistant turn in its history was
+generated, so everything after that point, previous answers included, is short. A cached
+sequence may then be reused up to any length where its classes and the new prompt's agree
+(:func:`reusable_length`), and the output is the same as a fresh run's. Generated tokens
+are decode steps, short only where the backend makes them so (its ``exact_decode_rows``:
+llama.cpp computes a lone decode step over a long cache differently), so their KV is reused
+only with ``scheduler.reuse_generated``.
 """
 
 from __future__ import annotations
