@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from inferflux_core.engine.radix import RadixTree
-from inferflux_core.engine.row_classes import reusable_length
+from inferflux_core.engine.row_classes import long_region_end, reusable_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +72,11 @@ class KVSlots:
         self._prompt_lengths: dict[int, int] = {}
 
     def find_prefix(
-        self, prompt: list[int], adapter: str | None = None, long_end: int = 0
+        self, prompt: list[int], adapter: str | None = None, long_end: int | None = None
     ) -> PrefixHit | None:
         """The best reusable prefix of ``prompt`` under ``adapter`` (at least one token is
-        left to prefill); ``long_end`` is where the prompt's long region ends (row classes)."""
+        left to prefill); ``long_end`` is where the prompt's long region ends (row classes;
+        None: where a prompt without a conversation history has it)."""
         tree = self._trees.get(adapter)
         if not self.reuse or not tree:
             return None
@@ -85,10 +86,11 @@ class KVSlots:
         seq_ids = cast("set[int]", holders)  # this tree's owners are seq ids
         ordered = sorted(seq_ids, key=lambda seq_id: (seq_id not in self._idle, seq_id))
         best: PrefixHit | None = None
+        new_end = self._long_end(len(prompt), long_end)
         for seq_id in ordered:
             if self.row_classes:
                 source_end = self._long_ends.get(seq_id, 0)
-                usable = reusable_length(limit, source_end, long_end, self.independent_below)
+                usable = reusable_length(limit, source_end, new_end, self.independent_below)
             else:
                 usable = self._usable(limit, len(prompt), self._prompt_lengths[seq_id])
             if usable > 0 and (best is None or usable > best.n_tokens):
@@ -130,10 +132,15 @@ class KVSlots:
         return None
 
     def prompt_prefilled(
-        self, seq_id: int, prompt: list[int], adapter: str | None = None, long_end: int = 0
+        self,
+        seq_id: int,
+        prompt: list[int],
+        adapter: str | None = None,
+        long_end: int | None = None,
     ) -> None:
         """A running sequence's whole prompt is in its KV (computed under ``adapter``, its
-        long region ending at ``long_end``): others under the same adapter may copy from it."""
+        long region ending at ``long_end``; None: as :meth:`find_prefix` reads it): others
+        under the same adapter may copy from it."""
         if self.reuse:
             self._remember_prompt(seq_id, prompt, adapter, long_end)
 
@@ -142,10 +149,11 @@ class KVSlots:
         seq_id: int,
         prompt_in_kv: list[int],
         adapter: str | None = None,
-        long_end: int = 0,
+        long_end: int | None = None,
     ) -> bool:
         """The sequence ended with ``prompt_in_kv`` in its KV (its long region ending at
-        ``long_end``). True if its id stays idle with its KV, False if it is free."""
+        ``long_end``; None: as :meth:`find_prefix` reads it). True if its id stays idle with
+        its KV, False if it is free."""
         self._forget_prompt(seq_id)
         n_kept = len(prompt_in_kv)
         # Kept if a prompt that goes on from this one could reuse any of it.
@@ -163,8 +171,15 @@ class KVSlots:
         self._idle.pop(seq_id, None)
         heapq.heappush(self._free, seq_id)
 
+    def _long_end(self, n_tokens: int, long_end: int | None) -> int:
+        """``long_end``, or for None where a prompt of ``n_tokens`` without a conversation
+        history has its long region (row classes)."""
+        if long_end is not None:
+            return long_end
+        return long_region_end(n_tokens, None, self.independent_below)
+
     def _remember_prompt(
-        self, seq_id: int, prompt: list[int], adapter: str | None, long_end: int
+        self, seq_id: int, prompt: list[int], adapter: str | None, long_end: int | None
     ) -> None:
         tree = self._trees.get(adapter)
         if tree is None:
@@ -172,7 +187,7 @@ class KVSlots:
         tree.insert(seq_id, prompt)
         self._adapter_of[seq_id] = adapter
         self._prompt_lengths[seq_id] = len(prompt)
-        self._long_ends[seq_id] = long_end
+        self._long_ends[seq_id] = self._long_end(len(prompt), long_end)
 
     def _forget_prompt(self, seq_id: int) -> None:
         if seq_id in self._adapter_of:
