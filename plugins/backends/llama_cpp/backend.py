@@ -282,7 +282,7 @@ class LlamaCppBackend(StepBackend):
         log.info(
             "llama_cpp: decode steps %s short prompt chunks bit for bit%s",
             "compute tokens as" if matches else "do not compute tokens as",
-            ": any cached prefix is reusable exactly" if matches else "",
+            ": any cached prompt prefix is reusable exactly" if matches else "",
         )
         return matches
 
