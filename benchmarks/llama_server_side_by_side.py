@@ -7,7 +7,7 @@ get the same GGUF (SmolLM2-135M-Instruct Q4_1), the same threads, the same repac
 one server runs at a time.
 
 1. **throughput**: streaming chat, 128 tokens with EOS ignored, at 1, 8 and 32 clients, three
-   runs each (levels interleaved), medians and ratios;
+   runs each (levels interleaved, the two servers taking turns run by run), medians and ratios;
 2. **multi-turn**: a 10-turn conversation with a ~1,500-token system prompt, greedy, each turn's
    answer appended to the history; time to first token of turns 2-10; each turn's answer is
    checked against a fresh run of the same history (inferflux: a server with prefix reuse off;
@@ -149,19 +149,45 @@ def llama_server_body(max_tokens: int) -> Callable[[int], dict[str, Any]]:
 # --- throughput ----------------------------------------------------------------------------
 
 
-def measure_throughput(server: ServerProcess, body: Any, args: argparse.Namespace) -> ServerResults:
-    """Start ``server``, run the rounds, stop it; a failure becomes the result's error."""
-    print(f"# {server.label}: throughput", file=sys.stderr, flush=True)
-    try:
-        with running(server):
-            return asyncio.run(
-                measure_server(
-                    server, body, args.tokens, args.levels, args.repeat, "median", args.retries
-                )
-            )
-    except Exception as exc:
-        print(f"# {server.label}: FAILED: {exc}", file=sys.stderr, flush=True)
-        return ServerResults(server.label, error=str(exc).splitlines()[0])
+def measure_throughputs(
+    contenders: list[tuple[Callable[[], ServerProcess], Callable[[int], dict[str, Any]]]],
+    args: argparse.Namespace,
+) -> list[ServerResults]:
+    """Each contender (a server factory and its request bodies) measured ``args.repeat``
+    times, the servers taking turns run by run (A B A B ...), so a machine that speeds up or
+    slows down over the minutes favours neither; a server that fails is not run again."""
+    results: list[ServerResults] = []
+    for run in range(args.repeat):
+        for position, (make_server, body) in enumerate(contenders):
+            server = make_server()
+            if run == 0:
+                results.append(ServerResults(server.label, all_rounds={n: [] for n in args.levels}))
+            result = results[position]
+            if result.error is not None:
+                continue
+            print(f"# {server.label}: throughput, run {run + 1}", file=sys.stderr, flush=True)
+            try:
+                with running(server):
+                    part = asyncio.run(
+                        measure_server(
+                            server,
+                            body,
+                            args.tokens,
+                            args.levels,
+                            1,
+                            "median",
+                            args.retries,
+                            first_index=run * 10_000,
+                        )
+                    )
+            except Exception as exc:
+                print(f"# {server.label}: FAILED: {exc}", file=sys.stderr, flush=True)
+                result.error = str(exc).splitlines()[0]
+                continue
+            for level, rounds in part.all_rounds.items():
+                result.all_rounds[level].extend(rounds)
+            result.discarded += part.discarded
+    return results
 
 
 def _median(values: list[float]) -> float | None:
@@ -426,13 +452,16 @@ def main(argv: list[str] | None = None) -> int:
         f"{'off (AMX)' if cpu_has_amx() else 'on'}, load before: {load_average()}\n"
     )
     if not args.skip_throughput:
-        ours = measure_throughput(inferflux(args.threads), inferflux_body(args.tokens), args)
-        theirs = measure_throughput(
-            llama_server(binary, args.threads), llama_server_body(args.tokens), args
+        ours, theirs = measure_throughputs(
+            [
+                (lambda: inferflux(args.threads), inferflux_body(args.tokens)),
+                (lambda: llama_server(binary, args.threads), llama_server_body(args.tokens)),
+            ],
+            args,
         )
         print(
             f"### Throughput: streaming chat, {args.tokens} tokens, EOS ignored, "
-            f"median of {args.repeat} runs\n"
+            f"median of {args.repeat} runs, the servers taking turns\n"
         )
         print(throughput_table(ours, theirs, args.levels))
         for result in (ours, theirs):

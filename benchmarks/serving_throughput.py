@@ -166,8 +166,10 @@ async def measure_server(
     pick: str,
     retries: int,
     profile: Path | None = None,
+    first_index: int = 0,
 ) -> ServerResults:
-    """Warm ``server`` up, then run ``repeat`` rounds at every concurrency level.
+    """Warm ``server`` up, then run ``repeat`` rounds at every concurrency level (request
+    indexes, which make prompts distinct, counted from ``first_index``).
 
     A round during which other processes used more than ``CONTENTION_CORES`` cores is
     discarded and run again after a pause, at most ``retries`` times in all.
@@ -179,7 +181,7 @@ async def measure_server(
         _raise_on_errors(warm, "warm-up")
         warm = await run_round(client, url, make_body, max(levels), 16, [server.pid], 1001)
         _raise_on_errors(warm, "warm-up")
-        index = 0
+        index = first_index
         for _ in range(repeat):
             for level in levels:
                 while True:

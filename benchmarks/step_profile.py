@@ -20,6 +20,7 @@ from inferflux_core.contracts import SamplingParams
 from inferflux_core.engine import Engine, GenerationRequest
 
 MODEL = "smollm2-135m-instruct"
+CONTEXT_LENGTH = 2048
 
 
 class Timer:
@@ -57,7 +58,15 @@ async def _generate(engine: Engine, prompt: list[int], tokens: int, index: int) 
 
 def profile(streams: int, tokens: int) -> dict[str, float]:
     """Run ``streams`` requests of ``tokens`` tokens together; return the time split."""
-    engine = Engine(Settings(models=[ModelConfig(name=MODEL, max_sequences=max(streams, 1))]))
+    engine = Engine(
+        Settings(
+            models=[
+                ModelConfig(
+                    name=MODEL, max_sequences=max(streams, 1), context_length=CONTEXT_LENGTH
+                )
+            ]
+        )
+    )
     engine.load()
     try:
         model = engine.model(MODEL)
@@ -66,7 +75,7 @@ def profile(streams: int, tokens: int) -> dict[str, float]:
         decode, sample, step = Timer(), Timer(), Timer()
         backend._decode_fn = decode.wrap(backend._decode_fn)
         backend._sample_fn = sample.wrap(backend._sample_fn)
-        runner._step = step.wrap(runner._step)
+        runner.run_step = step.wrap(runner.run_step)
         prompts = [model.tokenize_prompt(f"Story {i}: once upon a time,") for i in range(streams)]
 
         async def run_all() -> int:

@@ -65,6 +65,7 @@ from inferflux_plugins.backends.llama_cpp.options import (
     decide_repack,
     parse_options,
 )
+from inferflux_plugins.backends.llama_cpp.passing_thread import run_on_passing_thread
 from inferflux_plugins.backends.llama_cpp.row_probe import PROBE_TOKENS, decode_matches_short_chunk
 from inferflux_plugins.backends.llama_cpp.runtime import load_llama
 from inferflux_plugins.backends.llama_cpp.sampling import build_sampler_chain
@@ -175,7 +176,7 @@ class LlamaCppBackend(StepBackend):
             self._kv_capacity = llama.llama_n_ctx(self._ctx)
             self._kv_unified = options.kv_unified
             self.independent_rows_below = independent_rows_below(spec.device.kind, options)
-            self.kv_rows_by_chunk_class = self._probe_row_classes()
+            self.kv_rows_by_chunk_class = run_on_passing_thread(self._probe_row_classes)
             self._n_batch = min(llama.llama_n_batch(self._ctx), llama.llama_n_ubatch(self._ctx))
             # A draft is verified exactly when its chunk computes every row as plain decoding.
             self.supports_speculation = 0 < self.independent_rows_below <= self._n_batch
