@@ -1,0 +1,200 @@
+"""Speculative decoding with a draft model on a real server: the default model drafts for
+itself (``draft_model`` is its own source), so nearly every draft is accepted, and greedy
+output is the same with and without drafts, alone, batched and streamed; a sequence's draft
+KV goes when it ends, is cancelled or is preempted."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from inferflux_core.config import DEFAULT_MODEL_SOURCE, ModelConfig, SchedulerConfig, Settings
+from inferflux_core.contracts import SamplingParams
+from inferflux_core.engine import Engine, GenerationRequest
+from tests.conftest import MODEL_NAME, RunningServer, free_port, start_server
+from tests.integration.test_speculative_decoding import (
+    ACCEPTED,
+    DRAFT_TOKENS,
+    PARAGRAPH,
+    REWRITE,
+    STORY,
+    chat,
+    counters,
+    grew,
+    text_of,
+)
+
+DRAFTING = {"method": "draft_model", "draft_model": DEFAULT_MODEL_SOURCE, "num_tokens": 6}
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[RunningServer]:
+    """The default model drafting for itself (4 sequences)."""
+    settings = Settings.model_validate(
+        {
+            "server": {"port": free_port(), "log_level": "warning"},
+            "models": [
+                {
+                    "name": MODEL_NAME,
+                    "context_length": 1024,
+                    "max_sequences": 4,
+                    "speculative": DRAFTING,
+                }
+            ],
+        }
+    )
+    running = start_server(settings)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def http(served: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served.base_url, headers=served.auth_headers, timeout=120) as client:
+        yield client
+    assert served.wait_idle(), "a request was left holding a sequence"
+    draft = served.engine.model(MODEL_NAME).draft_model
+    assert draft is not None and draft.open_sequences == 0, "a draft KV sequence leaked"
+
+
+@pytest.mark.parametrize("prompt", [REWRITE, STORY], ids=["rewrite", "story"])
+def test_greedy_output_is_the_same_with_and_without_the_draft_model(
+    http: httpx.Client, prompt: str
+) -> None:
+    plain = chat(http, prompt, speculative=False)
+    before = counters(http)
+    drafted = chat(http, prompt)
+    after = counters(http)
+    assert text_of(drafted) == text_of(plain)
+    assert drafted["usage"] == plain["usage"]
+    assert drafted["choices"][0]["finish_reason"] == plain["choices"][0]["finish_reason"]
+    proposed, accepted = grew(before, after, DRAFT_TOKENS), grew(before, after, ACCEPTED)
+    assert proposed > 0
+    assert accepted >= 0.9 * proposed  # the model drafting for itself agrees with itself
+
+
+def test_batched_sequences_drafting_give_what_each_gives_alone(http: httpx.Client) -> None:
+    prompts = [REWRITE, STORY, f"Copy this text exactly:\n\n{PARAGRAPH}", STORY]
+    alone = [text_of(chat(http, p, speculative=False)) for p in prompts]
+    before = counters(http)
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        together = list(pool.map(lambda p: text_of(chat(http, p)), prompts))
+    after = counters(http)
+    assert together == alone
+    assert grew(before, after, ACCEPTED) >= 0.9 * grew(before, after, DRAFT_TOKENS) > 0
+
+
+def test_a_completion_streams_the_same_text_with_the_draft_model(http: httpx.Client) -> None:
+    body = {"model": MODEL_NAME, "prompt": STORY, "max_tokens": 32, "temperature": 0}
+    plain = http.post("/v1/completions", json={**body, "speculative": False}).json()
+    with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
+        lines = [line for line in reply.iter_lines() if line.startswith("data: {")]
+    streamed = "".join(
+        httpx.Response(200, content=line[6:]).json()["choices"][0]["text"] for line in lines
+    )
+    assert streamed == plain["choices"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"speculative": False}, {"temperature": 0.8, "seed": 3}, {"logprobs": True}],
+    ids=["opted-out", "sampled", "logprobs"],
+)
+def test_requests_that_opt_out_or_sample_with_state_get_no_model_drafts(
+    http: httpx.Client, fields: dict[str, Any]
+) -> None:
+    before = counters(http)
+    chat(http, STORY, **fields)
+    assert grew(before, counters(http), DRAFT_TOKENS) == 0
+
+
+def greedy_request(rid: str, prompt: list[int], n: int, **fields: Any) -> GenerationRequest:
+    return GenerationRequest(
+        prompt, n, SamplingParams(temperature=0.0), request_id=rid, ignore_eos=True, **fields
+    )
+
+
+async def collect(engine: Engine, request: GenerationRequest, stop_after: int = 0) -> list[int]:
+    """The request's tokens; with ``stop_after``, leave (cancel it) once that many came."""
+    tokens: list[int] = []
+    async for event in engine.submit(MODEL_NAME, request):
+        assert event.error is None
+        tokens.extend(event.token_ids)
+        if stop_after and len(tokens) >= stop_after:
+            break
+    return tokens
+
+
+def loaded_engine(**model: Any) -> Engine:
+    settings = Settings(
+        models=[ModelConfig(name=MODEL_NAME, speculative=DRAFTING, **model)],
+        scheduler=SchedulerConfig(options={"preemption": True}),
+    )
+    engine = Engine(settings)
+    engine.load()
+    return engine
+
+
+def test_many_sequences_in_a_row_free_their_draft_kv_in_a_small_context() -> None:
+    engine = loaded_engine(context_length=256, max_sequences=2)
+    try:
+        model = engine.model(MODEL_NAME)
+        draft = model.draft_model
+        assert draft is not None
+        prompts = [model.tokenize_prompt(p) for p in (REWRITE, STORY)]
+
+        async def scenario() -> tuple[list[list[int]], list[list[int]]]:
+            plain = [await collect(engine, greedy_request(f"p{i}", p, 100, speculative=False))
+                     for i, p in enumerate(prompts)]
+            rounds = []
+            for i in range(12):  # each nearly fills its 256 tokens; twice as many as seq ids
+                prompt = prompts[i % 2]
+                rounds.append(await collect(engine, greedy_request(f"r{i}", prompt, 100)))
+            together = await asyncio.gather(
+                *(collect(engine, greedy_request(f"t{i}", prompts[i % 2], 100)) for i in range(4))
+            )
+            await collect(engine, greedy_request("cancelled", prompts[0], 100), stop_after=5)
+            return plain, [*rounds, *together]
+
+        plain, drafted = asyncio.run(scenario())
+        assert all(tokens == plain[i % 2] for i, tokens in enumerate(drafted[:12]))
+        assert all(tokens == plain[i % 2] for i, tokens in enumerate(drafted[12:]))
+        deadline = time.monotonic() + 10
+        while model.runner.active_sequences and time.monotonic() < deadline:
+            time.sleep(0.05)  # the cancelled request is freed at the next step
+        assert draft.open_sequences == 0
+        assert not any(draft.backend._positions)  # type: ignore[attr-defined]
+    finally:
+        engine.unload()
+
+
+def test_a_preempted_sequence_drafting_with_the_model_resumes_with_the_same_tokens() -> None:
+    engine = loaded_engine(context_length=1024, max_sequences=1)
+    try:
+        model = engine.model(MODEL_NAME)
+        low_prompt = model.tokenize_prompt(REWRITE)
+        high_prompt = model.tokenize_prompt("The recipe for bread is")
+
+        async def scenario() -> tuple[list[int], list[int]]:
+            plain = await collect(engine, greedy_request("plain", low_prompt, 60, speculative=False))
+            low = asyncio.create_task(collect(engine, greedy_request("low", low_prompt, 60)))
+            while model.runner.active_sequences == 0:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            await collect(engine, greedy_request("high", high_prompt, 4, priority=5))
+            return plain, await low
+
+        plain, interrupted = asyncio.run(scenario())
+        assert interrupted == plain
+        names = {s.name: s.value for f in engine.metrics.registry.collect() for s in f.samples}
+        assert names.get("inferflux_num_preemptions_total", 0) >= 1
+        assert names.get(ACCEPTED, 0) > 0
+        assert model.draft_model is not None and model.draft_model.open_sequences == 0
+    finally:
+        engine.unload()
