@@ -111,7 +111,9 @@ class SpeculativeConfig(_Strict):
         if self.method == "draft_model" and self.draft_model is None:
             raise ValueError("method: draft_model needs draft_model (the draft model's source)")
         if self.method != "draft_model" and self.draft_model is not None:
-            raise ValueError(f"draft_model is only used with method: draft_model, not {self.method}")
+            raise ValueError(
+                f"draft_model is only used with method: draft_model, not {self.method}"
+            )
         return self
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,13 +221,15 @@ def check_same_vocabulary(
 
 def load_draft_model(
     config: ModelConfig,
+    backend_cls: Callable[[BackendSpec], StepBackend],
     spec: BackendSpec,
     target: StepBackend,
     host: PluginHost,
     registry_path: Path | None = None,
 ) -> DraftModel | None:
-    """The draft model of ``config`` (loaded as ``spec`` says, from its draft source), or None
-    when it has none or its backend cannot verify drafts here (``supports_speculation``)."""
+    """The draft model of ``config``, whose ``backend_cls`` loaded it as ``target`` from
+    ``spec``: a ``backend_cls`` of the draft source with the same spec; None when it has
+    none or ``target`` cannot verify drafts here (``supports_speculation``)."""
     source = config.speculative.draft_model
     if source is None or config.speculative.method != "draft_model":
         return None
@@ -247,7 +249,7 @@ def load_draft_model(
         )
     path = resolve_model_source(source, host, registry_path=registry_path)
     draft_spec = dataclasses.replace(spec, model_name=f"{config.name}.draft", model_path=path)
-    backend = type(target)(draft_spec)
+    backend = backend_cls(draft_spec)
     try:
         check_same_vocabulary(target, backend, config.name, source)
     except BaseException:

@@ -152,7 +152,7 @@ def _load(
     draft_model: DraftModel | None = None
     try:
         load_adapters(config, backend, scheduler_cls, host)
-        draft_model = load_draft_model(config, spec, backend, host, registry_path)
+        draft_model = load_draft_model(config, backend_cls, spec, backend, host, registry_path)
         info = backend.info
         template_source = config.template_override() or info.chat_template
         template = (

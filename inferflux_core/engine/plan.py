@@ -40,7 +40,7 @@ class PlanApplier(ABC, Generic[S]):
             fed.append(sequence)
             planned_tokens.append(planned_chunk.n_tokens)
         decoding = [sequence for sequence in fed if sequence.prefill_done]
-        drafted = self.drafts(decoding) if decoding else {}
+        drafted = self.draft_batch(decoding) if decoding else {}
         chunk_of = self._chunk
         chunks = [chunk_of(s, n, drafted) for s, n in zip(fed, planned_tokens, strict=True)]
         if not chunks:
@@ -104,7 +104,7 @@ class PlanApplier(ABC, Generic[S]):
                 return
         accept(sequence, token)
 
-    def drafts(self, sequences: Sequence[S]) -> Mapping[int, Sequence[int]]:
+    def draft_batch(self, sequences: Sequence[S]) -> Mapping[int, Sequence[int]]:
         """Tokens to propose after each decoding sequence's last one, by seq id, for the
         backend to verify in this step: :meth:`draft` of each by default (a subclass may
         draft for all of them at once)."""

@@ -13,13 +13,13 @@ from inferflux_core.contracts import (
     TokenLogprob,
 )
 from inferflux_core.engine import supervision
+from inferflux_core.engine.draft_model import DraftQuery
 from inferflux_core.engine.finish import TokenAcceptor
 from inferflux_core.engine.groups import waits_for_leader
 from inferflux_core.engine.lifecycle import SequenceLifecycle
 from inferflux_core.engine.plan import PlanApplier
 from inferflux_core.engine.row_classes import prefill_chunk_end
 from inferflux_core.engine.runner_metrics import RunnerMetrics
-from inferflux_core.engine.draft_model import DraftQuery
 from inferflux_core.engine.speculation import Drafter, Speculation
 from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.errors import InferfluxError
@@ -102,7 +102,7 @@ class StepApplier(PlanApplier[EngineSequence]):
         self._m.iteration_tokens.observe(sum(len(chunk.tokens) for chunk in chunks))
         return sampled
 
-    def drafts(self, sequences: Sequence[EngineSequence]) -> Mapping[int, Sequence[int]]:
+    def draft_batch(self, sequences: Sequence[EngineSequence]) -> Mapping[int, Sequence[int]]:
         """Drafts for the decoding sequences that speculate, each as many as its drafter's
         length, ``max_tokens`` and context leave room for (see :mod:`.speculation`)."""
         self._drafters = {}

@@ -150,8 +150,10 @@ def test_many_sequences_in_a_row_free_their_draft_kv_in_a_small_context() -> Non
         prompts = [model.tokenize_prompt(p) for p in (REWRITE, STORY)]
 
         async def scenario() -> tuple[list[list[int]], list[list[int]]]:
-            plain = [await collect(engine, greedy_request(f"p{i}", p, 100, speculative=False))
-                     for i, p in enumerate(prompts)]
+            plain = [
+                await collect(engine, greedy_request(f"p{i}", p, 100, speculative=False))
+                for i, p in enumerate(prompts)
+            ]
             rounds = []
             for i in range(12):  # each nearly fills its 256 tokens; twice as many as seq ids
                 prompt = prompts[i % 2]
@@ -182,7 +184,9 @@ def test_a_preempted_sequence_drafting_with_the_model_resumes_with_the_same_toke
         high_prompt = model.tokenize_prompt("The recipe for bread is")
 
         async def scenario() -> tuple[list[int], list[int]]:
-            plain = await collect(engine, greedy_request("plain", low_prompt, 60, speculative=False))
+            plain = await collect(
+                engine, greedy_request("plain", low_prompt, 60, speculative=False)
+            )
             low = asyncio.create_task(collect(engine, greedy_request("low", low_prompt, 60)))
             while model.runner.active_sequences == 0:
                 await asyncio.sleep(0.01)

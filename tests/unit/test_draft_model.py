@@ -109,7 +109,9 @@ def test_sequences_draft_together_one_call_per_position() -> None:
     queries = [DraftQuery(s, f"r{s}", [s, s + 1, s + 2, s + 3], [s + 10], 4) for s in range(3)]
     model.propose(queries)
     backend.calls.clear()
-    queries = [DraftQuery(q.seq_id, q.owner, q.prompt, [*q.generated, 60], 2 + q.seq_id) for q in queries]
+    queries = [
+        DraftQuery(q.seq_id, q.owner, q.prompt, [*q.generated, 60], 2 + q.seq_id) for q in queries
+    ]
     drafts = model.propose(queries)
     assert drafts == {0: [61, 62], 1: [61, 62, 63], 2: [61, 62, 63, 64]}
     assert [len(call) for call in backend.calls] == [3, 3, 2, 1]
