@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +18,7 @@ import pytest
 from inferflux_core.config import DEFAULT_MODEL_SOURCE, ModelConfig, SchedulerConfig, Settings
 from inferflux_core.contracts import SamplingParams
 from inferflux_core.engine import Engine, GenerationRequest
+from inferflux_core.errors import ConfigError
 from tests.conftest import MODEL_NAME, RunningServer, free_port, start_server
 from tests.integration.test_speculative_decoding import (
     ACCEPTED,
@@ -200,5 +202,16 @@ def test_a_preempted_sequence_drafting_with_the_model_resumes_with_the_same_toke
         assert names.get("inferflux_num_preemptions_total", 0) >= 1
         assert names.get(ACCEPTED, 0) > 0
         assert model.draft_model is not None and model.draft_model.open_sequences == 0
+    finally:
+        engine.unload()
+
+
+def test_a_draft_model_that_cannot_be_found_is_a_load_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "draft.gguf"
+    spec = {**DRAFTING, "draft_model": str(missing)}
+    engine = Engine(Settings(models=[ModelConfig(name=MODEL_NAME, speculative=spec)]))
+    try:
+        with pytest.raises(ConfigError, match="draft.gguf"):
+            engine.load()
     finally:
         engine.unload()
