@@ -15,11 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from inferflux_core.config import DEFAULT_MODEL_SOURCE, ModelConfig, SchedulerConfig, Settings
-from inferflux_core.contracts import SamplingParams
-from inferflux_core.engine import Engine, GenerationRequest
+from inferflux_core.config import DEFAULT_MODEL_SOURCE, ModelConfig, Settings
+from inferflux_core.engine import Engine
 from inferflux_core.errors import ConfigError
-from tests.conftest import MODEL_NAME, RunningServer, free_port, start_server
+from tests.conftest import MODEL_NAME, RunningServer
 from tests.integration.test_speculative_decoding import (
     ACCEPTED,
     DRAFT_TOKENS,
@@ -27,8 +26,15 @@ from tests.integration.test_speculative_decoding import (
     REWRITE,
     STORY,
     chat,
+    check_a_preempted_sequence_resumes_with_the_same_tokens,
+    collect,
     counters,
+    greedy_request,
     grew,
+    idle_after,
+    preemption_engine,
+    speculating_server,
+    streamed_and_plain,
     text_of,
 )
 
@@ -38,29 +44,15 @@ DRAFTING = {"method": "draft_model", "draft_model": DEFAULT_MODEL_SOURCE, "num_t
 @pytest.fixture(scope="module")
 def served() -> Iterator[RunningServer]:
     """The default model drafting for itself (4 sequences)."""
-    settings = Settings.model_validate(
-        {
-            "server": {"port": free_port(), "log_level": "warning"},
-            "models": [
-                {
-                    "name": MODEL_NAME,
-                    "context_length": 1024,
-                    "max_sequences": 4,
-                    "speculative": DRAFTING,
-                }
-            ],
-        }
-    )
-    running = start_server(settings)
+    running = speculating_server(DRAFTING)
     yield running
     running.stop()
 
 
 @pytest.fixture
 def http(served: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served.base_url, headers=served.auth_headers, timeout=120) as client:
+    with idle_after(served) as client:
         yield client
-    assert served.wait_idle(), "a request was left holding a sequence"
     draft = served.engine.model(MODEL_NAME).draft_model
     assert draft is not None and draft.open_sequences == 0, "a draft KV sequence leaked"
 
@@ -93,14 +85,8 @@ def test_batched_sequences_drafting_give_what_each_gives_alone(http: httpx.Clien
 
 
 def test_a_completion_streams_the_same_text_with_the_draft_model(http: httpx.Client) -> None:
-    body = {"model": MODEL_NAME, "prompt": STORY, "max_tokens": 32, "temperature": 0}
-    plain = http.post("/v1/completions", json={**body, "speculative": False}).json()
-    with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
-        lines = [line for line in reply.iter_lines() if line.startswith("data: {")]
-    streamed = "".join(
-        httpx.Response(200, content=line[6:]).json()["choices"][0]["text"] for line in lines
-    )
-    assert streamed == plain["choices"][0]["text"]
+    streamed, plain = streamed_and_plain(http, STORY)
+    assert streamed == plain
 
 
 @pytest.mark.parametrize(
@@ -116,35 +102,8 @@ def test_requests_that_opt_out_or_sample_with_state_get_no_model_drafts(
     assert grew(before, counters(http), DRAFT_TOKENS) == 0
 
 
-def greedy_request(rid: str, prompt: list[int], n: int, **fields: Any) -> GenerationRequest:
-    return GenerationRequest(
-        prompt, n, SamplingParams(temperature=0.0), request_id=rid, ignore_eos=True, **fields
-    )
-
-
-async def collect(engine: Engine, request: GenerationRequest, stop_after: int = 0) -> list[int]:
-    """The request's tokens; with ``stop_after``, leave (cancel it) once that many came."""
-    tokens: list[int] = []
-    async for event in engine.submit(MODEL_NAME, request):
-        assert event.error is None
-        tokens.extend(event.token_ids)
-        if stop_after and len(tokens) >= stop_after:
-            break
-    return tokens
-
-
-def loaded_engine(**model: Any) -> Engine:
-    settings = Settings(
-        models=[ModelConfig(name=MODEL_NAME, speculative=DRAFTING, **model)],
-        scheduler=SchedulerConfig(options={"preemption": True}),
-    )
-    engine = Engine(settings)
-    engine.load()
-    return engine
-
-
 def test_many_sequences_in_a_row_free_their_draft_kv_in_a_small_context() -> None:
-    engine = loaded_engine(context_length=256, max_sequences=2)
+    engine = preemption_engine(DRAFTING, context_length=256, max_sequences=2)
     try:
         model = engine.model(MODEL_NAME)
         draft = model.draft_model
@@ -179,29 +138,11 @@ def test_many_sequences_in_a_row_free_their_draft_kv_in_a_small_context() -> Non
 
 
 def test_a_preempted_sequence_drafting_with_the_model_resumes_with_the_same_tokens() -> None:
-    engine = loaded_engine(context_length=1024, max_sequences=1)
+    engine = preemption_engine(DRAFTING, context_length=1024, max_sequences=1)
     try:
-        model = engine.model(MODEL_NAME)
-        low_prompt = model.tokenize_prompt(REWRITE)
-        high_prompt = model.tokenize_prompt("The recipe for bread is")
-
-        async def scenario() -> tuple[list[int], list[int]]:
-            plain = await collect(
-                engine, greedy_request("plain", low_prompt, 60, speculative=False)
-            )
-            low = asyncio.create_task(collect(engine, greedy_request("low", low_prompt, 60)))
-            while model.runner.active_sequences == 0:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)
-            await collect(engine, greedy_request("high", high_prompt, 4, priority=5))
-            return plain, await low
-
-        plain, interrupted = asyncio.run(scenario())
-        assert interrupted == plain
-        names = {s.name: s.value for f in engine.metrics.registry.collect() for s in f.samples}
-        assert names.get("inferflux_num_preemptions_total", 0) >= 1
-        assert names.get(ACCEPTED, 0) > 0
-        assert model.draft_model is not None and model.draft_model.open_sequences == 0
+        check_a_preempted_sequence_resumes_with_the_same_tokens(engine)
+        draft = engine.model(MODEL_NAME).draft_model
+        assert draft is not None and draft.open_sequences == 0
     finally:
         engine.unload()
 
@@ -211,7 +152,7 @@ def test_a_draft_model_that_cannot_be_found_is_a_load_error_naming_it(tmp_path: 
     spec = {**DRAFTING, "draft_model": str(missing)}
     engine = Engine(Settings(models=[ModelConfig(name=MODEL_NAME, speculative=spec)]))
     try:
-        with pytest.raises(ConfigError, match="draft.gguf"):
+        with pytest.raises(ConfigError, match=r"draft\.gguf"):
             engine.load()
     finally:
         engine.unload()
