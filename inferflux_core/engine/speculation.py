@@ -23,15 +23,14 @@ from inferflux_core.engine.draft_model import DraftModel, DraftQuery
 
 @dataclass(frozen=True, slots=True)
 class SpeculationSettings:
-    """How one model drafts: up to ``num_tokens`` per step, from n-grams of ``ngram_min`` to
-    ``ngram_max`` tokens, or with the draft model from ``draft_model`` (its source) when set;
-    ``enabled`` is what requests that do not say get."""
+    """How one model drafts: up to ``num_tokens`` per step, by prompt lookup from n-grams of
+    ``ngram_min`` to ``ngram_max`` tokens (unless it has a draft model, see
+    :class:`Speculation`); ``enabled`` is what requests that do not say get."""
 
     enabled: bool = True
     num_tokens: int = 4
     ngram_max: int = 3
     ngram_min: int = 1
-    draft_model: str | None = None
 
 
 def speculation_settings(config: SpeculativeConfig) -> SpeculationSettings:
@@ -41,7 +40,6 @@ def speculation_settings(config: SpeculativeConfig) -> SpeculationSettings:
         num_tokens=config.num_tokens,
         ngram_max=config.ngram_max,
         ngram_min=config.ngram_min,
-        draft_model=config.draft_model if config.method == "draft_model" else None,
     )
 
 
@@ -68,7 +66,7 @@ class DraftLength:
     """How many tokens a sequence drafts next: ``most`` at first, halved (down to 1) after a
     draft whose first token was rejected, one more (up to ``most``) after a draft accepted
     whole; a partly accepted draft leaves it as it is. A sequence whose drafts keep failing
-    thus costs little verification work, and one whose drafts hold drafts as much as it may."""
+    thus costs little verification work, and one whose drafts are right drafts all it may."""
 
     __slots__ = ("current", "most")
 

@@ -148,9 +148,8 @@ def test_the_models_config_is_bounded() -> None:
 
 def test_a_draft_model_config_names_its_source() -> None:
     config = ModelConfig(speculative={"method": "draft_model", "draft_model": "/m/draft.gguf"})
-    settings = speculation_settings(config.speculative)
-    assert settings.enabled and settings.draft_model == "/m/draft.gguf"
-    assert speculation_settings(ModelConfig().speculative).draft_model is None
+    assert config.speculative.draft_model == "/m/draft.gguf"
+    assert speculation_settings(config.speculative).enabled
 
 
 def test_the_draft_length_halves_on_a_first_miss_and_grows_on_full_acceptance() -> None:
@@ -201,7 +200,7 @@ class RecordingDraftModel:
 
 def test_a_draft_model_drafts_for_all_its_sequences_in_one_batch() -> None:
     recorder = RecordingDraftModel()
-    settings = SpeculationSettings(num_tokens=3, draft_model="draft.gguf")
+    settings = SpeculationSettings(num_tokens=3)
     speculation = Speculation(settings, speculating_backend(), cast(DraftModel, recorder))
     drafter = speculation.drafter(GREEDY, None)
     assert isinstance(drafter, ModelDrafter) and drafter.length == 3
