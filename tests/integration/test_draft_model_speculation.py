@@ -156,3 +156,20 @@ def test_a_draft_model_that_cannot_be_found_is_a_load_error_naming_it(tmp_path: 
             engine.load()
     finally:
         engine.unload()
+
+
+def test_drafts_the_model_rejects_are_dropped_from_the_draft_kv(
+    served: RunningServer, http: httpx.Client
+) -> None:
+    # the model samples with a logit bias the draft model does not know: some drafts fail
+    backend = served.engine.model(MODEL_NAME).backend
+    banned = {
+        str(t): -100 for w in (" the", " a", ",") for t in backend.tokenize(w, add_special=False)
+    }
+    plain = chat(http, STORY, logit_bias=banned, speculative=False)
+    before = counters(http)
+    drafted = chat(http, STORY, logit_bias=banned)
+    after = counters(http)
+    assert text_of(drafted) == text_of(plain)
+    proposed, accepted = grew(before, after, DRAFT_TOKENS), grew(before, after, ACCEPTED)
+    assert 0 < accepted < proposed
