@@ -70,25 +70,49 @@ MAX_NGRAM = 8
 
 
 class SpeculativeConfig(_Strict):
-    """Speculative decoding by prompt lookup (docs/configuration.md#speculative-decoding)."""
+    """Speculative decoding by prompt lookup or a draft model
+    (docs/configuration.md#speculative-decoding)."""
 
-    method: Literal["ngram", "off"] = Field(
+    method: Literal["ngram", "draft_model", "off"] = Field(
         "off",
         description="`ngram`: greedy requests draft the tokens that followed the latest "
-        "earlier occurrence of their last tokens (prompt lookup), verified in one decode "
-        "step; `off`: only requests with `speculative: true` draft",
+        "earlier occurrence of their last tokens (prompt lookup); `draft_model`: the "
+        "`draft_model` drafts them greedily; either way they are verified in one decode "
+        "step; `off`: only requests with `speculative: true` draft (by prompt lookup)",
     )
     num_tokens: int = Field(
-        4, ge=1, le=MAX_SPECULATIVE_TOKENS, description="most tokens drafted per step"
+        4,
+        ge=1,
+        le=MAX_SPECULATIVE_TOKENS,
+        description="most tokens drafted per step; each sequence drafts fewer after its "
+        "drafts are rejected (halved when the first is wrong, one more after a draft is "
+        "accepted whole)",
     )
     ngram_max: int = Field(3, ge=1, le=MAX_NGRAM, description="longest suffix looked up")
     ngram_min: int = Field(1, ge=1, le=MAX_NGRAM, description="shortest suffix looked up")
+    draft_model: str | None = Field(
+        None,
+        min_length=1,
+        description="the source of the draft model of `method: draft_model` (the syntax "
+        "of `models[].source`): a small GGUF with the model's vocabulary, loaded by the "
+        "model's backend with the same options",
+    )
 
     @model_validator(mode="after")
     def _ngram_order(self) -> SpeculativeConfig:
         if self.ngram_min > self.ngram_max:
             raise ValueError(
                 f"ngram_min ({self.ngram_min}) must not exceed ngram_max ({self.ngram_max})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _draft_model_with_its_method(self) -> SpeculativeConfig:
+        if self.method == "draft_model" and self.draft_model is None:
+            raise ValueError("method: draft_model needs draft_model (the draft model's source)")
+        if self.method != "draft_model" and self.draft_model is not None:
+            raise ValueError(
+                f"draft_model is only used with method: draft_model, not {self.method}"
             )
         return self
 
@@ -180,8 +204,8 @@ class ModelConfig(_Strict):
     adapters: list[AdapterConfig] = Field(default_factory=list, max_length=64)
     speculative: SpeculativeConfig = Field(
         default_factory=SpeculativeConfig,
-        description="speculative decoding of greedy requests (step-level backends that "
-        "support it; the output is the same as without it)",
+        description="speculative decoding of greedy requests, by prompt lookup or a draft "
+        "model (step-level backends that support it; the output is the same as without it)",
     )
     project: str | None = Field(
         None, pattern=SCOPE_NAME_PATTERN, description="the project it belongs to (docs/projects.md)"

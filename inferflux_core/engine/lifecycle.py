@@ -4,6 +4,7 @@ preempt, release."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -14,7 +15,10 @@ from inferflux_core.engine.groups import copy_source, followers_to_fork
 from inferflux_core.engine.row_classes import long_region_end
 from inferflux_core.engine.runner_metrics import RunnerMetrics
 from inferflux_core.engine.slots import KVSlots
+from inferflux_core.engine.speculation import Speculation
 from inferflux_core.engine.stream import EngineSequence, RequestState
+
+log = logging.getLogger(__name__)
 
 
 class SequenceLifecycle:
@@ -30,8 +34,10 @@ class SequenceLifecycle:
         live: dict[str, EngineSequence],
         *,
         eog_tokens: Sequence[int] = (),
+        speculation: Speculation | None = None,
     ) -> None:
         self.backend = backend
+        self._speculation = speculation
         self.scheduler = scheduler
         self.slots = slots
         self.live = live
@@ -146,6 +152,7 @@ class SequenceLifecycle:
         if sequence.seq_id is None:
             return
         sequence.saved = self.backend.save_sequence(sequence.seq_id)
+        self._free_drafting(sequence.seq_id)
         self.slots.forget(sequence.seq_id)
         sequence.seq_id = None
         self._m.preemptions.inc()
@@ -162,6 +169,7 @@ class SequenceLifecycle:
             seq_id = sequence.seq_id
             if seq_id is not None:
                 sequence.seq_id = None
+                self._free_drafting(seq_id)
                 in_kv = self.exact_kv(sequence, with_generated=True) if keep_kv else []
                 kept = self.slots.release(seq_id, in_kv, sequence.adapter, sequence.long_end)
                 try:
@@ -169,3 +177,13 @@ class SequenceLifecycle:
                 except Exception:
                     self.slots.forget(seq_id)
                     raise
+
+    def _free_drafting(self, seq_id: int) -> None:
+        """Free what drafting held for ``seq_id`` (a draft model's KV); a failure there is
+        logged, never kept from freeing the sequence itself."""
+        if self._speculation is None:
+            return
+        try:
+            self._speculation.release(seq_id)
+        except Exception:
+            log.warning("could not free the draft KV of sequence %d", seq_id, exc_info=True)

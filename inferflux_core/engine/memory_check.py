@@ -14,6 +14,7 @@ which counts every allocation already.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,10 +54,34 @@ def context_settings(config: ModelConfig) -> ContextSettings:
     )
 
 
-def estimate_for(config: ModelConfig, path: Path) -> MemoryEstimate | None:
-    """``config``'s estimate for the model file at ``path``; None when the file is not a GGUF
-    model whose metadata the estimate understands (a warning says why: the backend then
-    decides on its own)."""
+def estimate_for(
+    config: ModelConfig, path: Path, draft_path: Path | None = None
+) -> MemoryEstimate | None:
+    """``config``'s estimate for the model file at ``path``, with its draft model's (the file
+    at ``draft_path``, loaded for the same context) added when given; None when a file is not
+    a GGUF model whose metadata the estimate understands (a warning says why: the backend
+    then decides on its own)."""
+    estimate = _estimate_file(config, path)
+    if estimate is None or draft_path is None:
+        return estimate
+    draft = _estimate_file(config, draft_path)
+    return None if draft is None else with_draft_model(estimate, draft)
+
+
+def with_draft_model(estimate: MemoryEstimate, draft: MemoryEstimate) -> MemoryEstimate:
+    """``estimate`` with a draft model's weights, KV cache and buffers added (its per-token
+    figures stay the model's own)."""
+    return dataclasses.replace(
+        estimate,
+        weights_bytes=estimate.weights_bytes + draft.weights_bytes,
+        kv_bytes=estimate.kv_bytes + draft.kv_bytes,
+        compute_bytes=estimate.compute_bytes + draft.compute_bytes,
+        output_bytes=estimate.output_bytes + draft.output_bytes,
+        overhead_bytes=estimate.overhead_bytes + draft.overhead_bytes,
+    )
+
+
+def _estimate_file(config: ModelConfig, path: Path) -> MemoryEstimate | None:
     if not _is_gguf(path):
         return None
     try:
@@ -74,11 +99,13 @@ def check_model_memory(
     path: Path,
     device: DeviceInfo,
     loaded: Sequence[MemoryEstimate] = (),
+    draft_path: Path | None = None,
 ) -> MemoryEstimate | None:
-    """Raise :class:`~inferflux_core.errors.InsufficientMemoryError` when ``config`` would
-    not fit on ``device`` beside the ``loaded`` models (their estimates, on the same device);
-    return its estimate (None when there is none to make)."""
-    estimate = estimate_for(config, path)
+    """Raise :class:`~inferflux_core.errors.InsufficientMemoryError` when ``config`` (with
+    its draft model's file at ``draft_path``, if any) would not fit on ``device`` beside the
+    ``loaded`` models (their estimates, on the same device); return its estimate (None when
+    there is none to make)."""
+    estimate = estimate_for(config, path, draft_path)
     if estimate is None:
         return None
     free = free_memory(device)
@@ -105,7 +132,8 @@ class ModelMemoryCheck:
 
     ``resolve_path`` turns a config into its model file (``resolve_model_source`` of its
     ``source`` through ``host`` by default). Models of request-level backends (vLLM sizes
-    its own memory) and configs with ``memory_check: false`` are not checked.
+    its own memory) and configs with ``memory_check: false`` are not checked. A model's
+    draft model (``speculative.method: draft_model``) counts with it.
     """
 
     def __init__(
@@ -126,9 +154,16 @@ class ModelMemoryCheck:
         for other in loaded:
             other_placed = self._placed(other)
             if other_placed is not None and other_placed[1].kind == device.kind:
-                estimate = estimate_for(other, other_placed[0])
+                estimate = estimate_for(other, other_placed[0], self._draft_path(other))
                 others.extend([estimate] if estimate is not None else [])
-        check_model_memory(config, path, device, others)
+        check_model_memory(config, path, device, others, self._draft_path(config))
+
+    def _draft_path(self, config: ModelConfig) -> Path | None:
+        """The file of ``config``'s draft model, resolved as its own source is."""
+        speculative = config.speculative
+        if speculative.method != "draft_model" or speculative.draft_model is None:
+            return None
+        return self.resolve_path(config.model_copy(update={"source": speculative.draft_model}))
 
     def _placed(self, config: ModelConfig) -> tuple[Path, DeviceInfo] | None:
         choice = choose_backend(config, self.host)

@@ -13,6 +13,7 @@ from inferflux_core.config import ModelConfig, SchedulerConfig
 from inferflux_core.contracts import BackendSpec, DeviceInfo, RequestBackend, StepBackend
 from inferflux_core.engine.adapters import load_adapters
 from inferflux_core.engine.devices import select_device
+from inferflux_core.engine.draft_model import DraftModel, load_draft_model
 from inferflux_core.engine.runner import ModelRunner
 from inferflux_core.engine.sampling_defaults import Defaults, model_sampling_defaults
 from inferflux_core.engine.scheduling import make_scheduler
@@ -39,6 +40,8 @@ class LoadedModel:
     created: int
     #: What requests that leave sampling fields out get (``engine.sampling_defaults``).
     sampling_defaults: Defaults = field(default_factory=dict)
+    #: The model that drafts for it (``speculative.method: draft_model``), if loaded.
+    draft_model: DraftModel | None = None
 
     def render_chat(self, messages: list[dict[str, object]], **kwargs: object) -> str:
         """Render messages with the model's chat template (ChatTemplateError if it has none)."""
@@ -64,6 +67,8 @@ class LoadedModel:
         stop keeps its backend: freeing llama.cpp's context under a running decode would
         crash the process, so the memory is left to the process's exit instead."""
         if self.runner.stop():
+            if self.draft_model is not None:
+                self.draft_model.close()
             self.backend.close()
         else:
             log.error(
@@ -144,8 +149,10 @@ def _load(
         options=config.options,
     )
     backend: StepBackend = backend_cls(spec)
+    draft_model: DraftModel | None = None
     try:
         load_adapters(config, backend, scheduler_cls, host)
+        draft_model = load_draft_model(config, backend_cls, spec, backend, host, registry_path)
         info = backend.info
         template_source = config.template_override() or info.chat_template
         template = (
@@ -170,8 +177,11 @@ def _load(
             queue_timeout=scheduler_config.queue_timeout,
             max_queue=scheduler_config.max_queue,
             speculation=speculation_settings(config.speculative),
+            draft_model=draft_model,
         )
     except BaseException:
+        if draft_model is not None:
+            draft_model.close()
         backend.close()
         raise
     runner.start()
@@ -185,4 +195,5 @@ def _load(
         template=template,
         created=int(time.time()),
         sampling_defaults=model_sampling_defaults(config, info.metadata),
+        draft_model=draft_model,
     )

@@ -26,12 +26,10 @@ class PlanApplier(ABC, Generic[S]):
         """Apply ``plan``; False if no chunk was left to decode."""
         for planned in plan.preempt:
             self.preempt(planned)
-        chunks: list[SequenceChunk] = []
         fed: list[S] = []
+        planned_tokens: list[int] = []
         by_seq_id: dict[int, S] = {}
         admit = self.admit
-        draft = self.draft
-        drafted: dict[int, Sequence[int]] = {}
         for planned_chunk in plan.chunks:
             sequence = admit(planned_chunk.sequence)
             if sequence is None:
@@ -39,20 +37,12 @@ class PlanApplier(ABC, Generic[S]):
             seq_id = sequence.seq_id
             assert seq_id is not None, "admit must give the sequence a KV id"
             by_seq_id[seq_id] = sequence
-            if sequence.prefill_done:
-                drafts = draft(sequence)
-                if drafts:
-                    drafted[seq_id] = drafts
-                    tokens = (sequence.generated[-1], *drafts)
-                    chunks.append(SequenceChunk(seq_id, tokens, draft=len(drafts)))
-                else:
-                    chunks.append(SequenceChunk(seq_id, (sequence.generated[-1],)))
-            else:
-                start = sequence.n_prefilled
-                prompt = sequence.prompt_tokens
-                end = self.prefill_end(sequence, start, planned_chunk.n_tokens)
-                chunks.append(SequenceChunk(seq_id, prompt[start:end], end == len(prompt)))
             fed.append(sequence)
+            planned_tokens.append(planned_chunk.n_tokens)
+        decoding = [sequence for sequence in fed if sequence.prefill_done]
+        drafted = self.draft_batch(decoding) if decoding else {}
+        chunk_of = self._chunk
+        chunks = [chunk_of(s, n, drafted) for s, n in zip(fed, planned_tokens, strict=True)]
         if not chunks:
             return False
         failed: SequencesFailedError | None = None
@@ -80,6 +70,24 @@ class PlanApplier(ABC, Generic[S]):
                     self.fail(by_seq_id[seq_id], failed.error_for(seq_id))
         return True
 
+    def _chunk(
+        self, sequence: S, n_planned: int, drafted: Mapping[int, Sequence[int]]
+    ) -> SequenceChunk:
+        """What ``sequence`` feeds this step: its last token (and its drafts, if any), or
+        the next chunk of its prompt (``n_planned`` tokens as the scheduler planned)."""
+        seq_id = sequence.seq_id
+        assert seq_id is not None
+        if sequence.prefill_done:
+            drafts = drafted.get(seq_id)
+            if drafts:
+                tokens = (sequence.generated[-1], *drafts)
+                return SequenceChunk(seq_id, tokens, draft=len(drafts))
+            return SequenceChunk(seq_id, (sequence.generated[-1],))
+        start = sequence.n_prefilled
+        prompt = sequence.prompt_tokens
+        end = self.prefill_end(sequence, start, n_planned)
+        return SequenceChunk(seq_id, prompt[start:end], end == len(prompt))
+
     def prefill_end(self, sequence: S, start: int, planned: int) -> int:
         """Where this step's prompt chunk of ``sequence`` ends, the scheduler having planned
         ``planned`` tokens from ``start``: as planned, within the prompt (a reused prefix may
@@ -95,6 +103,18 @@ class PlanApplier(ABC, Generic[S]):
             if sequence.seq_id is None:
                 return
         accept(sequence, token)
+
+    def draft_batch(self, sequences: Sequence[S]) -> Mapping[int, Sequence[int]]:
+        """Tokens to propose after each decoding sequence's last one, by seq id, for the
+        backend to verify in this step: :meth:`draft` of each by default (a subclass may
+        draft for all of them at once)."""
+        drafted: dict[int, Sequence[int]] = {}
+        for sequence in sequences:
+            drafts = self.draft(sequence)
+            if drafts:
+                assert sequence.seq_id is not None
+                drafted[sequence.seq_id] = drafts
+        return drafted
 
     def draft(self, sequence: S) -> Sequence[int]:
         """Tokens to propose after a decoding sequence's last one, for the backend to verify

@@ -24,6 +24,7 @@ from inferflux_core.contracts import (
 )
 from inferflux_core.engine import supervision
 from inferflux_core.engine.admission import Admission
+from inferflux_core.engine.draft_model import DraftModel
 from inferflux_core.engine.embedding import EmbeddingQueue
 from inferflux_core.engine.finish import TokenAcceptor
 from inferflux_core.engine.lifecycle import SequenceLifecycle
@@ -86,6 +87,7 @@ class ModelRunner:
         queue_timeout: float = 0.0,
         max_queue: int = 256,
         speculation: SpeculationSettings | None = None,
+        draft_model: DraftModel | None = None,
     ) -> None:
         self.model_name = model_name
         self.backend = backend
@@ -118,8 +120,17 @@ class ModelRunner:
             context_length=context_length,
             queue_timeout=queue_timeout,
         )
+        drafting = (
+            Speculation(speculation, backend, draft_model) if speculation is not None else None
+        )
         self._lifecycle = SequenceLifecycle(
-            backend, scheduler, self.slots, self._m, self._live, eog_tokens=eog_tokens
+            backend,
+            scheduler,
+            self.slots,
+            self._m,
+            self._live,
+            eog_tokens=eog_tokens,
+            speculation=drafting,
         )
         self._tokens = TokenAcceptor(
             backend,
@@ -136,7 +147,7 @@ class ModelRunner:
             self._m,
             self._live,
             self.fail,
-            Speculation(speculation, backend) if speculation is not None else None,
+            drafting,
         )
         #: Embedding requests, run on the step thread between generation steps.
         self.embeddings = EmbeddingQueue(

@@ -1,11 +1,14 @@
-"""Speculative decoding by prompt lookup: draft tokens from the sequence's own history.
+"""Speculative decoding: draft tokens by prompt lookup or with a draft model.
 
-For a sequence in decode, the longest suffix (``ngram_max`` down to ``ngram_min`` tokens) of
-its prompt and output that occurred earlier proposes the tokens that followed its most recent
-earlier occurrence. The backend verifies the draft in the sequence's next decode chunk (see
+By prompt lookup, for a sequence in decode, the longest suffix (``ngram_max`` down to
+``ngram_min`` tokens) of its prompt and output that occurred earlier proposes the tokens that
+followed its most recent earlier occurrence. A draft model (:mod:`.draft_model`) instead
+decodes the continuation greedily, for all drafting sequences of a step together. The backend
+verifies the draft in the sequence's next decode chunk (see
 :class:`~inferflux_core.contracts.SequenceChunk`), so a step may yield several tokens; the
 output is the same as without drafts because only sequences whose sampler is greedy and keeps
-no state get any (:func:`drafts_exactly`).
+no state get any (:func:`drafts_exactly`). Each sequence adapts how many tokens it drafts to
+how many were accepted (:class:`DraftLength`).
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from dataclasses import dataclass
 
 from inferflux_core.config import SpeculativeConfig
 from inferflux_core.contracts import SamplingParams, StepBackend
+from inferflux_core.engine.draft_model import DraftModel, DraftQuery
 
 
 @dataclass(frozen=True, slots=True)
 class SpeculationSettings:
-    """How one model drafts: up to ``num_tokens`` per step, from n-grams of ``ngram_min`` to
-    ``ngram_max`` tokens; ``enabled`` is what requests that do not say get."""
+    """How one model drafts: up to ``num_tokens`` per step, by prompt lookup from n-grams of
+    ``ngram_min`` to ``ngram_max`` tokens (unless it has a draft model, see
+    :class:`Speculation`); ``enabled`` is what requests that do not say get."""
 
     enabled: bool = True
     num_tokens: int = 4
@@ -57,20 +62,75 @@ def drafts_exactly(params: SamplingParams) -> bool:
     )
 
 
+class DraftLength:
+    """How many tokens a sequence drafts next: ``most`` at first, halved (down to 1) after a
+    draft whose first token was rejected, one more (up to ``most``) after a draft accepted
+    whole; a partly accepted draft leaves it as it is. A sequence whose drafts keep failing
+    thus costs little verification work, and one whose drafts are right drafts all it may."""
+
+    __slots__ = ("current", "most")
+
+    def __init__(self, most: int) -> None:
+        self.most = max(1, most)
+        self.current = self.most
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        """``accepted`` of the ``drafted`` tokens of the last draft were accepted."""
+        if drafted <= 0:
+            return
+        if accepted <= 0:
+            self.current = max(1, self.current // 2)
+        elif accepted >= drafted:
+            self.current = min(self.most, self.current + 1)
+
+
 class Drafter:
     """Proposes nothing: the drafter of a sequence that does not speculate."""
 
     __slots__ = ()
 
+    @property
+    def length(self) -> int:
+        """The most tokens to draft next (0: none)."""
+        return 0
+
     def propose(self, prompt: Sequence[int], generated: Sequence[int], limit: int) -> list[int]:
         """Up to ``limit`` tokens likely to follow ``prompt + generated``."""
         return []
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        """``accepted`` of the ``drafted`` tokens it proposed last were accepted."""
 
 
 NO_DRAFTS = Drafter()
 
 
-class NgramDrafter(Drafter):
+class AdaptiveDrafter(Drafter):
+    """A drafter whose draft length follows its acceptance (:class:`DraftLength`)."""
+
+    __slots__ = ("_length",)
+
+    def __init__(self, most: int) -> None:
+        self._length = DraftLength(most)
+
+    @property
+    def length(self) -> int:
+        """The most tokens to draft next."""
+        return self._length.current
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        """Shrink or grow the next drafts (see :class:`DraftLength`)."""
+        self._length.verified(drafted, accepted)
+
+
+class ModelDrafter(AdaptiveDrafter):
+    """A sequence's drafter with the model's draft model: :meth:`Speculation.propose` drafts
+    for all such sequences of a step at once, so its own :meth:`propose` proposes nothing."""
+
+    __slots__ = ()
+
+
+class NgramDrafter(AdaptiveDrafter):
     """Prompt-lookup drafting over one sequence's tokens (see the module docstring).
 
     An index maps every n-gram of the history (but the one ending at its last token) to where
@@ -80,9 +140,10 @@ class NgramDrafter(Drafter):
 
     __slots__ = ("_index", "_indexed", "_sizes", "_tokens")
 
-    def __init__(self, ngram_min: int, ngram_max: int) -> None:
+    def __init__(self, ngram_min: int, ngram_max: int, most: int = 4) -> None:
         if not 1 <= ngram_min <= ngram_max:
             raise ValueError(f"need 1 <= ngram_min <= ngram_max, not {ngram_min}, {ngram_max}")
+        super().__init__(most)
         self._sizes = range(ngram_max, ngram_min - 1, -1)
         self._tokens: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}
@@ -129,9 +190,15 @@ class NgramDrafter(Drafter):
 
 
 class Speculation:
-    """Which sequences of one model draft, and how many tokens a step may draft."""
+    """Which sequences of one model draft, how many tokens a step may draft, and what
+    proposes them: prompt lookup, or the model's draft model."""
 
-    def __init__(self, settings: SpeculationSettings, backend: StepBackend) -> None:
+    def __init__(
+        self,
+        settings: SpeculationSettings,
+        backend: StepBackend,
+        draft_model: DraftModel | None = None,
+    ) -> None:
         self.settings = settings
         limit = settings.num_tokens
         if backend.independent_rows_below > 0:
@@ -139,6 +206,8 @@ class Speculation:
             limit = min(limit, backend.independent_rows_below - 2)
         #: Draft tokens per sequence and step (0: this model never drafts).
         self.num_tokens = max(0, limit) if backend.supports_speculation else 0
+        #: The draft model that drafts for this model (None: prompt lookup does).
+        self.draft_model = draft_model
 
     def drafter(self, params: SamplingParams, requested: bool | None) -> Drafter:
         """A new drafter for a sequence sampled with ``params`` whose request said
@@ -146,4 +215,25 @@ class Speculation:
         wanted = self.settings.enabled if requested is None else requested
         if not wanted or self.num_tokens <= 0 or not drafts_exactly(params):
             return NO_DRAFTS
-        return NgramDrafter(self.settings.ngram_min, self.settings.ngram_max)
+        if self.draft_model is not None:
+            return ModelDrafter(self.num_tokens)
+        return NgramDrafter(self.settings.ngram_min, self.settings.ngram_max, self.num_tokens)
+
+    def propose(self, queries: Sequence[tuple[Drafter, DraftQuery]]) -> dict[int, list[int]]:
+        """The drafts of each query's sequence by seq id (none: left out): prompt lookup per
+        sequence, the draft model in one batch for all its sequences."""
+        drafts: dict[int, list[int]] = {}
+        batched: list[DraftQuery] = []
+        for drafter, query in queries:
+            if isinstance(drafter, ModelDrafter):
+                batched.append(query)
+            elif proposed := drafter.propose(query.prompt, query.generated, query.limit):
+                drafts[query.seq_id] = proposed
+        if batched and self.draft_model is not None:
+            drafts.update(self.draft_model.propose(batched))
+        return drafts
+
+    def release(self, seq_id: int) -> None:
+        """``seq_id``'s sequence ended or was preempted: free what drafting held for it."""
+        if self.draft_model is not None:
+            self.draft_model.release(seq_id)

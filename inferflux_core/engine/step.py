@@ -13,13 +13,14 @@ from inferflux_core.contracts import (
     TokenLogprob,
 )
 from inferflux_core.engine import supervision
+from inferflux_core.engine.draft_model import DraftQuery
 from inferflux_core.engine.finish import TokenAcceptor
 from inferflux_core.engine.groups import waits_for_leader
 from inferflux_core.engine.lifecycle import SequenceLifecycle
 from inferflux_core.engine.plan import PlanApplier
 from inferflux_core.engine.row_classes import prefill_chunk_end
 from inferflux_core.engine.runner_metrics import RunnerMetrics
-from inferflux_core.engine.speculation import Speculation
+from inferflux_core.engine.speculation import Drafter, Speculation
 from inferflux_core.engine.stream import EngineSequence
 from inferflux_core.errors import InferfluxError
 
@@ -56,6 +57,8 @@ class StepApplier(PlanApplier[EngineSequence]):
         #: How many tokens a step drafts per sequence (0: none).
         self._num_drafts = speculation.num_tokens if speculation is not None else 0
         self._speculation = speculation
+        #: The drafter of each seq id that drafted in the last step.
+        self._drafters: dict[int, Drafter] = {}
 
     def prefill_end(self, sequence: EngineSequence, start: int, planned: int) -> int:
         """As planned, or with row classes, the chunk their fixed pattern allows."""
@@ -99,11 +102,37 @@ class StepApplier(PlanApplier[EngineSequence]):
         self._m.iteration_tokens.observe(sum(len(chunk.tokens) for chunk in chunks))
         return sampled
 
-    def draft(self, sequence: EngineSequence) -> Sequence[int]:
-        """Prompt-lookup drafts for a decoding sequence that speculates, as many as its
-        ``max_tokens`` and context leave room for (see :mod:`.speculation`)."""
+    def draft_batch(self, sequences: Sequence[EngineSequence]) -> Mapping[int, Sequence[int]]:
+        """Drafts for the decoding sequences that speculate, each as many as its drafter's
+        length, ``max_tokens`` and context leave room for (see :mod:`.speculation`)."""
+        self._drafters = {}
         if not self._num_drafts:
-            return ()
+            return {}
+        assert self._speculation is not None
+        queries: list[tuple[Drafter, DraftQuery]] = []
+        for sequence in sequences:
+            drafter = self._drafter(sequence)
+            limit = min(
+                drafter.length,
+                sequence.state.request.max_tokens - len(sequence.generated) - 1,
+                self._tokens.context_length - sequence.kv_tokens,
+            )
+            if limit <= 0:
+                continue
+            assert sequence.seq_id is not None
+            query = DraftQuery(
+                sequence.seq_id,
+                sequence.request_id,
+                sequence.prompt_tokens,
+                sequence.generated,
+                limit,
+            )
+            queries.append((drafter, query))
+            self._drafters[sequence.seq_id] = drafter
+        return self._speculation.propose(queries) if queries else {}
+
+    def _drafter(self, sequence: EngineSequence) -> Drafter:
+        """The sequence's drafter, chosen on its first decode step."""
         state = sequence.state
         drafter = state.drafter
         if drafter is None:
@@ -111,18 +140,19 @@ class StepApplier(PlanApplier[EngineSequence]):
             request = state.request
             drafter = self._speculation.drafter(request.sampling, request.speculative)
             state.drafter = drafter
-        n_generated = len(sequence.generated)
-        limit = min(
-            self._num_drafts,
-            state.request.max_tokens - n_generated - 1,
-            self._tokens.context_length - sequence.kv_tokens,
-        )
-        return drafter.propose(sequence.prompt_tokens, sequence.generated, limit)
+        return drafter
 
     def take_accepted(self) -> Mapping[int, int]:
-        """The backend's accepted drafts of the last decode, counted in the metrics."""
+        """The backend's accepted drafts of the last decode, counted in the metrics and
+        told to each drafter (which adapts its next draft's length)."""
         accepted = self.backend.take_accepted()
         self._m.drafts_verified(self._drafted, accepted)
+        drafters = self._drafters
+        for chunk in self._drafted:
+            if chunk.draft:
+                drafter = drafters.get(chunk.seq_id)
+                if drafter is not None:
+                    drafter.verified(chunk.draft, accepted.get(chunk.seq_id, 0))
         return accepted
 
     def _apply_adapter(self, fed: Sequence[EngineSequence]) -> None:

@@ -5,6 +5,7 @@ requests that opt out or sample with state get none."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -33,32 +34,38 @@ ACCEPTED = "inferflux_spec_decode_num_accepted_tokens_total"
 PER_POSITION = "inferflux_spec_decode_num_accepted_tokens_per_pos_total"
 
 
-@pytest.fixture(scope="module")
-def served() -> Iterator[RunningServer]:
-    """The default model with speculative decoding on (4 sequences)."""
+def speculating_server(speculative: dict[str, Any]) -> RunningServer:
+    """The default model (4 sequences of 1024 tokens) drafting as ``speculative`` says."""
+    model = {"name": MODEL_NAME, "context_length": 1024, "max_sequences": 4}
     settings = Settings.model_validate(
         {
             "server": {"port": free_port(), "log_level": "warning"},
-            "models": [
-                {
-                    "name": MODEL_NAME,
-                    "context_length": 1024,
-                    "max_sequences": 4,
-                    "speculative": {"method": "ngram", "num_tokens": 6},
-                }
-            ],
+            "models": [{**model, "speculative": speculative}],
         }
     )
-    running = start_server(settings)
+    return start_server(settings)
+
+
+@contextlib.contextmanager
+def idle_after(served: RunningServer) -> Iterator[httpx.Client]:
+    """A client of ``served``; once done, no request may still hold a sequence."""
+    with httpx.Client(base_url=served.base_url, headers=served.auth_headers, timeout=120) as client:
+        yield client
+    assert served.wait_idle(), "a request was left holding a sequence"
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[RunningServer]:
+    """The default model with speculative decoding on (4 sequences)."""
+    running = speculating_server({"method": "ngram", "num_tokens": 6})
     yield running
     running.stop()
 
 
 @pytest.fixture
 def http(served: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served.base_url, headers=served.auth_headers, timeout=120) as client:
+    with idle_after(served) as client:
         yield client
-    assert served.wait_idle(), "a request was left holding a sequence"
 
 
 def counters(http: httpx.Client) -> dict[str, float]:
@@ -126,15 +133,21 @@ def test_a_rewriting_prompt_accepts_drafts(http: httpx.Client) -> None:
     assert per_position == accepted
 
 
-def test_a_completion_streams_the_same_text_with_drafts(http: httpx.Client) -> None:
-    body = {"model": MODEL_NAME, "prompt": REWRITE, "max_tokens": 32, "temperature": 0}
+def streamed_and_plain(http: httpx.Client, prompt: str, max_tokens: int = 32) -> tuple[str, str]:
+    """A greedy completion of ``prompt`` streamed (drafting), and in one piece without drafts."""
+    body = {"model": MODEL_NAME, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
     plain = http.post("/v1/completions", json={**body, "speculative": False}).json()
     with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as reply:
         lines = [line for line in reply.iter_lines() if line.startswith("data: {")]
     streamed = "".join(
         httpx.Response(200, content=line[6:]).json()["choices"][0]["text"] for line in lines
     )
-    assert streamed == plain["choices"][0]["text"]
+    return streamed, str(plain["choices"][0]["text"])
+
+
+def test_a_completion_streams_the_same_text_with_drafts(http: httpx.Client) -> None:
+    streamed, plain = streamed_and_plain(http, REWRITE)
+    assert streamed == plain
 
 
 @pytest.mark.parametrize(
@@ -175,49 +188,60 @@ def test_a_model_that_does_not_draft_by_default_drafts_for_a_request_that_asks(
     assert text_of(asked) == text_of(plain)
 
 
-def test_a_preempted_sequence_that_drafts_resumes_with_the_same_tokens() -> None:
+def greedy_request(rid: str, prompt: list[int], n: int, **fields: Any) -> GenerationRequest:
+    """A greedy request for exactly ``n`` tokens."""
+    greedy = SamplingParams(temperature=0.0)
+    return GenerationRequest(prompt, n, greedy, request_id=rid, ignore_eos=True, **fields)
+
+
+async def collect(engine: Engine, request: GenerationRequest, stop_after: int = 0) -> list[int]:
+    """The request's tokens; with ``stop_after``, leave (cancel it) once that many came."""
+    tokens: list[int] = []
+    async for event in engine.submit(MODEL_NAME, request):
+        assert event.error is None
+        tokens.extend(event.token_ids)
+        if stop_after and len(tokens) >= stop_after:
+            break
+    return tokens
+
+
+def preemption_engine(speculative: dict[str, Any], **model: Any) -> Engine:
+    """A loaded engine of the default model drafting as ``speculative`` says, with preemption."""
     settings = Settings(
-        models=[
-            ModelConfig(
-                name=MODEL_NAME,
-                context_length=1024,
-                max_sequences=1,
-                speculative={"method": "ngram"},
-            )
-        ],
+        models=[ModelConfig(name=MODEL_NAME, speculative=speculative, **model)],
         scheduler=SchedulerConfig(options={"preemption": True}),
     )
     engine = Engine(settings)
     engine.load()
+    return engine
+
+
+def check_a_preempted_sequence_resumes_with_the_same_tokens(engine: Engine) -> None:
+    """A drafting sequence preempted by a higher-priority request (one sequence at a time)
+    gives what it gives alone without drafts; drafts were accepted."""
+    model = engine.model(MODEL_NAME)
+    low_prompt = model.tokenize_prompt(REWRITE)
+    high_prompt = model.tokenize_prompt("The recipe for bread is")
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        plain = await collect(engine, greedy_request("plain", low_prompt, 60, speculative=False))
+        low = asyncio.create_task(collect(engine, greedy_request("low", low_prompt, 60)))
+        while model.runner.active_sequences == 0:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        await collect(engine, greedy_request("high", high_prompt, 4, priority=5))
+        return plain, await low
+
+    plain, interrupted = asyncio.run(scenario())
+    assert interrupted == plain
+    names = {s.name: s.value for f in engine.metrics.registry.collect() for s in f.samples}
+    assert names.get("inferflux_num_preemptions_total", 0) >= 1
+    assert names.get(ACCEPTED, 0) > 0
+
+
+def test_a_preempted_sequence_that_drafts_resumes_with_the_same_tokens() -> None:
+    engine = preemption_engine({"method": "ngram"}, context_length=1024, max_sequences=1)
     try:
-        model = engine.model(MODEL_NAME)
-        low_prompt = model.tokenize_prompt(REWRITE)
-        high_prompt = model.tokenize_prompt("The recipe for bread is")
-
-        def request(rid: str, prompt: list[int], n: int, **fields: Any) -> GenerationRequest:
-            greedy = SamplingParams(temperature=0.0)
-            return GenerationRequest(prompt, n, greedy, request_id=rid, ignore_eos=True, **fields)
-
-        async def collect(request: GenerationRequest) -> list[int]:
-            tokens: list[int] = []
-            async for event in engine.submit(MODEL_NAME, request):
-                assert event.error is None
-                tokens.extend(event.token_ids)
-            return tokens
-
-        async def scenario() -> tuple[list[int], list[int]]:
-            plain = await collect(request("plain", low_prompt, 60, speculative=False))
-            low = asyncio.create_task(collect(request("low", low_prompt, 60)))
-            while model.runner.active_sequences == 0:
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.2)
-            await collect(request("high", high_prompt, 4, priority=5))
-            return plain, await low
-
-        plain, interrupted = asyncio.run(scenario())
-        assert interrupted == plain
-        names = {s.name: s.value for f in engine.metrics.registry.collect() for s in f.samples}
-        assert names.get("inferflux_num_preemptions_total", 0) >= 1
-        assert names.get(ACCEPTED, 0) > 0
+        check_a_preempted_sequence_resumes_with_the_same_tokens(engine)
     finally:
         engine.unload()

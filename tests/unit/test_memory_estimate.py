@@ -21,7 +21,7 @@ from inferflux_core.engine.memory import (
     estimate_memory,
     kv_layout,
 )
-from inferflux_core.engine.memory_check import check_model_memory
+from inferflux_core.engine.memory_check import check_model_memory, estimate_for
 from inferflux_core.errors import ConfigError, InsufficientMemoryError, ModelFileError
 
 gguf = pytest.importorskip("gguf")
@@ -315,3 +315,14 @@ def test_refusal_when_not_one_sequence_fits_suggests_a_smaller_quantization(
     assert "GiB" in message and "200.00 MiB free" in message
     assert "lower context_length" in message and "smaller quantization" in message
     assert "92.10 MiB" in message  # the weights alone
+
+
+def test_a_draft_model_counts_with_its_model(model_path: Path) -> None:
+    config = ModelConfig(context_length=512, max_sequences=2)
+    alone = estimate_for(config, model_path)
+    both = estimate_for(config, model_path, draft_path=model_path)
+    assert alone is not None and both is not None
+    assert both.weights_bytes == 2 * alone.weights_bytes
+    assert both.kv_bytes == 2 * alone.kv_bytes
+    assert both.total_bytes == 2 * alone.total_bytes
+    assert both.kv_bytes_per_token == alone.kv_bytes_per_token

