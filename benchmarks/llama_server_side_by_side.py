@@ -41,6 +41,8 @@ from serving_throughput import ServerResults, inferflux_body, measure_server, wa
 
 SLOTS = 8
 SLOT_CONTEXT = 2048
+#: Tokens per slot in the multi-turn part (its conversation outgrows 2,048).
+MULTI_TURN_CONTEXT = 4096
 
 #: The multi-turn conversation: a long system prompt, then short questions about it.
 SYSTEM_RULES = [
@@ -132,7 +134,10 @@ def inferflux(
         "max_sequences": slots,
         "options": {"threads": threads},
     }
-    env = {f"INFERFLUX_SCHEDULER__{k.upper()}": json.dumps(v) for k, v in scheduler.items()}
+    env = {
+        f"INFERFLUX_SCHEDULER__{k.upper()}": v if isinstance(v, str) else json.dumps(v)
+        for k, v in scheduler.items()
+    }
     return inferflux_models_server(label, [model], env)
 
 
@@ -471,32 +476,48 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n{result.label}: {result.discarded} contended round(s) measured again")
         print()
     if not args.skip_multi_turn:
+        # a 10-turn conversation outgrows 2,048 tokens: the servers get 4,096 per slot here
+        ctx = {"slot_context": MULTI_TURN_CONTEXT}
 
         def fresh_inferflux() -> ServerProcess:
-            return inferflux(args.threads, "inferflux (no reuse)", prefix_reuse=False)
+            return inferflux(args.threads, "inferflux (no reuse)", prefix_reuse=False, **ctx)
+
+        def fresh_exact() -> ServerProcess:
+            # the same decode path (a lone long decode step padded), nothing reused
+            return inferflux(
+                args.threads,
+                "inferflux (no reuse, exact decode rows)",
+                prefix_reuse=False,
+                reuse_generated="exact",
+                **ctx,
+            )
 
         conversations = [
-            run_conversation(inferflux(args.threads), args, {}, fresh_inferflux, {}),
+            run_conversation(inferflux(args.threads, **ctx), args, {}, fresh_inferflux, {}),
             run_conversation(
                 inferflux(
-                    args.threads, "inferflux reuse_generated: exact", reuse_generated="exact"
+                    args.threads,
+                    "inferflux reuse_generated: exact",
+                    reuse_generated="exact",
+                    **ctx,
                 ),
                 args,
                 {},
-                fresh_inferflux,
+                fresh_exact,
                 {},
             ),
             run_conversation(
-                llama_server(binary, args.threads),
+                llama_server(binary, args.threads, **ctx),
                 args,
                 {"cache_prompt": True},
-                lambda: llama_server(binary, args.threads, cache_prompt=False),
+                lambda: llama_server(binary, args.threads, cache_prompt=False, **ctx),
                 {"cache_prompt": False},
             ),
         ]
         print(
             f"### Multi-turn: {args.turns} turns, {args.rules}-rule system prompt, "
-            f"answers of up to {args.turn_tokens} tokens, greedy\n"
+            f"answers of up to {args.turn_tokens} tokens, greedy, {MULTI_TURN_CONTEXT} tokens "
+            "per slot\n"
         )
         print(conversation_table(conversations))
         print()

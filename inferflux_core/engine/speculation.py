@@ -62,25 +62,48 @@ def drafts_exactly(params: SamplingParams) -> bool:
     )
 
 
+#: Steps a sequence skips drafting after a one-token draft failed (doubling while they keep
+#: failing, up to :data:`MAX_PAUSE_STEPS`): verifying even one draft token costs about 60%
+#: more than a plain decode step on a 2-core CPU, so drafts that keep failing cost speed.
+PAUSE_STEPS = 2
+MAX_PAUSE_STEPS = 32
+
+
 class DraftLength:
     """How many tokens a sequence drafts next: ``most`` at first, halved (down to 1) after a
     draft whose first token was rejected, one more (up to ``most``) after a draft accepted
-    whole; a partly accepted draft leaves it as it is. A sequence whose drafts keep failing
-    thus costs little verification work, and one whose drafts are right drafts all it may."""
+    whole; a partly accepted draft leaves it as it is. A one-token draft rejected pauses
+    drafting for :data:`PAUSE_STEPS` steps, twice as many each time it happens again before a
+    draft is accepted. A sequence whose drafts keep failing thus costs little verification
+    work, and one whose drafts are right drafts all it may."""
 
-    __slots__ = ("current", "most")
+    __slots__ = ("_backoff", "_paused", "current", "most")
 
     def __init__(self, most: int) -> None:
         self.most = max(1, most)
         self.current = self.most
+        self._paused = 0
+        self._backoff = PAUSE_STEPS
+
+    def next_length(self) -> int:
+        """The most tokens to draft in this step (0 while paused); call once per step."""
+        if self._paused > 0:
+            self._paused -= 1
+            return 0
+        return self.current
 
     def verified(self, drafted: int, accepted: int) -> None:
         """``accepted`` of the ``drafted`` tokens of the last draft were accepted."""
         if drafted <= 0:
             return
         if accepted <= 0:
+            if self.current == 1:
+                self._paused = self._backoff
+                self._backoff = min(MAX_PAUSE_STEPS, self._backoff * 2)
             self.current = max(1, self.current // 2)
-        elif accepted >= drafted:
+            return
+        self._backoff = PAUSE_STEPS
+        if accepted >= drafted:
             self.current = min(self.most, self.current + 1)
 
 
@@ -92,6 +115,10 @@ class Drafter:
     @property
     def length(self) -> int:
         """The most tokens to draft next (0: none)."""
+        return 0
+
+    def next_length(self) -> int:
+        """The most tokens to draft in this step (0: none); called once per step."""
         return 0
 
     def propose(self, prompt: Sequence[int], generated: Sequence[int], limit: int) -> list[int]:
@@ -117,6 +144,10 @@ class AdaptiveDrafter(Drafter):
     def length(self) -> int:
         """The most tokens to draft next."""
         return self._length.current
+
+    def next_length(self) -> int:
+        """The most tokens to draft in this step (0 while paused; see :class:`DraftLength`)."""
+        return self._length.next_length()
 
     def verified(self, drafted: int, accepted: int) -> None:
         """Shrink or grow the next drafts (see :class:`DraftLength`)."""

@@ -113,7 +113,7 @@ class StepApplier(PlanApplier[EngineSequence]):
         for sequence in sequences:
             drafter = self._drafter(sequence)
             limit = min(
-                drafter.length,
+                drafter.next_length(),
                 sequence.state.request.max_tokens - len(sequence.generated) - 1,
                 self._tokens.context_length - sequence.kv_tokens,
             )

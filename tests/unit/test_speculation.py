@@ -161,6 +161,9 @@ def test_the_draft_length_halves_on_a_first_miss_and_grows_on_full_acceptance() 
     length.verified(2, 0)
     length.verified(1, 0)
     assert length.current == 1  # never below one
+    assert length.next_length() == 0  # a failed one-token draft pauses drafting
+    assert length.next_length() == 0
+    assert length.next_length() == 1
     length.verified(1, 1)
     length.verified(2, 2)
     assert length.current == 3
@@ -212,3 +215,27 @@ def test_a_draft_model_drafts_for_all_its_sequences_in_one_batch() -> None:
     assert [[q.seq_id for q in batch] for batch in recorder.batches] == [[0, 1, 2]]
     speculation.release(1)
     assert recorder.released == [1]
+
+
+def test_drafting_pauses_longer_while_one_token_drafts_keep_failing() -> None:
+    length = DraftLength(4)
+    for _ in range(3):
+        length.verified(length.current, 0)
+    assert length.current == 1
+    pauses = []
+    for _ in range(4):
+        steps = 0
+        while length.next_length() == 0:
+            steps += 1
+        pauses.append(steps)
+        length.verified(1, 0)
+    assert pauses == [2, 4, 8, 16]
+    while length.next_length() == 0:
+        pass
+    length.verified(1, 1)  # an accepted draft ends the backoff (and grows the length to 2)
+    length.verified(2, 0)
+    length.verified(1, 0)
+    steps = 0
+    while length.next_length() == 0:
+        steps += 1
+    assert steps == 2
