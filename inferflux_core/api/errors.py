@@ -109,10 +109,23 @@ async def handle_unexpected(
     params: Any,
     ws: falcon.asgi.WebSocket | None = None,
 ) -> None:
-    """A bug: log the traceback, answer 500 without it."""
+    """A bug: log the traceback, answer 500 without it. A websocket whose client has gone
+    (closed before the handler's last send or close) is no bug: logged at debug, nothing sent."""
+    if ws is not None and _client_gone(ex):
+        log.debug("%s %s: the websocket client disconnected (%s)", req.method, req.path, ex)
+        return
     log.exception("%s %s failed", req.method, req.path)
     error = InferfluxError("internal server error")
     await deliver(req, resp, ws, error)
+
+
+def _client_gone(ex: Exception) -> bool:
+    """Whether ``ex`` says the websocket's client disconnected: falcon's
+    ``WebSocketDisconnected``, or the ASGI server's error for a send on a closed socket
+    (uvicorn's ``ClientDisconnected``, an ``OSError``)."""
+    if isinstance(ex, falcon.errors.WebSocketDisconnected):
+        return True
+    return isinstance(ex, OSError) and type(ex).__name__ == "ClientDisconnected"
 
 
 def install_error_handlers(app: falcon.asgi.App[Any, Any]) -> None:
