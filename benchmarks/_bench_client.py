@@ -152,6 +152,47 @@ async def stream_chat(client: httpx.AsyncClient, url: str, body: dict[str, Any])
     return result
 
 
+@dataclass(slots=True)
+class ChatReply:
+    """A streamed chat completion read whole: its text, its ``usage`` (empty if none was
+    sent) and ``time.perf_counter()`` timestamps."""
+
+    text: str
+    usage: dict[str, Any]
+    sent: float
+    first_content: float | None
+    done: float
+
+    @property
+    def ttft(self) -> float:
+        """Seconds to the first content (to the end, when nothing came)."""
+        return (self.first_content or self.done) - self.sent
+
+
+async def read_chat(client: httpx.AsyncClient, body: dict[str, Any]) -> ChatReply:
+    """POST one streaming chat completion to ``/v1/chat/completions`` and keep its text (a
+    status other than 200 raises RuntimeError naming it)."""
+    sent = time.perf_counter()
+    first: float | None = None
+    parts: list[str] = []
+    usage: dict[str, Any] = {}
+    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:300]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    first = first or time.perf_counter()
+                    parts.append(text)
+    return ChatReply("".join(parts), usage, sent, first, time.perf_counter())
+
+
 async def run_round(
     client: httpx.AsyncClient,
     url: str,

@@ -27,12 +27,12 @@ import asyncio
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from _bench_client import read_chat
 from _cpu import load_average
 from _llama_server_build import build as build_llama_server
 from _servers import ServerProcess, _clean_env, free_port, inferflux_models_server, running
@@ -266,25 +266,8 @@ async def chat_turn(
     client: httpx.AsyncClient, body: dict[str, Any]
 ) -> tuple[float, str, int | None]:
     """Stream one chat completion: seconds to the first content, the text, prompt tokens."""
-    sent = time.perf_counter()
-    first: float | None = None
-    parts: list[str] = []
-    prompt_tokens = None
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:300]!r}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if chunk.get("usage"):
-                prompt_tokens = chunk["usage"].get("prompt_tokens")
-            for choice in chunk.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    first = first or time.perf_counter()
-                    parts.append(text)
-    return (first or time.perf_counter()) - sent, "".join(parts), prompt_tokens
+    reply = await read_chat(client, body)
+    return reply.ttft, reply.text, reply.usage.get("prompt_tokens")
 
 
 def turn_body(

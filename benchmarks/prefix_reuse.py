@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import httpx
+from _bench_client import read_chat
 from _servers import ServerProcess, inferflux_server, llama_cpp_server, running
 from _workload import CONTEXT_LENGTH, MODEL_NAME, MODEL_SOURCE, model_path, usable_cores
 
@@ -86,27 +85,10 @@ async def _turn(
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    sent = time.perf_counter()
-    first: float | None = None
-    pieces: list[str] = []
-    prompt_tokens = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:300]!r}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if chunk.get("usage"):
-                prompt_tokens = chunk["usage"]["prompt_tokens"]
-            for choice in chunk.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    first = first or time.perf_counter()
-                    pieces.append(text)
-    if first is None:
+    reply = await read_chat(client, body)
+    if reply.first_content is None:
         raise RuntimeError("the reply had no content")
-    return first - sent, "".join(pieces), prompt_tokens
+    return reply.ttft, reply.text, reply.usage.get("prompt_tokens", 0)
 
 
 async def converse(server: ServerProcess, turns: int, max_tokens: int) -> Conversation:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from _bench_client import read_chat
 from _cpu import load_average
 from _servers import ServerProcess, inferflux_models_server, running
 from _workload import MODEL_NAME, MODEL_SOURCE, cpu_name, usable_cores
@@ -109,26 +108,9 @@ async def generate(
         "stream_options": {"include_usage": True},
         "speculative": speculative,
     }
-    sent = time.perf_counter()
-    first: float | None = None
-    parts: list[str] = []
-    tokens = 0
-    async with client.stream("POST", "/v1/chat/completions", json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:300]!r}")
-        async for line in response.aiter_lines():
-            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-                continue
-            chunk = json.loads(line[5:])
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-            for choice in chunk.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    first = first or time.perf_counter()
-                    parts.append(text)
-    done = time.perf_counter()
-    return Generation("".join(parts), tokens, (first or done) - sent, done - sent)
+    reply = await read_chat(client, body)
+    tokens = reply.usage.get("completion_tokens", 0)
+    return Generation(reply.text, tokens, reply.ttft, reply.done - reply.sent)
 
 
 async def counters(client: httpx.AsyncClient) -> dict[str, float]:
