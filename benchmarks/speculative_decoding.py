@@ -9,9 +9,10 @@ so both halves of a pair see the same machine. For each task the table gives the
 drafts, the speed-up (median over pairs), the share of drafted tokens accepted (from the
 server's ``inferflux_spec_decode_*`` counters) and whether the outputs were identical.
 
-Tasks: ``rewrite`` (correct the spelling of a given paragraph), ``extract`` (fields of a given
-text as JSON), ``code`` (rename a variable in a given function), and ``story`` (a free story,
-nothing to copy from: the control).
+Tasks: ``rewrite`` and ``proofread`` (correct the spelling of a given paragraph), ``tense``
+(put a given text in the past tense), ``extract`` and ``invoice`` (fields of a given text as
+JSON), ``code`` (rename a variable in a given function), and ``story`` (a free story, nothing
+to copy from: the control).
 
     .venv/bin/python benchmarks/speculative_decoding.py
     .venv/bin/python benchmarks/speculative_decoding.py --methods ngram --num-tokens 8 --repeat 5
@@ -44,6 +45,23 @@ RECORD = (
     "A-48213) on 3 March. It was delivered to 12 rue des Lilas, 69003 Lyon, but one shelf was "
     "cracked. You can reach me at claire.dubois@example.org or on +33 4 72 00 00 00."
 )
+MEETING = (
+    "Our team meets every monday at nine in the large confrence room on the third floor. Please "
+    "bring your laptop and a list of the tasks you finished last week. If you can not attend, "
+    "send a short note to your manager before the meeting starts, so that somone else can "
+    "present your work. Coffee and pastries are provided by the office, but feel free to bring "
+    "your own lunch."
+)
+ROUTINE = (
+    "Maria walks to the market every morning. She buys fresh bread, a bag of apples and some "
+    "cheese from the farmer at the corner. Then she sits on a bench in the park, reads the "
+    "newspaper and feeds the pigeons. At ten o'clock she goes home and starts her work."
+)
+INVOICE = (
+    "Invoice INV-2024-0917 issued on 14 June 2024 by Northwind Traders Ltd, 45 Harbour Road, "
+    "Bristol, to Contoso Cafe, 8 Market Street, Leeds. Items: 12 bags of coffee beans at 18.50 "
+    "each, 4 boxes of paper cups at 9.75 each. Total due: 261.00 GBP within 30 days."
+)
 CODE = """def total_price(items, tax_rate):
     subtotal = 0
     for item in items:
@@ -58,6 +76,12 @@ TASKS = {
     "extract": (
         "Extract the customer's name, order number, address, email and phone from this "
         f"message, as a JSON object:\n\n{RECORD}"
+    ),
+    "proofread": f"Rewrite this paragraph with its spelling mistakes corrected:\n\n{MEETING}",
+    "tense": f"Rewrite the following text in the past tense:\n\n{ROUTINE}",
+    "invoice": (
+        "From this invoice, extract the seller, buyer, invoice number, date, total and currency "
+        f"as a JSON object:\n\n{INVOICE}"
     ),
     "code": f"Rename the variable `subtotal` to `net` in this function:\n\n{CODE}",
     "story": "Write a story about a lighthouse keeper.",
@@ -148,6 +172,8 @@ def speculative_server(method: str, args: argparse.Namespace) -> ServerProcess:
     """inferflux with one model that drafts by ``method`` (prefix reuse off, so each request
     of a pair prefills its prompt the same way)."""
     speculative: dict[str, Any] = {"method": method, "num_tokens": args.num_tokens}
+    if method == "ngram":
+        speculative.update(ngram_min=args.ngram_min, ngram_max=args.ngram_max)
     if method == "draft_model":
         speculative["draft_model"] = MODEL_SOURCE
     model = {
@@ -194,6 +220,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", default=",".join(TASKS), help="e.g. rewrite,extract")
     parser.add_argument("--tokens", type=int, default=160, help="max tokens per answer")
     parser.add_argument("--num-tokens", type=int, default=8, help="most drafts per step")
+    parser.add_argument("--ngram-min", type=int, default=2, help="shortest suffix looked up")
+    parser.add_argument("--ngram-max", type=int, default=3, help="longest suffix looked up")
     parser.add_argument("--repeat", type=int, default=3, help="pairs per task")
     parser.add_argument("--threads", type=int, default=usable_cores())
     args = parser.parse_args(argv)
@@ -210,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## Speculative decoding at one stream, on {cpu_name()}")
     print(
         f"{args.threads} threads, greedy, up to {args.tokens} tokens, up to {args.num_tokens} "
-        f"drafts per step, median of {args.repeat} pairs, load before: {load_average()}\n"
+        f"drafts per step (ngram {args.ngram_min}..{args.ngram_max}), "
+        f"median of {args.repeat} pairs, load before: {load_average()}\n"
     )
     for method in args.methods:
         server = speculative_server(method, args)

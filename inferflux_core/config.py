@@ -81,15 +81,21 @@ class SpeculativeConfig(_Strict):
         "step; `off`: only requests with `speculative: true` draft (by prompt lookup)",
     )
     num_tokens: int = Field(
-        4,
+        8,
         ge=1,
         le=MAX_SPECULATIVE_TOKENS,
         description="most tokens drafted per step; each sequence drafts fewer after its "
         "drafts are rejected (halved when the first is wrong, one more after a draft is "
         "accepted whole)",
     )
-    ngram_max: int = Field(3, ge=1, le=MAX_NGRAM, description="longest suffix looked up")
-    ngram_min: int = Field(1, ge=1, le=MAX_NGRAM, description="shortest suffix looked up")
+    ngram_max: int = Field(
+        3,
+        ge=1,
+        le=MAX_NGRAM,
+        description="longest suffix looked up; a match of it drafts up to `num_tokens`, one "
+        "a token shorter half as many",
+    )
+    ngram_min: int = Field(2, ge=1, le=MAX_NGRAM, description="shortest suffix looked up")
     draft_model: str | None = Field(
         None,
         min_length=1,

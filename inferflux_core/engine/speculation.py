@@ -2,7 +2,8 @@
 
 By prompt lookup, for a sequence in decode, the longest suffix (``ngram_max`` down to
 ``ngram_min`` tokens) of its prompt and output that occurred earlier proposes the tokens that
-followed its most recent earlier occurrence. A draft model (:mod:`.draft_model`) instead
+followed its most recent earlier occurrence, fewer for a shorter suffix
+(:func:`match_draft_lengths`). A draft model (:mod:`.draft_model`) instead
 decodes the continuation greedily, for all drafting sequences of a step together. The backend
 verifies the draft in the sequence's next decode chunk (see
 :class:`~inferflux_core.contracts.SequenceChunk`), so a step may yield several tokens; the
@@ -28,9 +29,9 @@ class SpeculationSettings:
     :class:`Speculation`); ``enabled`` is what requests that do not say get."""
 
     enabled: bool = True
-    num_tokens: int = 4
+    num_tokens: int = 8
     ngram_max: int = 3
-    ngram_min: int = 1
+    ngram_min: int = 2
 
 
 def speculation_settings(config: SpeculativeConfig) -> SpeculationSettings:
@@ -107,6 +108,14 @@ class DraftLength:
             self.current = min(self.most, self.current + 1)
 
 
+def match_draft_lengths(ngram_min: int, ngram_max: int, most: int) -> dict[int, int]:
+    """The most tokens a prompt-lookup match of each n-gram size drafts: ``most`` for a match
+    of ``ngram_max`` tokens, half as many for each token shorter (at least 1). A short suffix
+    occurs in many places, so what followed its latest occurrence is a weaker guess; drafting
+    less from it wastes less verification where it is wrong."""
+    return {n: max(1, most >> (ngram_max - n)) for n in range(ngram_min, ngram_max + 1)}
+
+
 class Drafter:
     """Proposes nothing: the drafter of a sequence that does not speculate."""
 
@@ -169,13 +178,15 @@ class NgramDrafter(AdaptiveDrafter):
     lookups, not a scan.
     """
 
-    __slots__ = ("_index", "_indexed", "_sizes", "_tokens")
+    __slots__ = ("_index", "_indexed", "_lengths", "_sizes", "_tokens")
 
     def __init__(self, ngram_min: int, ngram_max: int, most: int = 4) -> None:
         if not 1 <= ngram_min <= ngram_max:
             raise ValueError(f"need 1 <= ngram_min <= ngram_max, not {ngram_min}, {ngram_max}")
         super().__init__(most)
         self._sizes = range(ngram_max, ngram_min - 1, -1)
+        #: The most tokens a match of each n-gram size drafts (see :func:`match_draft_lengths`).
+        self._lengths = match_draft_lengths(ngram_min, ngram_max, most)
         self._tokens: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}
         #: How many end positions are indexed (0 .. len(tokens) - 2 once caught up).
@@ -194,7 +205,7 @@ class NgramDrafter(AdaptiveDrafter):
                 continue
             end = index.get(tuple(tokens[n_tokens - n :]))
             if end is not None:
-                return tokens[end + 1 : end + 1 + limit]
+                return tokens[end + 1 : end + 1 + min(limit, self._lengths[n])]
         return []
 
     def _catch_up(self, prompt: Sequence[int], generated: Sequence[int]) -> list[int]:

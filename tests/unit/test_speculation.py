@@ -18,6 +18,7 @@ from inferflux_core.engine.speculation import (
     Speculation,
     SpeculationSettings,
     drafts_exactly,
+    match_draft_lengths,
     speculation_settings,
 )
 from inferflux_core.errors import ConfigError
@@ -61,6 +62,28 @@ def test_the_index_follows_the_generated_tokens() -> None:
     assert drafter.propose(prompt, generated, 2) == [12, 13]
     generated += [12, 20, 10, 11]  # now "10 11" last ended at 5, followed by 12 20
     assert drafter.propose(prompt, generated, 3) == [12, 20, 10]
+
+
+def test_a_shorter_match_drafts_fewer_tokens() -> None:
+    assert match_draft_lengths(1, 3, 8) == {3: 8, 2: 4, 1: 2}
+    assert match_draft_lengths(2, 4, 3) == {4: 3, 3: 1, 2: 1}
+    drafter = NgramDrafter(1, 3, most=8)
+    #          "5 6" occurred (followed by 7..), "4 5 6" did not
+    history = [5, 6, 7, 8, 9, 10, 11, 12, 13, 4, 5, 6]
+    assert drafter.propose(history, [], 8) == [7, 8, 9, 10]
+    assert drafter.propose(history, [], 2) == [7, 8]
+    # a one-token match ("9" followed by 1 ..) drafts two
+    assert NgramDrafter(1, 3, most=8).propose([9, 1, 2, 3, 4, 0, 9], [], 8) == [1, 2]
+    assert NgramDrafter(3, 3, most=8).propose([1, 2, 3, 4, 5, 6, 7, 8, 9, 1, 2, 3], [], 8) == [
+        4,
+        5,
+        6,
+        7,
+        8,
+        9,
+        1,
+        2,
+    ]
 
 
 def test_ngram_sizes_are_checked() -> None:
@@ -128,9 +151,9 @@ def test_a_request_opts_in_or_out_of_the_models_default() -> None:
 
 def test_the_models_config_is_bounded() -> None:
     settings = speculation_settings(ModelConfig().speculative)
-    assert settings == SpeculationSettings(False, 4, 3, 1)
-    on = ModelConfig(speculative={"method": "ngram", "num_tokens": 8})
-    assert speculation_settings(on.speculative) == SpeculationSettings(True, 8, 3, 1)
+    assert settings == SpeculationSettings(False, 8, 3, 2)
+    on = ModelConfig(speculative={"method": "ngram", "num_tokens": 6})
+    assert speculation_settings(on.speculative) == SpeculationSettings(True, 6, 3, 2)
     for bad in (
         {"num_tokens": 0},
         {"num_tokens": 63},
