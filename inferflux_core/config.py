@@ -92,8 +92,8 @@ class SpeculativeConfig(_Strict):
         3,
         ge=1,
         le=MAX_NGRAM,
-        description="longest suffix looked up; a match of it drafts up to `num_tokens`, one "
-        "a token shorter half as many",
+        description="longest suffix looked up; a match of it drafts up to `num_tokens`, a match "
+        "one token shorter half as many",
     )
     ngram_min: int = Field(2, ge=1, le=MAX_NGRAM, description="shortest suffix looked up")
     draft_model: str | None = Field(

@@ -14,6 +14,7 @@ from inferflux_core.contracts import SamplingParams
 from inferflux_core.engine import Engine, GenerationRequest
 from inferflux_core.errors import QueueFullError, ServiceUnavailableError
 from inferflux_core.frontdoors import OpenAIDicts
+from inferflux_plugins.devices.cpu import cpu_flags
 
 MODEL = "smollm2-135m-instruct"
 SYSTEM = "You are a meticulous assistant. " * 60 + "Answer in one short sentence."
@@ -311,16 +312,8 @@ def test_the_next_turn_reuses_all_of_the_prompt_before_it_with_identical_output(
     assert second == _chat(reuse_off, messages)
 
 
-def _cpu_has_avx512() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            return " avx512f" in info.read()
-    except OSError:
-        return True
-
-
 @pytest.mark.xfail(
-    not _cpu_has_avx512(),
+    bool(cpu_flags()) and "avx512f" not in cpu_flags(),
     reason="on an AVX2-only CPU a reused answer's KV differed from a fresh prefill "
     "(found 2026-12-02 on a 2-core AVX2 EPYC; issue 17, not yet explained)",
     strict=False,
